@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine:
+#   make app    virtual environment + requirements + embedded data, then the dashboard
+#   make test   the same set-up, then the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PORT   ?= 8501
+
+.PHONY: app test setup bench-data clean
+
+$(STAMP): requirements.txt requirements-dev.txt requirements-data.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-data.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+app: $(STAMP)
+	$(BIN)/streamlit run streamlit_app.py --server.port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench-data: $(STAMP)
+	$(BIN)/python scripts/bench_data.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

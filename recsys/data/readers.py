@@ -1,0 +1,407 @@
+"""Readers for every MovieLens release in its native format, each returning the canonical MovieLensData.
+
+Formats: ML-100K (u.data/u.item/u.user), RecBole atomic files (ml-100k.inter/.item/.user, the embedded default),
+ML-1M and ML-10M ('::'-separated .dat, latin-1), ML-20M/ML-25M/ml-latest/ml-latest-small (CSV with a header), and
+the shared ML-1M copy (ratings.parquet with nullable timestamps beside the original movies.dat/users.dat).
+Every reader validates what it read and raises DataValidationError naming the file and line of the first problem.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from recsys.data.schema import DataValidationError, MovieLensData
+
+ML100K_GENRES = [
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+]
+_YEAR_IN_TITLE = re.compile(r"\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
+RATING_COLUMNS = ["user", "item", "rating", "timestamp"]
+
+
+# --------------------------------------------------------------------------------------------- format detection
+def detect_format(path: Path) -> str:
+    """Name the MovieLens file layout found in a directory, or raise with what was expected."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataValidationError(f"{path}: not a directory (pass the folder that holds the MovieLens files)")
+    if (path / "u.data").exists():
+        return "ml-100k"
+    if list(path.glob("*.inter")):
+        return "recbole-atomic"
+    if (path / "ratings.parquet").exists():
+        return "ml-1m-parquet"
+    if (path / "ratings.dat").exists():
+        return "dat"
+    if (path / "ratings.csv").exists():
+        return "csv"
+    found = sorted(p.name for p in path.iterdir())[:12]
+    raise DataValidationError(
+        f"{path}: no MovieLens ratings file found (expected u.data, *.inter, ratings.dat, ratings.csv or "
+        f"ratings.parquet); the folder holds {found}"
+    )
+
+
+def source_files(path: Path) -> list[Path]:
+    """The files a reader will read for the directory (what the cache fingerprint covers)."""
+    path = Path(path)
+    fmt = detect_format(path)
+    names = {
+        "ml-100k": ["u.data", "u.item", "u.user"],
+        "ml-1m-parquet": ["ratings.parquet", "movies.dat", "users.dat"],
+        "dat": ["ratings.dat", "movies.dat", "users.dat"],
+        "csv": ["ratings.csv", "movies.csv"],
+    }
+    if fmt == "recbole-atomic":
+        stem = sorted(path.glob("*.inter"))[0].stem
+        files = [path / f"{stem}.{ext}" for ext in ("inter", "item", "user")]
+    else:
+        files = [path / n for n in names[fmt]]
+    return [f for f in files if f.exists()]
+
+
+def guess_name(path: Path) -> str:
+    """A dataset name from the folder name (ml-10M100K -> ml-10m), used when the caller gives none."""
+    name = Path(path).resolve().name.lower()
+    return {"ml-10m100k": "ml-10m"}.get(name, name)
+
+
+# --------------------------------------------------------------------------------------------- parsing helpers
+def _locate_bad_line(path: Path, text_lines, sep: str, columns: list[str], numeric: dict[str, type],
+                     first_line: int) -> DataValidationError:
+    """Slow path, run only after the fast parser failed: find the first line that is malformed and say why."""
+    for lineno, raw in enumerate(text_lines, start=first_line):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            return DataValidationError(f"{path}:{lineno}: empty line")
+        fields = next(csv.reader([line], delimiter=sep)) if sep == "," else line.split(sep)
+        if len(fields) < len(columns):
+            return DataValidationError(
+                f"{path}:{lineno}: expected {len(columns)} fields ({', '.join(columns)}), found {len(fields)}: {line!r}")
+        for col, kind in numeric.items():
+            value = fields[columns.index(col)].strip()
+            try:
+                kind(value)
+            except ValueError:
+                return DataValidationError(f"{path}:{lineno}: column '{col}' is not numeric: {value!r}")
+    return DataValidationError(f"{path}: could not be parsed (no single malformed line found)")
+
+
+def _read_delimited(path: Path, sep: str, columns: list[str], dtypes: dict, header: bool,
+                    encoding: str = "utf-8", dat: bool = False) -> pd.DataFrame:
+    """Fast numeric table read; on any failure, rescan the text to report the first bad line."""
+    raw = path.read_bytes()
+    if dat:  # '::' is a multi-character separator: pandas would fall back to its slow Python engine
+        raw = raw.replace(b"::", b"\t")
+        sep = "\t"
+    text_sep = sep
+    first_line = 2 if header else 1
+    try:
+        if header:
+            head = raw.split(b"\n", 1)[0].decode(encoding).strip().split(sep)
+            missing = [c for c in dtypes if c not in head]
+            if missing:
+                raise DataValidationError(
+                    f"{path}:1: missing column(s) {missing}; the header has {head}")
+            names = None
+        else:
+            ncols = len(raw.split(b"\n", 1)[0].split(sep.encode()))
+            if ncols < len(columns):
+                raise ValueError("too few fields")
+            names = columns + [f"_extra{i}" for i in range(ncols - len(columns))]
+        table = pacsv.read_csv(
+            io.BytesIO(raw),
+            read_options=pacsv.ReadOptions(column_names=names, encoding=encoding),
+            parse_options=pacsv.ParseOptions(delimiter=sep, quote_char='"' if sep == "," else False),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.from_numpy_dtype(np.dtype(t)) for c, t in dtypes.items()},
+                                                 include_columns=list(dtypes)))
+        df = table.to_pandas()
+    except DataValidationError:
+        raise
+    except Exception as exc:  # pyarrow/pandas errors vary by version; the rescan gives the useful message
+        lines = raw.decode(encoding, errors="replace").splitlines()
+        if header:
+            head = lines[0].strip().split(sep)
+            cols, lines = head, lines[1:]
+        else:
+            cols = columns
+        numeric = {c: (int if np.issubdtype(np.dtype(t), np.integer) else float) for c, t in dtypes.items()}
+        err = _locate_bad_line(path, lines, text_sep, cols, numeric, first_line)
+        raise err from exc
+    if len(df) == 0:
+        raise DataValidationError(f"{path}: no rows")
+    return df
+
+
+def _year_from_title(titles: pd.Series) -> pd.Series:
+    return titles.str.extract(_YEAR_IN_TITLE, expand=False).astype("Int64")
+
+
+def _items_frame(item, title, year, genres) -> pd.DataFrame:
+    return pd.DataFrame({
+        "item": np.asarray(item, dtype=np.int64),
+        "title": pd.Series(title, dtype=object).astype(str).str.strip().to_numpy(),
+        "year": pd.array(year, dtype="Int64"),
+        "genres": pd.Series(genres, dtype=object).fillna("").astype(str).to_numpy(),
+    })
+
+
+# --------------------------------------------------------------------------------------------- validation
+def validate(interactions: pd.DataFrame, items: pd.DataFrame, ratings_path: Path, first_line: int,
+             rating_range: tuple[float, float], unit: str = "line") -> None:
+    """Check the canonical interactions; raise naming the file and line of the first offending row."""
+    def where(row: int) -> str:
+        return f"{ratings_path}:{row + first_line}" if unit == "line" else f"{ratings_path} (row {row + first_line})"
+
+    for col in ("user", "item", "rating"):
+        bad = interactions[col].isna().to_numpy()
+        if bad.any():
+            raise DataValidationError(f"{where(int(np.argmax(bad)))}: missing value in column '{col}'")
+    lo, hi = rating_range
+    r = interactions["rating"].to_numpy()
+    bad = (r < lo) | (r > hi) | ~np.isfinite(r)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataValidationError(f"{where(i)}: rating {r[i]:g} is outside the release's range [{lo:g}, {hi:g}]")
+    ts = interactions["timestamp"]
+    neg = (ts < 0).fillna(False).to_numpy(dtype=bool)
+    if neg.any():
+        i = int(np.argmax(neg))
+        raise DataValidationError(f"{where(i)}: negative timestamp {ts.iloc[i]}")
+    u = interactions["user"].to_numpy()
+    it = interactions["item"].to_numpy()
+    if (u < 0).any() or (it < 0).any():
+        i = int(np.argmax((u < 0) | (it < 0)))
+        raise DataValidationError(f"{where(i)}: negative user or item id")
+    # (user, item) first as one int64 key: a cheap hash; only on a hit pay for the three-column check.
+    key = pd.Series(u * (int(it.max()) + 1) + it)
+    if key.duplicated().any():
+        dup = interactions.duplicated(["user", "item", "timestamp"]).to_numpy()
+        if dup.any():
+            i = int(np.argmax(dup))
+            raise DataValidationError(
+                f"{where(i)}: duplicate rating of item {it[i]} by user {u[i]} at timestamp {ts.iloc[i]}")
+    known = pd.Index(items["item"].to_numpy())
+    unknown = known.get_indexer(it) < 0
+    if unknown.any():
+        i = int(np.argmax(unknown))
+        raise DataValidationError(
+            f"{where(i)}: item {it[i]} is not in the release's item file "
+            f"({int(unknown.sum()):,} ratings in all refer to unknown items)")
+    if items["item"].duplicated().any():
+        raise DataValidationError(f"{ratings_path.parent}: the item file lists item "
+                                  f"{items.loc[items['item'].duplicated(), 'item'].iloc[0]} twice")
+
+
+def _canonical(df: pd.DataFrame, nullable_ts: bool = False) -> pd.DataFrame:
+    out = pd.DataFrame({
+        "user": df["user"].to_numpy(dtype=np.int64),
+        "item": df["item"].to_numpy(dtype=np.int64),
+        "rating": df["rating"].to_numpy(dtype=np.float32),
+    })
+    out["timestamp"] = df["timestamp"].astype("Int64") if nullable_ts else df["timestamp"].to_numpy(dtype=np.int64)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- readers
+def read_ml100k(path: Path, name: str = "ml-100k") -> MovieLensData:
+    path = Path(path)
+    ratings = _read_delimited(path / "u.data", "\t", RATING_COLUMNS,
+                              {"user": "int64", "item": "int64", "rating": "float32", "timestamp": "int64"},
+                              header=False)
+    items_raw = _read_pipe_table(path / "u.item", 24)
+    genre_flags = items_raw.iloc[:, 5:24].apply(pd.to_numeric, errors="coerce").fillna(0).astype(int).to_numpy()
+    genres = ["|".join(g for g, f in zip(ML100K_GENRES, row) if f and g != "unknown") for row in genre_flags]
+    titles = items_raw[1]
+    year = _year_from_title(titles).fillna(
+        pd.to_datetime(items_raw[2], format="%d-%b-%Y", errors="coerce").dt.year.astype("Int64"))
+    items = _items_frame(_ids(items_raw[0], path / "u.item"), titles, year, genres)
+    users = None
+    if (path / "u.user").exists():
+        u = _read_pipe_table(path / "u.user", 5)
+        users = pd.DataFrame({"user": _ids(u[0], path / "u.user"), "age": pd.to_numeric(u[1], errors="coerce"),
+                              "gender": u[2], "occupation": u[3], "zip_code": u[4]})
+    inter = _canonical(ratings)
+    validate(inter, items, path / "u.data", 1, (1, 5))
+    return MovieLensData(name, str(path), inter, items, users, rating_scale=(1.0, 5.0))
+
+
+def _ids(col: pd.Series, path: Path) -> np.ndarray:
+    vals = pd.to_numeric(col, errors="coerce")
+    if vals.isna().any():
+        i = int(np.argmax(vals.isna().to_numpy()))
+        raise DataValidationError(f"{path}:{i + 1}: id is not numeric: {col.iloc[i]!r}")
+    return vals.to_numpy(dtype=np.int64)
+
+
+def _read_pipe_table(path: Path, ncols: int, sep: str = "|") -> pd.DataFrame:
+    if not path.exists():
+        raise DataValidationError(f"{path}: file missing")
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(sep)
+        if len(fields) < ncols:
+            raise DataValidationError(f"{path}:{lineno}: expected {ncols} '{sep}'-separated fields, found {len(fields)}")
+        rows.append(fields[:ncols])
+    return pd.DataFrame(rows)
+
+
+def read_recbole_atomic(path: Path, name: str | None = None) -> MovieLensData:
+    """RecBole atomic files: a typed header ('user_id:token', ...) then tab-separated rows."""
+    path = Path(path)
+    inter_path = sorted(path.glob("*.inter"))[0]
+    stem = inter_path.stem
+    header = inter_path.open(encoding="utf-8").readline().rstrip("\n").split("\t")
+    fields = {h.split(":")[0]: h for h in header}
+    need = {"user_id": "user", "item_id": "item", "rating": "rating", "timestamp": "timestamp"}
+    missing = [k for k in need if k not in fields]
+    if missing:
+        raise DataValidationError(f"{inter_path}:1: missing column(s) {missing}; the header has {header}")
+    df = _read_delimited(inter_path, "\t", header,
+                         {fields["user_id"]: "int64", fields["item_id"]: "int64",
+                          fields["rating"]: "float32", fields["timestamp"]: "float64"}, header=True)
+    df = df.rename(columns={fields[k]: v for k, v in need.items()})
+    ts = df["timestamp"].to_numpy()
+    if not np.all(ts == np.round(ts)):
+        i = int(np.argmax(ts != np.round(ts)))
+        raise DataValidationError(f"{inter_path}:{i + 2}: timestamp {ts[i]} is not whole seconds")
+    inter = _canonical(df)
+    item_path = path / f"{stem}.item"
+    if not item_path.exists():
+        raise DataValidationError(f"{item_path}: file missing (needed for titles and genres)")
+    it = pd.read_csv(item_path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE,
+                     encoding="utf-8")
+    it.columns = [c.split(":")[0] for c in it.columns]
+    if "item_id" not in it.columns:
+        raise DataValidationError(f"{item_path}:1: missing column 'item_id'")
+    title = it.get("movie_title", pd.Series([""] * len(it)))
+    year = pd.to_numeric(it.get("release_year", pd.Series([None] * len(it))), errors="coerce").astype("Int64")
+    genres = it.get("class", pd.Series([""] * len(it))).str.split().str.join("|")
+    # RecBole dropped the "(1995)" that every other release keeps in the title; put it back so titles read alike.
+    title = title.str.strip()
+    title = title.where(year.isna() | title.str.contains(_YEAR_IN_TITLE.pattern.replace("(\\d{4})", "\\d{4}")),
+                        title + " (" + year.astype(str) + ")")
+    items = _items_frame(_ids(it["item_id"], item_path), title, year, genres)
+    users = None
+    user_path = path / f"{stem}.user"
+    if user_path.exists():
+        u = pd.read_csv(user_path, sep="\t", dtype=str, keep_default_na=False)
+        u.columns = [c.split(":")[0] for c in u.columns]
+        users = pd.DataFrame({"user": _ids(u["user_id"], user_path),
+                              "age": pd.to_numeric(u.get("age"), errors="coerce"),
+                              "gender": u.get("gender"), "occupation": u.get("occupation"),
+                              "zip_code": u.get("zip_code")})
+    validate(inter, items, inter_path, 2, (1, 5))
+    return MovieLensData(name or stem, str(path), inter, items, users, rating_scale=(1.0, 5.0))
+
+
+def _read_dat_movies(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise DataValidationError(f"{path}: file missing (needed for titles and genres)")
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("::")
+        if len(parts) != 3:
+            raise DataValidationError(f"{path}:{lineno}: expected 3 '::'-separated fields, found {len(parts)}")
+        rows.append(parts)
+    mv = pd.DataFrame(rows, columns=["item", "title", "genres"])
+    genres = mv["genres"].replace("(no genres listed)", "")
+    return _items_frame(_ids(mv["item"], path), mv["title"], _year_from_title(mv["title"]), genres)
+
+
+def _read_dat_users(path: Path) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    u = _read_pipe_table(path, 5, sep="::")
+    return pd.DataFrame({"user": _ids(u[0], path), "gender": u[1], "age": pd.to_numeric(u[2], errors="coerce"),
+                         "occupation": u[3], "zip_code": u[4]})
+
+
+def read_dat(path: Path, name: str | None = None) -> MovieLensData:
+    """ML-1M and ML-10M: '::'-separated, latin-1; ML-10M has half stars (0.5..5) and no users.dat."""
+    path = Path(path)
+    name = name or guess_name(path)
+    ratings = _read_delimited(path / "ratings.dat", "::", RATING_COLUMNS,
+                              {"user": "int64", "item": "int64", "rating": "float32", "timestamp": "int64"},
+                              header=False, encoding="latin-1", dat=True)
+    items = _read_dat_movies(path / "movies.dat")
+    inter = _canonical(ratings)
+    half_stars = bool((inter["rating"].to_numpy() % 1 != 0).any())
+    scale = (0.5, 5.0) if half_stars or name in ("ml-10m",) else (1.0, 5.0)
+    validate(inter, items, path / "ratings.dat", 1, scale)
+    return MovieLensData(name, str(path), inter, items, _read_dat_users(path / "users.dat"), rating_scale=scale)
+
+
+def read_ml1m_parquet(path: Path, name: str = "ml-1m") -> MovieLensData:
+    """The shared ML-1M copy: ratings.parquet (nullable timestamps) beside the original movies/users .dat."""
+    path = Path(path)
+    pq = path / "ratings.parquet"
+    try:
+        df = pd.read_parquet(pq)
+    except Exception as exc:
+        raise DataValidationError(f"{pq}: not a readable parquet file ({exc})") from exc
+    rename = {"user_id": "user", "movie_id": "item", "userId": "user", "movieId": "item"}
+    df = df.rename(columns=rename)
+    missing = [c for c in RATING_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataValidationError(f"{pq}: missing column(s) {missing}; it has {list(df.columns)}")
+    inter = _canonical(df, nullable_ts=bool(df["timestamp"].isna().any()))
+    items = _read_dat_movies(path / "movies.dat")
+    validate(inter, items, pq, 0, (1, 5), unit="row")
+    data = MovieLensData(name, str(path), inter, items, _read_dat_users(path / "users.dat"), rating_scale=(1.0, 5.0))
+    if data.n_missing_timestamps:
+        data.notes.append(
+            f"{data.n_missing_timestamps:,} ratings have no timestamp: chronological protocols need "
+            f"timestamped_users_only (users 1..2999 here), not comparable to published full-ML-1M numbers")
+    return data
+
+
+def read_csv_release(path: Path, name: str | None = None) -> MovieLensData:
+    """ML-20M, ML-25M, ml-latest, ml-latest-small: ratings.csv and movies.csv with headers, half stars."""
+    path = Path(path)
+    name = name or guess_name(path)
+    ratings = _read_delimited(path / "ratings.csv", ",", ["userId", "movieId", "rating", "timestamp"],
+                              {"userId": "int64", "movieId": "int64", "rating": "float32", "timestamp": "int64"},
+                              header=True)
+    ratings = ratings.rename(columns={"userId": "user", "movieId": "item"})
+    mpath = path / "movies.csv"
+    if not mpath.exists():
+        raise DataValidationError(f"{mpath}: file missing (needed for titles and genres)")
+    mv = pd.read_csv(mpath, dtype=str, keep_default_na=False, encoding="utf-8")
+    missing = [c for c in ("movieId", "title", "genres") if c not in mv.columns]
+    if missing:
+        raise DataValidationError(f"{mpath}:1: missing column(s) {missing}; the header has {list(mv.columns)}")
+    items = _items_frame(_ids(mv["movieId"], mpath), mv["title"], _year_from_title(mv["title"]),
+                         mv["genres"].replace("(no genres listed)", ""))
+    inter = _canonical(ratings)
+    validate(inter, items, path / "ratings.csv", 2, (0.5, 5.0))
+    return MovieLensData(name, str(path), inter, items, None, rating_scale=(0.5, 5.0))
+
+
+READERS = {
+    "ml-100k": read_ml100k,
+    "recbole-atomic": read_recbole_atomic,
+    "ml-1m-parquet": read_ml1m_parquet,
+    "dat": read_dat,
+    "csv": read_csv_release,
+}
+
+
+def read_movielens(path: Path, name: str | None = None) -> MovieLensData:
+    """Read and validate any MovieLens release folder (format detected from its files)."""
+    path = Path(path)
+    fmt = detect_format(path)
+    reader = READERS[fmt]
+    return reader(path, name) if name else reader(path)
