@@ -28,7 +28,7 @@ def peak_gb() -> float:
 
 def measure(directory: Path) -> dict:
     """Runs in the child: every stage timed, peak RSS read after each."""
-    from recsys.data import build_sequences, kcore_filter, read_movielens
+    from recsys.data import build_sequences, read_movielens
     from recsys.data.prepare import prepare
     from recsys.evaluation.protocols import LeaveOneOut
 
@@ -43,13 +43,12 @@ def measure(directory: Path) -> dict:
 
     data = stage("read + validate CSV", lambda: read_movielens(directory, "synthetic-ml25m"))
     n_raw = len(data.interactions)
-    filtered = stage("5-core filter", lambda: kcore_filter(data.interactions, 5, 5))
-    prepared = stage("index (filter again, id maps)", lambda: prepare(data, 5, 5))
+    prepared = stage("5-core filter + index + id maps", lambda: prepare(data, 5, 5))
     seqs = stage("chronological sequences", lambda: build_sequences(prepared.interactions))
     stage("leave-one-out split", lambda: LeaveOneOut.from_sequences(seqs).cases("test", 200))
     total = time.perf_counter() - t0
     return {"rows": rows, "total_seconds": total, "peak_gb": peak_gb(), "ratings": n_raw,
-            "after_filter": len(filtered), "users": prepared.n_users, "items": prepared.n_items}
+            "after_filter": len(prepared.interactions), "users": prepared.n_users, "items": prepared.n_items}
 
 
 def main() -> None:

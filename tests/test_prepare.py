@@ -181,3 +181,15 @@ def test_official_ml100k_folds():
         assert len(sp.test) == 20_000 and len(sp.train) + len(sp.valid) == 80_000
     with pytest.raises(Exception, match="original GroupLens files"):
         rating_split(prepare(load_dataset(), 1, 1), RatingProtocol("ml100k-folds"), "/nonexistent")
+
+
+def test_sequences_match_python_sort_on_random_ties():
+    rng = np.random.default_rng(4)
+    n = 3000
+    rows = np.stack([rng.integers(1, 40, n), rng.permutation(n) + 1, rng.integers(1, 6, n),
+                     rng.integers(0, 20, n) * 10**8], 1)  # many equal timestamps, wide span
+    p = prepare(data_of(rows.tolist()), 1, 1)
+    s = p.sequences()
+    inter = p.interactions
+    expected = sorted(range(n), key=lambda i: (inter.user_idx[i], inter.timestamp[i], i))
+    assert s.row_ids.tolist() == expected

@@ -148,8 +148,13 @@ def build_sequences(interactions: pd.DataFrame) -> Sequences:
             "chronological sequences need a timestamp on every rating; filter with timestamped_users_only first")
     user = interactions["user_idx"].to_numpy()
     ts = interactions["timestamp"].to_numpy(dtype=np.int64)
-    order_key = np.arange(len(interactions))  # file order breaks timestamp ties, always the same way
-    perm = np.lexsort((order_key, ts, user))
+    # Sort by (user, timestamp); a stable sort keeps source-file order for equal timestamps. One composite int64
+    # key sorts much faster than a three-key lexsort; fall back to lexsort when the key could overflow.
+    span = int(ts.max() - ts.min()) + 1 if len(ts) else 1
+    if len(user) and int(user.max()) < (2**62) // span:
+        perm = np.argsort(user * span + (ts - ts.min()), kind="stable")
+    else:
+        perm = np.lexsort((np.arange(len(interactions)), ts, user))
     su = user[perm]
     boundaries = np.flatnonzero(np.diff(su)) + 1
     indptr = np.concatenate([[0], boundaries, [len(su)]]).astype(np.int64)
@@ -162,6 +167,16 @@ def build_sequences(interactions: pd.DataFrame) -> Sequences:
         ratings=interactions["rating"].to_numpy()[perm].astype(np.float32),
         row_ids=interactions.index.to_numpy()[perm].astype(np.int64),
     )
+
+
+def _sorted_codes(raw_ids: np.ndarray) -> tuple[IdMap, np.ndarray]:
+    """IdMap plus each row's index, by hashing (factorize) and sorting only the distinct ids: at 25M rows this is
+    several times faster than np.unique's full sort."""
+    codes, uniques = pd.factorize(raw_ids)
+    order = np.argsort(uniques, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(1, len(order) + 1)
+    return IdMap(np.asarray(uniques)[order].astype(np.int64)), rank[codes]
 
 
 def prepare(data: MovieLensData, user_k: int = 5, item_k: int = 5, timestamped_only: bool = False,
@@ -177,11 +192,9 @@ def prepare(data: MovieLensData, user_k: int = 5, item_k: int = 5, timestamped_o
     if len(inter) == 0:
         raise DataValidationError(
             f"{data.name}: nothing is left after the {user_k}-core (users) / {item_k}-core (items) filter")
-    user_map = IdMap.fit(inter["user"].to_numpy())
-    item_map = IdMap.fit(inter["item"].to_numpy())
     inter = inter.reset_index(drop=True)
-    inter["user_idx"] = user_map.to_index(inter["user"].to_numpy())
-    inter["item_idx"] = item_map.to_index(inter["item"].to_numpy())
+    user_map, inter["user_idx"] = _sorted_codes(inter["user"].to_numpy())
+    item_map, inter["item_idx"] = _sorted_codes(inter["item"].to_numpy())
     items = data.items[data.items["item"].isin(item_map.raw)].copy()
     items["item_idx"] = item_map.to_index(items["item"].to_numpy())
     items = items.sort_values("item_idx").reset_index(drop=True)

@@ -98,27 +98,31 @@ def _locate_bad_line(path: Path, text_lines, sep: str, columns: list[str], numer
 def _read_delimited(path: Path, sep: str, columns: list[str], dtypes: dict, header: bool,
                     encoding: str = "utf-8", dat: bool = False) -> pd.DataFrame:
     """Fast numeric table read; on any failure, rescan the text to report the first bad line."""
-    raw = path.read_bytes()
-    if dat:  # '::' is a multi-character separator: pandas would fall back to its slow Python engine
-        raw = raw.replace(b"::", b"\t")
+    if dat:  # '::' is a multi-character separator: rewrite it to one byte so the fast parser applies
+        source = io.BytesIO(path.read_bytes().replace(b"::", b"\t"))
         sep = "\t"
-    text_sep = sep
+    else:  # let pyarrow stream the file itself: no second in-memory copy of a 700 MB ratings.csv
+        source = str(path)
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    if dat:
+        first = first.replace(b"::", b"\t")
     first_line = 2 if header else 1
     try:
         if header:
-            head = raw.split(b"\n", 1)[0].decode(encoding).strip().split(sep)
+            head = first.decode(encoding).strip().split(sep)
             missing = [c for c in dtypes if c not in head]
             if missing:
                 raise DataValidationError(
                     f"{path}:1: missing column(s) {missing}; the header has {head}")
             names = None
         else:
-            ncols = len(raw.split(b"\n", 1)[0].split(sep.encode()))
+            ncols = len(first.split(sep.encode()))
             if ncols < len(columns):
                 raise ValueError("too few fields")
             names = columns + [f"_extra{i}" for i in range(ncols - len(columns))]
         table = pacsv.read_csv(
-            io.BytesIO(raw),
+            source,
             read_options=pacsv.ReadOptions(column_names=names, encoding=encoding),
             parse_options=pacsv.ParseOptions(delimiter=sep, quote_char='"' if sep == "," else False),
             convert_options=pacsv.ConvertOptions(column_types={c: pa.from_numpy_dtype(np.dtype(t)) for c, t in dtypes.items()},
@@ -127,14 +131,15 @@ def _read_delimited(path: Path, sep: str, columns: list[str], dtypes: dict, head
     except DataValidationError:
         raise
     except Exception as exc:  # pyarrow/pandas errors vary by version; the rescan gives the useful message
-        lines = raw.decode(encoding, errors="replace").splitlines()
+        raw = path.read_bytes()
+        lines = (raw.replace(b"::", b"\t") if dat else raw).decode(encoding, errors="replace").splitlines()
         if header:
             head = lines[0].strip().split(sep)
             cols, lines = head, lines[1:]
         else:
             cols = columns
         numeric = {c: (int if np.issubdtype(np.dtype(t), np.integer) else float) for c, t in dtypes.items()}
-        err = _locate_bad_line(path, lines, text_sep, cols, numeric, first_line)
+        err = _locate_bad_line(path, lines, sep, cols, numeric, first_line)
         raise err from exc
     if len(df) == 0:
         raise DataValidationError(f"{path}: no rows")
