@@ -83,3 +83,12 @@ def parquet_dir(tmp_path) -> Path:
     df.to_parquet(d / "ratings.parquet", index=False)
     write(d / "movies.dat", "1::A (1990)::Drama\n3::B (1991)::Comedy\n5::C (1992)::War\n")
     return d
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_cpu_thread():
+    """Tiny test models run fastest single-threaded, and OpenMP spin-waiting collapses on a busy 2-core box."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the subprocesses tests start

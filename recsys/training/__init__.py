@@ -1,0 +1,1 @@
+"""Training: tasks (batches, losses, evaluation) and the shared loop."""

@@ -1,0 +1,257 @@
+"""From a configuration to a finished run directory: data, protocol, model, training, evaluation, run.json.
+
+Configuration precedence: command line over config file over these defaults. The resolved configuration, the
+exact command line, the data fingerprint and the protocol are all recorded in run.json, so every number the
+dashboard shows can be traced to the command that made it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from recsys.data import load_dataset, prepare
+from recsys.evaluation.protocols import RankingProtocol, RatingProtocol, leave_one_out, rating_split
+from recsys.runs import RunDirectory, RunError, WEIGHTS, load_weights, save_weights
+from recsys.training.engine import DistInfo, fit, init_distributed, resolve_device, seed_everything
+from recsys.training.tasks import RankingTask, RatingTask
+
+MODELS = ("ncf", "ss4rec", "global-mean", "bias", "popular")
+FLOORS = {"global-mean": "rating", "bias": "rating", "popular": "ranking"}
+LITERATURE_SPLITS = ("random", "kfold", "ml100k-folds")
+
+DEFAULTS: dict = {
+    # data and protocol
+    "dataset": "ml-100k", "data_dir": None, "objective": "ranking", "split": "chronological", "fold": 1, "k": 5,
+    "test_frac": 0.1, "valid_frac": 0.1, "user_k": None, "item_k": None, "timestamped_users_only": False,
+    "max_len": 50, "mask_seen": False, "ks": [5, 10, 20],
+    # optimisation
+    "epochs": 30, "batch_size": 1024, "lr": 1e-3, "weight_decay": 0.0, "patience": 5, "grad_clip": 5.0,
+    "seed": 0, "device": "auto", "precision": "auto", "eval_batch_size": 1024,
+    "cpu_threads": None,  # None: torch's default; 1 avoids OpenMP spin-wait collapse on a shared, busy CPU
+    # NCF
+    "gmf_dim": 32, "mlp_dims": [64, 32, 16], "dropout": 0.1, "loss": "bce", "num_negatives": 4,
+    # floors: regularisation grid for user+item biases, chosen on validation RMSE
+    "bias_reg_grid": [1.0, 3.0, 10.0, 25.0],
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or out of range; the message says which and what is allowed."""
+
+
+def parse_value(text: str):
+    """`--set key=value` values are YAML scalars/lists: 0.001, true, [64, 32], null."""
+    return yaml.safe_load(text)
+
+
+def load_config_file(path: str | Path) -> dict:
+    try:
+        cfg = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of option: value")
+    return cfg
+
+
+def resolve_config(model: str, file_cfg: dict, overrides: dict) -> dict:
+    """Merge defaults < model defaults < file < command line, then validate and fill derived values."""
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    cfg = dict(DEFAULTS)
+    try:
+        from recsys.models import ss4rec as _ss4rec  # optional until SS4Rec lands
+
+        if model == "ss4rec":
+            cfg.update(_ss4rec.DEFAULTS)
+    except ImportError:
+        if model == "ss4rec":
+            raise ConfigError("SS4Rec is not available in this build")
+    if model in FLOORS:
+        cfg["objective"] = FLOORS[model]
+    for source in (file_cfg, overrides):
+        for key, value in source.items():
+            if key not in cfg and key != "model":
+                raise ConfigError(f"unknown option {key!r}; known: {', '.join(sorted(cfg))}")
+            if value is not None or key in ("data_dir",):
+                cfg[key] = value
+    cfg["model"] = model
+    if cfg["objective"] not in ("rating", "ranking"):
+        raise ConfigError(f"objective must be rating or ranking, not {cfg['objective']!r}")
+    if model in FLOORS and cfg["objective"] != FLOORS[model]:
+        raise ConfigError(f"the {model} floor is a {FLOORS[model]} model")
+    if cfg["objective"] == "ranking" and cfg["split"] != "chronological":
+        raise ConfigError("the ranking protocol is leave-one-out by time; --split applies to the rating objective")
+    literature = cfg["split"] in LITERATURE_SPLITS
+    for key in ("user_k", "item_k"):
+        if cfg[key] is None:  # literature RMSE splits use every rating; leave-one-out uses RecBole's 5-core
+            cfg[key] = 1 if literature else 5
+    for key in ("epochs", "batch_size", "patience", "max_len"):
+        if int(cfg[key]) < 1:
+            raise ConfigError(f"{key} must be at least 1, not {cfg[key]}")
+    if not float(cfg["lr"]) > 0:
+        raise ConfigError(f"lr must be positive, not {cfg['lr']}")
+    return cfg
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def build_task(cfg: dict, prepared):
+    if cfg["objective"] == "ranking":
+        proto = RankingProtocol(user_k=cfg["user_k"], item_k=cfg["item_k"], max_len=int(cfg["max_len"]),
+                                mask_seen=bool(cfg["mask_seen"]), timestamped_users_only=cfg["timestamped_users_only"],
+                                ks=tuple(cfg["ks"]))
+        task = RankingTask(prepared, leave_one_out(prepared), proto.max_len, proto.mask_seen, proto.ks,
+                           loss=cfg["loss"], num_negatives=int(cfg["num_negatives"]))
+        return task, proto.describe()
+    proto = RatingProtocol(split=cfg["split"], user_k=cfg["user_k"], item_k=cfg["item_k"],
+                           test_frac=float(cfg["test_frac"]), valid_frac=float(cfg["valid_frac"]), k=int(cfg["k"]),
+                           fold=int(cfg["fold"]), seed=int(cfg["seed"]),
+                           timestamped_users_only=cfg["timestamped_users_only"])
+    split = rating_split(prepared, proto, cfg["data_dir"])
+    desc = proto.describe()
+    desc["notes"] = split.notes
+    desc["sizes"] = {"train": int(len(split.train)), "valid": int(len(split.valid)), "test": int(len(split.test))}
+    return RatingTask(prepared, split), desc
+
+
+def build_model(cfg: dict, prepared, task):
+    n_users, n_items = prepared.n_users + 1, prepared.n_items + 1
+    if cfg["model"] == "ncf":
+        from recsys.models.ncf import NeuMF
+
+        rating = cfg["objective"] == "rating"
+        return NeuMF(n_users, n_items, int(cfg["gmf_dim"]), tuple(cfg["mlp_dims"]), float(cfg["dropout"]),
+                     rating_head=rating, global_mean=task.train_mean if rating else 0.0)
+    if cfg["model"] == "ss4rec":
+        from recsys.models.ss4rec import build_from_config
+
+        return build_from_config(cfg, n_items, task)
+    raise ConfigError(f"{cfg['model']} is a floor, fitted in closed form")
+
+
+def fit_floor(cfg: dict, prepared, task, device: str):
+    """Closed-form floors; the bias regularisation is chosen on validation RMSE, never on test."""
+    from recsys.models.baselines import BiasBaseline, GlobalMean, MostPopular
+
+    n_users, n_items = prepared.n_users + 1, prepared.n_items + 1
+    if cfg["model"] == "popular":
+        return MostPopular.fit(task.train_items.numpy(), n_items), {}
+    a = task.arrays["train"]
+    if cfg["model"] == "global-mean":
+        return GlobalMean.fit(a["ratings"].numpy()), {}
+    best = None
+    for reg in cfg["bias_reg_grid"]:
+        m = BiasBaseline.fit(a["users"].numpy(), a["items"].numpy(), a["ratings"].numpy(), n_users, n_items,
+                             reg_user=reg, reg_item=reg)
+        rmse = task.evaluate(m, "valid", device)[0]["rmse"]
+        if best is None or rmse < best[0]:
+            best = (rmse, reg, m)
+    return best[2], {"chosen_reg": best[1]}
+
+
+def run_training(cfg: dict, out: str | Path, command: list[str], resume: bool = False,
+                 progress: bool = True) -> dict:
+    """Train (or fit) one model and write its complete run directory; returns run.json's content."""
+    t_start = time.time()
+    dist_info = init_distributed(cfg["device"] if cfg["device"] != "auto" else
+                                 ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(cfg["device"], dist_info)
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(int(cfg["cpu_threads"]))
+    seed_everything(int(cfg["seed"]))
+    run = RunDirectory(out)
+    data = load_dataset(cfg["dataset"], cfg["data_dir"])
+    prepared = prepare(data, cfg["user_k"], cfg["item_k"], timestamped_only=bool(cfg["timestamped_users_only"]),
+                       require_timestamps=cfg["objective"] == "ranking" or cfg["split"] == "chronological")
+    task, protocol = build_task(cfg, prepared)
+    info = {
+        "run_id": Path(out).name, "model": cfg["model"], "objective": cfg["objective"], "status": "running",
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(command),
+        "dataset": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint,
+                    "filters": prepared.filters, "n_users": prepared.n_users, "n_items": prepared.n_items,
+                    "notes": data.notes},
+        "protocol": protocol, "config": cfg,
+        "environment": {"torch": torch.__version__, "python": platform.python_version(), "device": device,
+                        "precision": "bf16" if device.startswith("cuda") and cfg["precision"] != "fp32" else "fp32",
+                        "world_size": dist_info.world, "git_commit": _git_commit(),
+                        "host": platform.node()},
+    }
+    if dist_info.is_main:
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.save_id_maps(prepared.user_map.raw, prepared.item_map.raw)
+    monitor = task.monitor
+    if cfg["model"] in FLOORS:
+        model, extra = fit_floor(cfg, prepared, task, device)
+        info["config"] = {**cfg, **extra}
+        if dist_info.is_main:
+            save_weights(run.path / WEIGHTS, model.state_dict(), {"model": cfg["model"]})
+        best_epoch, history, train_seconds = 0, [], time.time() - t_start
+    else:
+        model = build_model(cfg, prepared, task)
+        resume_state = None
+        if resume:
+            resume_state = run.load_resume()
+            previous = run.info()
+            if previous["config"] != cfg:
+                changed = sorted(k for k in cfg if previous["config"].get(k) != cfg[k])
+                raise RunError(f"{run.path}: cannot resume with a different configuration (changed: {changed})")
+            info["created_at"] = previous.get("created_at", info["created_at"])
+            run.truncate_history(int(resume_state["epoch"]) + 1)
+        if dist_info.is_main:
+            info["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
+            run.write_info(info)
+        state = fit(model, task, cfg, run if dist_info.is_main else None, device, dist_info, resume_state,
+                    progress, model_meta={"model": cfg["model"]})
+        if not dist_info.is_main:  # rank 0 evaluates and writes; the others wait for it, then leave
+            import torch.distributed as dist
+
+            dist.barrier()
+            return info
+        best_state, _ = load_weights(run.path / WEIGHTS)
+        model.load_state_dict(best_state)
+        best_epoch, history, train_seconds = state.best_epoch + 1, run.history(), state.train_seconds
+    model.to(device).eval()
+    valid, _ = task.evaluate(model, "valid", device, batch_size=int(cfg["eval_batch_size"]))
+    test, per_user = task.evaluate(model, "test", device, batch_size=int(cfg["eval_batch_size"]))
+    raw_users = prepared.user_map.to_raw(per_user["user"].to_numpy())
+    per_user.insert(0, "user_id", raw_users)
+    run.save_test_results(per_user)
+    info.update(status="complete", best_epoch=best_epoch, epochs_run=len(history), train_seconds=train_seconds,
+                monitor=f"valid {monitor}",
+                metrics={"valid": {k: v for k, v in valid.items()}, "test": {k: v for k, v in test.items()}},
+                wall_seconds=time.time() - t_start)
+    info["artefacts"] = run.artefact_hashes()
+    run.write_info(info)
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return info
+
+
+def summarise(info: dict) -> str:
+    m = info["metrics"]["test"]
+    keys = ["rmse", "mae"] if info["objective"] == "rating" else ["hr@10", "ndcg@10", "mrr@10"]
+    shown = ", ".join(f"{k} {m[k]:.4f}" for k in keys if k in m)
+    return (f"{info['model']} on {info['dataset']['name']} ({info['protocol'].get('split')}): test {shown} "
+            f"[n={m.get('n')}]; best epoch {info.get('best_epoch')}")
+
+
+__all__ = ["DEFAULTS", "MODELS", "resolve_config", "load_config_file", "parse_value", "run_training", "summarise",
+           "ConfigError", "json"]
