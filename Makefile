@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 
-.PHONY: app test setup bench-data clean
+.PHONY: app test setup bench-data clean checkpoints
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,3 +28,16 @@ bench-data: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The shipped run directories on the embedded ML-100K (each run.json records the command that made it).
+CKPT := checkpoints
+TRAIN := $(BIN)/python scripts/train.py --quiet
+checkpoints: $(STAMP)
+	rm -rf $(CKPT)/*/
+	$(TRAIN) --model global-mean --objective rating
+	$(TRAIN) --model bias --objective rating
+	$(TRAIN) --model ncf --config configs/ncf-rating.yaml
+	$(TRAIN) --model popular
+	$(TRAIN) --model popular --set mask_seen=true
+	$(TRAIN) --model ncf --config configs/ncf-ranking.yaml
+	$(TRAIN) --model ncf --config configs/ncf-ranking.yaml --set mask_seen=true

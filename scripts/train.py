@@ -61,6 +61,8 @@ def default_out(cfg: dict) -> Path:
         parts.append(cfg["split"] + (f"{cfg['fold']}" if cfg["split"] in ("kfold", "ml100k-folds") else ""))
     if cfg["model"] == "ss4rec":
         parts.append(f"len{cfg['max_len']}")
+    if cfg["objective"] == "ranking" and cfg["mask_seen"]:
+        parts.append("masked")
     parts.append(f"seed{cfg['seed']}")
     return ROOT / "checkpoints" / "-".join(str(p) for p in parts)
 

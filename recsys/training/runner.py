@@ -21,7 +21,7 @@ from recsys.data import load_dataset, prepare
 from recsys.evaluation.protocols import RankingProtocol, RatingProtocol, leave_one_out, rating_split
 from recsys.runs import RunDirectory, RunError, WEIGHTS, load_weights, save_weights
 from recsys.training.engine import DistInfo, fit, init_distributed, resolve_device, seed_everything
-from recsys.training.tasks import RankingTask, RatingTask
+from recsys.training.tasks import RankingTask, RatingTask, SequenceTask
 
 MODELS = ("ncf", "ss4rec", "global-mean", "bias", "popular")
 FLOORS = {"global-mean": "rating", "bias": "rating", "popular": "ranking"}
@@ -84,10 +84,21 @@ def resolve_config(model: str, file_cfg: dict, overrides: dict) -> dict:
             if value is not None or key in ("data_dir",):
                 cfg[key] = value
     cfg["model"] = model
+    for key, default in DEFAULTS.items():  # YAML reads "1e-5" as a string; coerce numbers by the default's type
+        value = cfg[key]
+        if value is None or isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        try:
+            cfg[key] = int(value) if isinstance(default, int) and float(value) == int(float(value)) else float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a number, not {value!r}") from None
     if cfg["objective"] not in ("rating", "ranking"):
         raise ConfigError(f"objective must be rating or ranking, not {cfg['objective']!r}")
     if model in FLOORS and cfg["objective"] != FLOORS[model]:
         raise ConfigError(f"the {model} floor is a {FLOORS[model]} model")
+    if model == "ss4rec" and cfg["objective"] != "ranking":
+        raise ConfigError("SS4Rec trains on next-item ranking; its rating head is evaluated on the chronological "
+                          "rating protocol in the same run (rating_head: true)")
     if cfg["objective"] == "ranking" and cfg["split"] != "chronological":
         raise ConfigError("the ranking protocol is leave-one-out by time; --split applies to the rating objective")
     literature = cfg["split"] in LITERATURE_SPLITS
@@ -115,6 +126,14 @@ def build_task(cfg: dict, prepared):
         proto = RankingProtocol(user_k=cfg["user_k"], item_k=cfg["item_k"], max_len=int(cfg["max_len"]),
                                 mask_seen=bool(cfg["mask_seen"]), timestamped_users_only=cfg["timestamped_users_only"],
                                 ks=tuple(cfg["ks"]))
+        if cfg["model"] == "ss4rec":
+            task = SequenceTask(prepared, leave_one_out(prepared), proto.max_len, proto.mask_seen, proto.ks,
+                                rating_weight=float(cfg["rating_weight"]) if cfg["rating_head"] else 0.0)
+            desc = proto.describe()
+            if cfg["rating_head"]:
+                desc["rating"] = ("rmse/mae on the same held-out interactions: each user's second-to-last (valid) "
+                                  "and last (test) rating by time, predicted from strictly earlier history")
+            return task, desc
         task = RankingTask(prepared, leave_one_out(prepared), proto.max_len, proto.mask_seen, proto.ks,
                            loss=cfg["loss"], num_negatives=int(cfg["num_negatives"]))
         return task, proto.describe()

@@ -164,3 +164,85 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     if best is None or (isinstance(best, float) and math.isnan(best)):
         return True
     return value < best if mode == "min" else value > best
+
+
+def sequence_windows(seqs, max_len: int) -> dict:
+    """Cut each training sequence into consecutive windows of max_len inputs and their next-item targets.
+
+    A user's items i_0..i_{n-1} give targets i_1..i_{n-1}, each predicted exactly once; windows are cut from the
+    end, so the most recent history is always whole. Arrays are [W, max_len], inputs left-aligned and 0-padded.
+    """
+    lengths = seqs.lengths
+    n_targets = np.maximum(lengths - 1, 0)
+    n_windows = -(-n_targets // max_len)
+    row = np.repeat(np.arange(len(lengths)), n_windows)
+    k = np.arange(len(row)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # window index from the end
+    starts = seqs.indptr[:-1][row]
+    end = starts + lengths[row] - k * max_len           # exclusive end of this window's targets (absolute)
+    first_target = np.maximum(starts + 1, end - max_len)
+    n_in = end - first_target                           # inputs == targets in count
+    cols = np.arange(max_len)
+    valid = cols[None, :] < n_in[:, None]
+    inp = np.where(valid, first_target[:, None] - 1 + cols[None, :], 0)
+    tgt = np.where(valid, first_target[:, None] + cols[None, :], 0)
+    take = lambda a, idx: np.where(valid, a[idx], 0)  # noqa: E731
+    return {
+        "items": take(seqs.items, inp).astype(np.int64),
+        "timestamps": take(seqs.timestamps, inp).astype(np.int64),
+        "lengths": n_in.astype(np.int64),
+        "targets": take(seqs.items, tgt).astype(np.int64),
+        "target_ratings": take(seqs.ratings, tgt).astype(np.float32),
+        "target_times": seqs.timestamps[end - 1].astype(np.int64),
+        "users": seqs.users[row].astype(np.int64),
+    }
+
+
+class SequenceTask(RankingTask):
+    """SS4Rec's task: all-positions next-item training on windows of each user's training sequence; evaluated by
+    full ranking (HR/NDCG/MRR) and, with a rating head, RMSE/MAE on the same held-out interactions, which are
+    exactly the rows of the chronological rating protocol."""
+
+    def __init__(self, prepared: PreparedData, loo: LeaveOneOut, max_len: int, mask_seen: bool = False,
+                 ks=(5, 10, 20), rating_weight: float = 1.0):
+        super().__init__(prepared, loo, max_len, mask_seen, ks)
+        self.rating_weight = rating_weight
+        w = sequence_windows(loo.train_sequences(), max_len)
+        self.windows = {k: torch.from_numpy(v) for k, v in w.items()}
+        self.train_mean = float(loo.train_sequences().ratings.mean())
+        self.rating_scale = (float(prepared.interactions["rating"].min()),
+                             float(prepared.interactions["rating"].max()))
+
+    def n_train(self) -> int:
+        return len(self.windows["lengths"])
+
+    def batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[dict]:
+        for idx in shard(self.n_train(), epoch_rng(seed, epoch), rank, world, batch_size):
+            t = torch.from_numpy(idx)
+            batch = {k: v[t] for k, v in self.windows.items() if k != "users"}
+            width = int(batch["lengths"].max())  # trim the padding every row of this batch shares
+            for k in ("items", "timestamps", "targets", "target_ratings"):
+                batch[k] = batch[k][:, :width]
+            yield batch
+
+    def loss(self, model, batch: dict) -> torch.Tensor:
+        out = model(batch)
+        return out["loss"] + self.rating_weight * out["mse"] if "mse" in out else out["loss"]
+
+    @torch.no_grad()
+    def evaluate(self, model, stage: str, device, batch_size: int = 1024, progress: bool = False):
+        metrics, per_user = super().evaluate(model, stage, device, batch_size, progress)
+        if getattr(model, "has_rating_head", False):
+            c = self.cases(stage)
+            preds = []
+            for s in range(0, len(c["targets"]), batch_size):
+                sl = slice(s, s + batch_size)
+                batch = {k: torch.as_tensor(c[k][sl]).to(device)
+                         for k in ("items", "timestamps", "lengths", "target_times")}
+                preds.append(model.predict_rating(batch, torch.as_tensor(c["targets"][sl]).to(device)).float().cpu())
+            pred = np.clip(torch.cat(preds).numpy(), *self.rating_scale)
+            target = c["target_ratings"]
+            metrics.update(rmse=M.rmse(pred, target), mae=M.mae(pred, target))
+            per_user["pred_rating"] = pred
+            per_user["target_rating"] = target
+            per_user["sq_error"] = (pred.astype(np.float64) - target) ** 2
+        return metrics, per_user

@@ -1,0 +1,210 @@
+"""SS4Rec (Xiao et al. 2025): continuous-time sequential recommendation with a time-aware S5 and a Mamba layer.
+
+The released architecture by default (see ../shared/docs/ss4rec.md):
+    E = item embedding (n_items x d, padding 0), no positional embedding, no input dropout/LayerNorm;
+    N blocks of  a = LN(h + Dropout(S5(h, dt)));  h = LN(a + Dropout(Mamba(a)))   (one LayerNorm per block, eps 1e-12);
+    output at the last valid position scored against the tied embeddings: logits = h_last @ E^T;
+    full-softmax cross-entropy; RecBole init (every Linear/Embedding N(0, 0.02), biases 0, which also overwrites
+    Mamba's dt_proj bias init); hidden 64, 2 layers, dropout 0.2, Mamba d_state 32 / d_conv 4 / expand 2, S5 state 32.
+
+Time: dt_k = t_{k+1} - t_k, the gap AFTER item k; at the last valid position t_target - t_last (the model is told when
+the interaction it predicts happens); padding 0. Raw int64 seconds by default.
+
+Named deviations (each an option, default = released behaviour unless said otherwise):
+- time_unit / time_transform: scale dt (seconds, hours, days) or log1p it. Default raw seconds (paper).
+- float32_timestamps: round timestamps to float32 like RecBole does (64 s spacing near 1e9, reorders ties);
+  default False (int64 seconds, the correct data); True only to reproduce the paper's numbers.
+- mamba_dt_init: "released" (RecBole init overwrites dt_proj, initial step softplus(0) ~ 0.69) or "mamba"
+  (keep Mamba's log-uniform dt init). Default "released".
+- rating_head: not in the paper; predicts the rating of interaction k from the state before it (which already
+  integrated the gap t_k - t_{k-1}), the item's embedding and their product, trained jointly with weight
+  rating_weight. It never changes the ranking logits.
+- Training on all positions of a sequence at once (causal, so identical to RecBole's per-prefix samples for
+  sequences up to max_len + 1); longer sequences are cut into consecutive windows of max_len + 1 items, so a
+  target early in a later window sees a shorter history than RecBole's sliding prefix would give it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from recsys.models.mamba import Mamba
+from recsys.models.s5 import TimeAwareS5
+
+DEFAULTS = {
+    "objective": "ranking", "max_len": 200, "hidden": 64, "n_layers": 2, "ss4rec_dropout": 0.2, "d_state": 32,
+    "s5_state": 32, "d_conv": 4, "expand": 2, "dt_min": 0.001, "dt_max": 0.1, "time_unit": 1.0,
+    "time_transform": "none", "float32_timestamps": False, "mamba_dt_init": "released", "rating_head": True,
+    "rating_weight": 1.0, "logits_chunk": 8192, "lr": 0.001, "batch_size": 1024, "epochs": 200, "patience": 10,
+}
+
+
+class SS4RecBlock(nn.Module):
+    def __init__(self, hidden, s5_state, dt_min, dt_max, d_state, d_conv, expand, dropout):
+        super().__init__()
+        self.s5 = TimeAwareS5(hidden, s5_state, dt_min=dt_min, dt_max=dt_max)
+        self.mamba = Mamba(d_model=hidden, d_state=d_state, d_conv=d_conv, expand=expand)
+        self.norm = nn.LayerNorm(hidden, eps=1e-12)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h, dt, return_states: bool = False):
+        if return_states:
+            s, xs = self.s5(h, dt, return_state=True)
+        else:
+            s, xs = self.s5(h, dt), None
+        a = self.norm(h + self.dropout(s.to(h.dtype)))
+        out = self.norm(a + self.dropout(self.mamba(a)))
+        return (out, xs) if return_states else out
+
+
+class SS4Rec(nn.Module):
+    def __init__(self, n_items: int, hidden: int = 64, n_layers: int = 2, dropout: float = 0.2, d_state: int = 32,
+                 s5_state: int = 32, d_conv: int = 4, expand: int = 2, dt_min: float = 1e-3, dt_max: float = 0.1,
+                 time_unit: float = 1.0, time_transform: str = "none", float32_timestamps: bool = False,
+                 mamba_dt_init: str = "released", rating_head: bool = True, global_mean: float = 3.5,
+                 logits_chunk: int = 8192):
+        super().__init__()
+        if time_transform not in ("none", "log1p"):
+            raise ValueError(f"time_transform must be 'none' or 'log1p', not {time_transform!r}")
+        if mamba_dt_init not in ("released", "mamba"):
+            raise ValueError(f"mamba_dt_init must be 'released' or 'mamba', not {mamba_dt_init!r}")
+        self.n_items, self.hidden = n_items, hidden
+        self.time_unit, self.time_transform = float(time_unit), time_transform
+        self.float32_timestamps, self.logits_chunk = float32_timestamps, logits_chunk
+        self.item_embedding = nn.Embedding(n_items, hidden, padding_idx=0)
+        self.blocks = nn.ModuleList(SS4RecBlock(hidden, s5_state, dt_min, dt_max, d_state, d_conv, expand, dropout)
+                                    for _ in range(n_layers))
+        self.has_rating_head = rating_head
+        if rating_head:
+            self.rating_start = nn.Parameter(torch.zeros(hidden))
+            self.rating_mlp = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+            self.register_buffer("global_mean", torch.tensor(float(global_mean)))
+        self._recbole_init(keep_mamba_dt=mamba_dt_init == "mamba")
+
+    def _recbole_init(self, keep_mamba_dt: bool):
+        for name, m in self.named_modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                if keep_mamba_dt and name.endswith("mamba.dt_proj"):
+                    continue
+                nn.init.normal_(m.weight, mean=0.0, std=0.02)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    # ----------------------------------------------------------------------------------------------- time
+    def gaps(self, timestamps: torch.Tensor, lengths: torch.Tensor, target_times: torch.Tensor | None) -> torch.Tensor:
+        """dt [B, L]: gap after each item, t_target - t_last at the last valid position, 0 on padding."""
+        ts = timestamps.to(torch.float64)
+        if self.float32_timestamps:  # RecBole's float32 storage: rounds to 64 s around 1e9 (paper fidelity only)
+            ts = ts.to(torch.float32).to(torch.float64)
+        bsz, length = ts.shape
+        nxt = torch.cat([ts[:, 1:], torch.zeros(bsz, 1, dtype=ts.dtype, device=ts.device)], dim=1)
+        pos = torch.arange(length, device=ts.device)[None, :]
+        last = (lengths - 1)[:, None]
+        if target_times is not None:
+            tt = target_times.to(torch.float64)
+            if self.float32_timestamps:
+                tt = tt.to(torch.float32).to(torch.float64)
+            nxt = torch.where(pos == last, tt[:, None], nxt)
+        dt = torch.where(pos <= last, nxt - ts, torch.zeros_like(ts))
+        dt = torch.where(pos == last, dt if target_times is not None else torch.zeros_like(dt), dt)
+        dt = dt.clamp_min(0) / self.time_unit
+        if self.time_transform == "log1p":
+            dt = torch.log1p(dt)
+        return dt.to(self.item_embedding.weight.dtype if self.item_embedding.weight.dtype != torch.bfloat16
+                     else torch.float32)
+
+    # ----------------------------------------------------------------------------------------------- encoder
+    def encode(self, items, timestamps, lengths, target_times=None, return_states: bool = False):
+        """Hidden states [B, L, d] of every position (and per-layer S5 states when asked)."""
+        h = self.item_embedding(items)
+        dt = self.gaps(timestamps, lengths, target_times)
+        states = []
+        for block in self.blocks:
+            if return_states:
+                h, xs = block(h, dt, return_states=True)
+                states.append(xs)
+            else:
+                h = block(h, dt)
+        return (h, states) if return_states else h
+
+    @staticmethod
+    def gather_last(h, lengths):
+        idx = (lengths - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
+        return h.gather(1, idx).squeeze(1)
+
+    def score_cases(self, batch: dict) -> torch.Tensor:
+        """Full-catalogue logits [B, n_items] for evaluation cases (history + time of the predicted interaction)."""
+        h = self.encode(batch["items"], batch["timestamps"], batch["lengths"], batch["target_times"])
+        last = self.gather_last(h, batch["lengths"])
+        return last @ self.item_embedding.weight.T
+
+    def predict_rating(self, batch: dict, target_items: torch.Tensor) -> torch.Tensor:
+        h = self.encode(batch["items"], batch["timestamps"], batch["lengths"], batch["target_times"])
+        return self.rating_from_state(self.gather_last(h, batch["lengths"]), target_items)
+
+    def rating_from_state(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        e = self.item_embedding(items)
+        return self.global_mean + self.rating_mlp(torch.cat([state, e, state * e], dim=-1)).squeeze(-1)
+
+    # ----------------------------------------------------------------------------------------------- training
+    def forward(self, batch: dict) -> dict:
+        """All-positions training: position j predicts targets[:, j] from items[:, :j+1]; returns the losses."""
+        items, ts, lengths = batch["items"], batch["timestamps"], batch["lengths"]
+        h = self.encode(items, ts, lengths, batch["target_times"])
+        valid = batch["targets"] > 0
+        hv = h[valid]
+        tv = batch["targets"][valid]
+        ce = chunked_softmax_cross_entropy(hv, self.item_embedding.weight, tv, self.logits_chunk)
+        out = {"ce": ce, "loss": ce}
+        if self.has_rating_head and "target_ratings" in batch:
+            pred = self.rating_from_state(hv, tv)
+            mse = F.mse_loss(pred.float(), batch["target_ratings"][valid].float())
+            out["mse"] = mse
+        return out
+
+
+def _ce_chunk(h, weight, targets):
+    logits = h @ weight.T
+    if logits.dtype in (torch.float16, torch.bfloat16):  # softmax over 59k items needs fp32 accumulation
+        logits = logits.float()
+    logits[:, 0] = float("-inf")  # padding is never a target
+    return F.cross_entropy(logits, targets, reduction="sum")
+
+
+def chunked_softmax_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                                  chunk: int = 8192) -> torch.Tensor:
+    """Mean full-softmax CE without holding [N, n_items] logits: chunks of positions, recomputed in backward.
+
+    Peak memory is about chunk x n_items floats (8192 x 59k = 1.9 GB in fp32 at ML-25M size; lower `chunk` on
+    smaller GPUs), whatever the batch and sequence length.
+    """
+    n = h.shape[0]
+    if n == 0:
+        return h.sum() * 0.0
+    if n <= chunk or not torch.is_grad_enabled():
+        return _ce_chunk(h, weight, targets) / n
+    total = h.new_zeros((), dtype=torch.promote_types(h.dtype, torch.float32))
+    for s in range(0, n, chunk):
+        total = total + checkpoint(_ce_chunk, h[s:s + chunk], weight, targets[s:s + chunk], use_reentrant=False)
+    return total / n
+
+
+def build_from_config(cfg: dict, n_items: int, task) -> SS4Rec:
+    return SS4Rec(n_items, hidden=int(cfg["hidden"]), n_layers=int(cfg["n_layers"]),
+                  dropout=float(cfg["ss4rec_dropout"]), d_state=int(cfg["d_state"]), s5_state=int(cfg["s5_state"]),
+                  d_conv=int(cfg["d_conv"]), expand=int(cfg["expand"]), dt_min=float(cfg["dt_min"]),
+                  dt_max=float(cfg["dt_max"]), time_unit=float(cfg["time_unit"]),
+                  time_transform=cfg["time_transform"], float32_timestamps=bool(cfg["float32_timestamps"]),
+                  mamba_dt_init=cfg["mamba_dt_init"], rating_head=bool(cfg["rating_head"]),
+                  global_mean=getattr(task, "train_mean", 3.5), logits_chunk=int(cfg["logits_chunk"]))
+
+
+def n_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["SS4Rec", "DEFAULTS", "build_from_config", "chunked_softmax_cross_entropy", "n_parameters", "math"]

@@ -1,0 +1,152 @@
+"""SS4Rec: time gaps, all-positions training equals per-prefix samples, chunked logits, padding, training."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.models.ss4rec import SS4Rec, chunked_softmax_cross_entropy
+from recsys.training.tasks import sequence_windows
+from recsys.data.prepare import Sequences
+
+
+def small(n_items=40, **kw):
+    torch.manual_seed(0)
+    m = SS4Rec(n_items, hidden=16, n_layers=2, d_state=8, s5_state=8, **kw)
+    return m.double().eval()
+
+
+def test_parameter_count_matches_released_model_on_ml1m():
+    # ss4rec.md: 309,184 parameters on ML-1M (3,416 items after 5-core, +1 padding). The released model also
+    # holds an embedding LayerNorm (128 parameters) that it never applies; we do not create it.
+    m = SS4Rec(3417, rating_head=False)
+    assert sum(p.numel() for p in m.parameters()) == 309_184 - 128
+
+
+def test_gaps_hand_computed():
+    m = small()
+    ts = torch.tensor([[10, 20, 50, 0], [5, 0, 0, 0]])
+    dt = m.gaps(ts, torch.tensor([3, 1]), torch.tensor([80, 9]))
+    assert dt.tolist() == [[10.0, 30.0, 30.0, 0.0], [4.0, 0.0, 0.0, 0.0]]
+    assert m.gaps(ts, torch.tensor([3, 1]), None).tolist() == [[10.0, 30.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    # RecBole's float32 timestamps round to 64 s near 1e9: a 1-second gap can vanish or grow
+    m32 = small(float32_timestamps=True)
+    t = torch.tensor([[1_000_000_001, 1_000_000_002]])
+    assert m.gaps(t, torch.tensor([2]), torch.tensor([1_000_000_003])).tolist() == [[1.0, 1.0]]
+    assert m32.gaps(t, torch.tensor([2]), torch.tensor([1_000_000_003])).tolist() == [[0.0, 0.0]]
+    logm = small(time_transform="log1p", time_unit=10.0)
+    assert torch.allclose(logm.gaps(ts[:1], torch.tensor([3]), torch.tensor([80])),
+                          torch.log1p(torch.tensor([[1.0, 3.0, 3.0, 0.0]], dtype=torch.float64)))
+
+
+def test_all_positions_equal_per_prefix_samples():
+    """RecBole feeds every prefix as its own sample; one causal pass over the window gives the same logits."""
+    m = small()
+    rng = np.random.default_rng(0)
+    n = 9
+    items = rng.integers(1, 40, n)
+    times = np.cumsum(rng.choice([0, 0, 30, 3600, 86400 * 3], n)) + 10**9
+    seqs = Sequences(np.array([1]), np.array([0, n]), items, times, np.ones(n, np.float32), np.arange(n))
+    w = {k: torch.from_numpy(v) for k, v in sequence_windows(seqs, max_len=10).items()}
+    assert w["lengths"].tolist() == [n - 1]
+    h = m.encode(w["items"], w["timestamps"], w["lengths"], w["target_times"])
+    all_pos = h[0, :n - 1] @ m.item_embedding.weight.T
+    for j in range(n - 1):  # prefix items[:j+1] predicting items[j+1] at time times[j+1]
+        case = {"items": torch.from_numpy(items[None, :j + 1]), "timestamps": torch.from_numpy(times[None, :j + 1]),
+                "lengths": torch.tensor([j + 1]), "target_times": torch.tensor([times[j + 1]])}
+        torch.testing.assert_close(m.score_cases(case)[0], all_pos[j], rtol=1e-10, atol=1e-10)
+
+
+def test_right_padding_does_not_change_scores():
+    m = small()
+    a = {"items": torch.tensor([[3, 7, 9]]), "timestamps": torch.tensor([[100, 160, 400]]),
+         "lengths": torch.tensor([3]), "target_times": torch.tensor([1000])}
+    padded = {"items": torch.tensor([[3, 7, 9, 0, 0], [5, 0, 0, 0, 0]]),
+              "timestamps": torch.tensor([[100, 160, 400, 0, 0], [50, 0, 0, 0, 0]]),
+              "lengths": torch.tensor([3, 1]), "target_times": torch.tensor([1000, 70])}
+    torch.testing.assert_close(m.score_cases(a)[0], m.score_cases(padded)[0], rtol=1e-10, atol=1e-10)
+
+
+def test_time_gap_changes_the_prediction():
+    m = small()
+    base = {"items": torch.tensor([[3, 7, 9]]), "timestamps": torch.tensor([[100, 160, 400]]),
+            "lengths": torch.tensor([3])}
+    soon = m.score_cases({**base, "target_times": torch.tensor([401])})
+    later = m.score_cases({**base, "target_times": torch.tensor([401 + 86400 * 30])})
+    assert not torch.allclose(soon, later)  # the S5 layer really sees the gap before the predicted item
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_chunked_cross_entropy_equals_full(chunk):
+    torch.manual_seed(1)
+    h = torch.randn(50, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(30, 8, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(1, 30, (50,))
+    ref_logits = h @ w.T
+    ref_logits = torch.cat([torch.full_like(ref_logits[:, :1], float("-inf")), ref_logits[:, 1:]], 1)
+    ref = torch.nn.functional.cross_entropy(ref_logits, t)
+    got = chunked_softmax_cross_entropy(h, w, t, chunk)
+    torch.testing.assert_close(got, ref)
+    gh_ref, gw_ref = torch.autograd.grad(ref, (h, w))
+    gh, gw = torch.autograd.grad(chunked_softmax_cross_entropy(h, w, t, chunk), (h, w))
+    torch.testing.assert_close(gh, gh_ref)
+    torch.testing.assert_close(gw, gw_ref)
+
+
+def test_windows_predict_every_target_once():
+    n = np.array([1, 2, 7, 23])
+    indptr = np.concatenate([[0], np.cumsum(n)])
+    items = np.arange(1, indptr[-1] + 1)
+    seqs = Sequences(np.arange(1, 5), indptr, items, items * 10, items.astype(np.float32), items)
+    w = sequence_windows(seqs, 5)
+    targets = sorted(w["targets"][w["targets"] > 0].tolist())
+    expected = sorted(int(x) for u in range(4) for x in items[indptr[u] + 1:indptr[u + 1]])
+    assert targets == expected
+    for r in range(len(w["lengths"])):  # inputs are each target's predecessor in the same user's sequence
+        L = w["lengths"][r]
+        assert (w["targets"][r, :L] == w["items"][r, :L] + 1).all()
+        assert w["target_times"][r] == w["targets"][r, L - 1] * 10
+
+
+def test_training_lowers_loss_and_learns_a_sequential_pattern():
+    # each user walks items upward: after item i comes i+1. A sequence model must find that; popularity cannot.
+    torch.manual_seed(0)
+    m = SS4Rec(31, hidden=16, n_layers=1, d_state=8, s5_state=8, dropout=0.0)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    starts = torch.randint(1, 20, (64,))
+    items = starts[:, None] + torch.arange(10)[None, :]
+    batch = {"items": items[:, :-1], "timestamps": torch.arange(9).repeat(64, 1) * 60,
+             "lengths": torch.full((64,), 9), "targets": items[:, 1:], "target_times": torch.full((64,), 540),
+             "target_ratings": torch.full((64, 9), 4.0)}
+    first = None
+    for _ in range(150):
+        out = m(batch)
+        loss = out["loss"] + out["mse"]
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first
+    m.eval()
+    case = {"items": torch.tensor([[5, 6, 7]]), "timestamps": torch.tensor([[0, 60, 120]]),
+            "lengths": torch.tensor([3]), "target_times": torch.tensor([180])}
+    assert int(m.score_cases(case)[0, 1:].argmax()) + 1 == 8
+    assert abs(float(m.predict_rating(case, torch.tensor([8]))) - 4.0) < 0.3
+
+
+def test_ss4rec_run_reports_both_metric_families(tmp_path):
+    from recsys.runs import RunDirectory
+    from recsys.training.runner import resolve_config, run_training
+
+    cfg = resolve_config("ss4rec", {}, {"hidden": 16, "d_state": 8, "s5_state": 8, "max_len": 20, "epochs": 1,
+                                        "batch_size": 512, "cpu_threads": 1})
+    info = run_training(cfg, tmp_path / "ss", ["python", "scripts/train.py", "--model", "ss4rec"], progress=False)
+    test = info["metrics"]["test"]
+    assert {"hr@10", "ndcg@10", "mrr@10", "rmse", "mae"} <= set(test) and test["n"] == 943
+    assert 0.5 < test["rmse"] < 2.0  # a rating head that predicts on the 1..5 scale, not a broken one
+    run = RunDirectory(tmp_path / "ss")
+    res = run.test_results()
+    assert {"rank", "pred_rating", "target_rating", "sq_error", "gap_before_target"} <= set(res.columns)
+    assert np.isclose(np.sqrt(res["sq_error"].mean()), test["rmse"])
+    state, _ = run.load_weights("ss4rec")
+    assert "blocks.0.s5.seq.Lambda" in state and "blocks.0.mamba.A_log" in state
