@@ -150,3 +150,19 @@ def test_ss4rec_run_reports_both_metric_families(tmp_path):
     assert np.isclose(np.sqrt(res["sq_error"].mean()), test["rmse"])
     state, _ = run.load_weights("ss4rec")
     assert "blocks.0.s5.seq.Lambda" in state and "blocks.0.mamba.A_log" in state
+
+
+@pytest.mark.parametrize("n", [1, 2, 6])
+def test_prefill_then_step_equals_full_forward(n):
+    m = small()
+    items = torch.randint(1, 40, (1, n))
+    ts = torch.cumsum(torch.tensor([[0, 5, 0, 3600, 86400, 60]])[:, :n], 1) + 10**9
+    cache = m.prefill(items, ts)
+    for gap in (0, 30, 86400 * 40):
+        now = ts[:, -1] + gap
+        full = m.score_cases({"items": items, "timestamps": ts, "lengths": torch.tensor([n]), "target_times": now})
+        torch.testing.assert_close(m.score_next(cache, now), full, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="before the last movie"):
+        m.score_next(cache, ts[:, -1] - 1)
+    with pytest.raises(ValueError, match="empty history"):
+        m.prefill(items[:, :0], ts[:, :0])

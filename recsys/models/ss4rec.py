@@ -95,41 +95,92 @@ class SS4Rec(nn.Module):
                     nn.init.zeros_(m.bias)
 
     # ----------------------------------------------------------------------------------------------- time
+    def _times(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(torch.float64)
+        if self.float32_timestamps:  # RecBole's float32 storage: rounds to 64 s around 1e9 (paper fidelity only)
+            t = t.to(torch.float32).to(torch.float64)
+        return t
+
+    def scale_gaps(self, dt: torch.Tensor) -> torch.Tensor:
+        """Raw second gaps -> what the S5 layer is fed (time_unit, optional log1p), in the layers' dtype."""
+        dt = dt.clamp_min(0) / self.time_unit
+        if self.time_transform == "log1p":
+            dt = torch.log1p(dt)
+        w = self.item_embedding.weight.dtype
+        return dt.to(w if w in (torch.float32, torch.float64) else torch.float32)
+
     def gaps(self, timestamps: torch.Tensor, lengths: torch.Tensor, target_times: torch.Tensor | None) -> torch.Tensor:
         """dt [B, L]: gap after each item, t_target - t_last at the last valid position, 0 on padding."""
-        ts = timestamps.to(torch.float64)
-        if self.float32_timestamps:  # RecBole's float32 storage: rounds to 64 s around 1e9 (paper fidelity only)
-            ts = ts.to(torch.float32).to(torch.float64)
+        ts = self._times(timestamps)
         bsz, length = ts.shape
         nxt = torch.cat([ts[:, 1:], torch.zeros(bsz, 1, dtype=ts.dtype, device=ts.device)], dim=1)
         pos = torch.arange(length, device=ts.device)[None, :]
         last = (lengths - 1)[:, None]
         if target_times is not None:
-            tt = target_times.to(torch.float64)
-            if self.float32_timestamps:
-                tt = tt.to(torch.float32).to(torch.float64)
-            nxt = torch.where(pos == last, tt[:, None], nxt)
+            nxt = torch.where(pos == last, self._times(target_times)[:, None], nxt)
+        else:
+            nxt = torch.where(pos == last, ts, nxt)  # no known target time: the last item adds no gap
         dt = torch.where(pos <= last, nxt - ts, torch.zeros_like(ts))
-        dt = torch.where(pos == last, dt if target_times is not None else torch.zeros_like(dt), dt)
-        dt = dt.clamp_min(0) / self.time_unit
-        if self.time_transform == "log1p":
-            dt = torch.log1p(dt)
-        return dt.to(self.item_embedding.weight.dtype if self.item_embedding.weight.dtype != torch.bfloat16
-                     else torch.float32)
+        return self.scale_gaps(dt)
 
     # ----------------------------------------------------------------------------------------------- encoder
     def encode(self, items, timestamps, lengths, target_times=None, return_states: bool = False):
-        """Hidden states [B, L, d] of every position (and per-layer S5 states when asked)."""
+        """Hidden states [B, L, d] of every position; with return_states also, per layer, the S5 states
+        [B, L, P] (complex) and the block outputs [B, L, d]."""
         h = self.item_embedding(items)
         dt = self.gaps(timestamps, lengths, target_times)
-        states = []
+        states, layers = [], []
         for block in self.blocks:
             if return_states:
                 h, xs = block(h, dt, return_states=True)
                 states.append(xs)
+                layers.append(h)
             else:
                 h = block(h, dt)
-        return (h, states) if return_states else h
+        return (h, states, layers) if return_states else h
+
+    # ----------------------------------------------------------------------------------------------- live scoring
+    @torch.no_grad()
+    def prefill(self, items: torch.Tensor, timestamps: torch.Tensor) -> dict:
+        """Run a history [1, n] through every layer up to its second-to-last item and keep the recurrent states.
+
+        What comes after (the last item and the gap to "now") is one step per layer in `score_next`, so a what-if
+        on the time of the next interaction costs microseconds, not a forward pass.
+        """
+        n = items.shape[1]
+        if n < 1:
+            raise ValueError("an empty history cannot be scored; add at least one movie")
+        cache = {"last_item": items[:, -1], "last_time": timestamps[:, -1], "layers": []}
+        if n == 1:
+            for block in self.blocks:
+                conv, ssm = block.mamba.allocate_state(1, device=items.device,
+                                                       dtype=self.item_embedding.weight.dtype)
+                cache["layers"].append((None, conv, ssm))
+            return cache
+        h = self.item_embedding(items[:, :-1])
+        dt = self.gaps(timestamps[:, :-1], torch.tensor([n - 1], device=items.device), timestamps[:, -1])
+        for block in self.blocks:
+            s, xs = block.s5(h, dt, return_state=True)
+            a = block.norm(h + s.to(h.dtype))
+            m, (conv, ssm) = block.mamba(a, return_state=True)
+            h = block.norm(a + m)
+            cache["layers"].append((xs[:, -1], conv, ssm))
+        return cache
+
+    @torch.no_grad()
+    def score_next(self, cache: dict, now: torch.Tensor) -> torch.Tensor:
+        """Logits [1, n_items] for the interaction at time `now` after the prefilled history."""
+        raw = self._times(now.reshape(1)) - self._times(cache["last_time"].reshape(1))
+        if bool(raw < 0):
+            raise ValueError("'now' is before the last movie of the history")
+        dt = self.scale_gaps(raw)
+        u = self.item_embedding(cache["last_item"])
+        for block, (x_prev, conv, ssm) in zip(self.blocks, cache["layers"]):
+            s, _ = block.s5.step(u, dt, x_prev)
+            a = block.norm(u + s.to(u.dtype))
+            m, _, _ = block.mamba.step(a, conv, ssm)
+            u = block.norm(a + m)
+        return u @ self.item_embedding.weight.T
 
     @staticmethod
     def gather_last(h, lengths):

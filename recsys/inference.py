@@ -1,0 +1,263 @@
+"""Loading a trained run for inspection and live scoring: what the State-trajectory and Live pages call.
+
+- `load_run(path)` rebuilds the model from run.json + safetensors and the exact prepared dataset it was trained on
+  (same filters, same id maps), refusing corrupted, tampered or foreign runs with a RunError.
+- `user_history(run, user_id)` a user's chronological history (as in training: 5-core filtered, ties by file order).
+- `trajectory(run, items, times, ...)` per step of a history: the movie, time, gaps, S5 retention implied by the gap,
+  hidden states of each layer, top-k next movies with scores and the rank of the movie that really came next.
+- `score_history(run, items, times, now, ...)` scores the whole catalogue for a history and a "now"; for NCF (which
+  has no notion of history) it scores a known user.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsys.data import load_dataset, prepare
+from recsys.data.prepare import PreparedData
+from recsys.runs import RunDirectory, RunError
+
+HUMAN_UNITS = ((86400 * 365, "y"), (86400 * 30, "mo"), (86400, "d"), (3600, "h"), (60, "min"), (1, "s"))
+
+
+def human_gap(seconds: float) -> str:
+    """3 d, 45 s, 2.5 h: the unit that keeps the number readable."""
+    if seconds is None or not np.isfinite(seconds):
+        return "—"
+    s = float(seconds)
+    for size, unit in HUMAN_UNITS:
+        if s >= size:
+            v = s / size
+            return f"{v:.0f} {unit}" if v >= 10 or v == int(v) else f"{v:.1f} {unit}"
+    return "0 s"
+
+
+@dataclass
+class LoadedRun:
+    path: Path
+    info: dict
+    model: torch.nn.Module
+    prepared: PreparedData
+    fingerprint_matches: bool
+
+    @property
+    def kind(self) -> str:
+        return self.info["model"]
+
+    @property
+    def max_len(self) -> int:
+        return int(self.info["config"].get("max_len", 50))
+
+    def titles(self, item_idx) -> list[str]:
+        t = self.prepared.items["title"].to_numpy()
+        return [t[i - 1] for i in np.asarray(item_idx)]
+
+
+def build_model_for_run(info: dict, n_users: int, n_items: int) -> torch.nn.Module:
+    cfg = info["config"]
+    model = info["model"]
+    if model == "ss4rec":
+        from recsys.models.ss4rec import build_from_config
+
+        class _T:  # the global mean is a buffer restored from the weights
+            train_mean = 3.5
+
+        return build_from_config(cfg, n_items, _T)
+    if model == "ncf":
+        from recsys.models.ncf import NeuMF
+
+        return NeuMF(n_users, n_items, int(cfg["gmf_dim"]), tuple(cfg["mlp_dims"]), float(cfg["dropout"]),
+                     rating_head=cfg["objective"] == "rating")
+    from recsys.models.baselines import BiasBaseline, GlobalMean, MostPopular
+
+    return {"global-mean": lambda: GlobalMean(), "bias": lambda: BiasBaseline(n_users, n_items),
+            "popular": lambda: MostPopular(n_items)}[model]()
+
+
+def load_run(path: str | Path, data_dir: str | None = None) -> LoadedRun:
+    """Rebuild a run's model on CPU with its training data; every failure is a RunError with a clear message."""
+    run = RunDirectory(path)
+    state, info = run.load_weights()
+    cfg = info["config"]
+    try:
+        data = load_dataset(cfg["dataset"], data_dir or cfg.get("data_dir"), download=False)
+    except Exception as exc:
+        raise RunError(f"{path}: the run's dataset {cfg['dataset']!r} is not available here ({exc})") from exc
+    prepared = prepare(data, cfg["user_k"], cfg["item_k"], timestamped_only=bool(cfg.get("timestamped_users_only")))
+    users, items = run.id_maps()
+    if not (np.array_equal(users, prepared.user_map.raw) and np.array_equal(items, prepared.item_map.raw)):
+        raise RunError(f"{path}: its id maps do not match {data.name} as prepared here (the dataset changed since "
+                       f"training, or the run comes from another copy); retrain or point to the original data")
+    model = build_model_for_run(info, len(users) + 1, len(items) + 1)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise RunError(f"{path}: the weights do not fit a {info['model']} built from its run.json ({exc})") from exc
+    model.eval()
+    return LoadedRun(Path(path), info, model, prepared, data.fingerprint == info["dataset"].get("fingerprint"))
+
+
+def user_history(run: LoadedRun, user_id: int) -> pd.DataFrame:
+    """A user's chronological history with item indices, titles, genres, ratings and gaps; KeyError if unknown."""
+    try:
+        uidx = int(run.prepared.user_map.to_index([int(user_id)])[0])
+    except (KeyError, ValueError):
+        raise KeyError(f"user {user_id} is not in {run.info['dataset']['name']} after the run's filters "
+                       f"({run.prepared.n_users:,} users, ids {int(run.prepared.user_map.raw[0])}.."
+                       f"{int(run.prepared.user_map.raw[-1])})") from None
+    inter = run.prepared.interactions
+    rows = inter[inter["user_idx"] == uidx]
+    order = np.lexsort((rows.index.to_numpy(), rows["timestamp"].to_numpy()))
+    rows = rows.iloc[order]
+    items = run.prepared.items.set_index("item_idx")
+    out = pd.DataFrame({
+        "item": rows["item"].to_numpy(), "item_idx": rows["item_idx"].to_numpy(),
+        "title": items.loc[rows["item_idx"], "title"].to_numpy(), "genres": items.loc[rows["item_idx"], "genres"].to_numpy(),
+        "rating": rows["rating"].to_numpy(), "timestamp": rows["timestamp"].to_numpy(dtype=np.int64),
+    })
+    out["gap_before"] = np.diff(out["timestamp"].to_numpy(), prepend=out["timestamp"].iloc[0] if len(out) else 0)
+    return out.reset_index(drop=True)
+
+
+def _check_history(run: LoadedRun, items, times) -> tuple[np.ndarray, np.ndarray]:
+    items = np.array(items, dtype=np.int64)  # copies: torch needs writable arrays
+    times = np.array(times, dtype=np.int64)
+    if len(items) == 0:
+        raise ValueError("the history is empty: add at least one movie")
+    if len(items) != len(times):
+        raise ValueError("every movie in the history needs a time")
+    if (items < 1).any() or (items > run.prepared.n_items).any():
+        raise ValueError("the history holds movies this run does not know")
+    if (np.diff(times) < 0).any():
+        order = np.argsort(times, kind="stable")
+        items, times = items[order], times[order]
+    return items, times
+
+
+def _pessimistic_rank(scores: torch.Tensor, target: int) -> int:
+    s = scores.clone()
+    s[0] = float("-inf")
+    return int((s >= s[target]).sum().item())
+
+
+@torch.no_grad()
+def trajectory(run: LoadedRun, items, times, ratings=None, k: int = 10, now: int | None = None) -> dict:
+    """Step through a history with SS4Rec: per step the movie, gaps, S5 retention, per-layer states and the
+    top-k predicted next movies with the rank of the one that came next.
+
+    Like evaluation, only the last max_len movies are fed. Step j's prediction is for the interaction at
+    times[j+1] (the model is told when it happens); the last step predicts at `now` (default: +1 day).
+    """
+    if run.kind != "ss4rec":
+        raise ValueError(f"state trajectories need an SS4Rec run; this is a {run.kind} run")
+    items, times = _check_history(run, items, times)
+    cut = max(0, len(items) - run.max_len)
+    items, times = items[cut:], times[cut:]
+    ratings = None if ratings is None else np.asarray(ratings)[cut:]
+    n = len(items)
+    now = int(times[-1] + 86400) if now is None else int(now)
+    model = run.model
+    it = torch.from_numpy(items)[None]
+    ts = torch.from_numpy(times)[None]
+    h, s5_states, layers = model.encode(it, ts, torch.tensor([n]), torch.tensor([now]), return_states=True)
+    logits = h[0] @ model.item_embedding.weight.T  # [n, n_items]
+    logits[:, 0] = float("-inf")
+    dt_after = np.append(np.diff(times), now - times[-1]).astype(np.float64)
+    dt_fed = model.gaps(ts, torch.tensor([n]), torch.tensor([now]))[0]
+    retention = [block.s5.retention(dt_fed).numpy() for block in model.blocks]
+    steps = []
+    top_scores, top_items = torch.topk(logits, min(k, logits.shape[1] - 1), dim=1)
+    for j in range(n):
+        nxt = int(items[j + 1]) if j + 1 < n else None
+        steps.append({
+            "step": j + 1, "item_idx": int(items[j]), "title": run.titles([items[j]])[0],
+            "timestamp": int(times[j]), "rating": None if ratings is None else float(ratings[j]),
+            "gap_before": int(times[j] - times[j - 1]) if j else 0, "gap_after": float(dt_after[j]),
+            "retention": [float(r[j]) for r in retention],
+            "top_items": top_items[j].tolist(), "top_titles": run.titles(top_items[j].tolist()),
+            "top_scores": top_scores[j].tolist(),
+            "next_item": nxt, "next_rank": _pessimistic_rank(logits[j], nxt) if nxt else None,
+        })
+    return {
+        "steps": steps, "now": now, "cut": cut,
+        "hidden": [layer[0].numpy() for layer in layers],                     # per layer [n, d]
+        "s5_state": [np.abs(x[0].numpy()) for x in s5_states],               # per layer [n, P] magnitudes
+    }
+
+
+def state_projection(hidden: np.ndarray) -> np.ndarray:
+    """2-D PCA of one layer's hidden states over the steps ([n, d] -> [n, 2]); zeros for fewer than 2 steps."""
+    from sklearn.decomposition import PCA
+
+    if len(hidden) < 2:
+        return np.zeros((len(hidden), 2))
+    comps = min(2, len(hidden), hidden.shape[1])
+    out = PCA(n_components=comps).fit_transform(hidden)
+    return out if comps == 2 else np.column_stack([out, np.zeros(len(out))])
+
+
+def genre_affinity(run: LoadedRun, step_item_lists: list[list[int]], genres: list[str]) -> pd.DataFrame:
+    """Share of each genre among each step's top-k predicted movies: what the model expects, step by step."""
+    g = run.prepared.items["genres"].to_numpy()
+    rows = []
+    for j, top in enumerate(step_item_lists):
+        tg = [g[i - 1].split("|") for i in top]
+        for genre in genres:
+            rows.append({"step": j + 1, "genre": genre, "share": float(np.mean([genre in t for t in tg]))})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class Scored:
+    table: pd.DataFrame
+    millis: float
+    note: str = ""
+
+
+def _top_table(run: LoadedRun, scores: torch.Tensor, k: int, exclude: np.ndarray | None, kind: str) -> pd.DataFrame:
+    s = scores.clone().float()
+    s[0] = float("-inf")
+    if exclude is not None and len(exclude):
+        s[torch.as_tensor(exclude)] = float("-inf")
+    val, idx = torch.topk(s, min(k, int(torch.isfinite(s).sum())))
+    items = run.prepared.items.set_index("item_idx")
+    idx_np = idx.numpy()
+    return pd.DataFrame({"rank": np.arange(1, len(idx_np) + 1), "item": items.loc[idx_np, "item"].to_numpy(),
+                         "title": items.loc[idx_np, "title"].to_numpy(), "genres": items.loc[idx_np, "genres"].to_numpy(),
+                         kind: val.numpy()})
+
+
+@torch.no_grad()
+def score_history(run: LoadedRun, items=None, times=None, now: int | None = None, k: int = 10,
+                  hide_seen: bool = True, user_id: int | None = None, cache: dict | None = None) -> Scored:
+    """Top-k of the whole catalogue. SS4Rec: for a history of (movie index, time) and "now". NCF and floors: for a
+    known user (they cannot read a history). With hide_seen, movies in the history are left out."""
+    t0 = time.perf_counter()
+    if run.kind == "ss4rec":
+        seen, times = _check_history(run, items, times)
+        items, times = seen[-run.max_len:], times[-run.max_len:]  # fed like evaluation; all of it is "seen"
+        now = int(times[-1] + 86400) if now is None else int(now)
+        if cache is None:
+            cache = run.model.prefill(torch.from_numpy(items)[None], torch.from_numpy(times)[None])
+        scores = run.model.score_next(cache, torch.tensor([now]))[0]
+        table = _top_table(run, scores, k, seen if hide_seen else None, "score")
+        return Scored(table, (time.perf_counter() - t0) * 1000)
+    if user_id is None:
+        raise ValueError(f"{run.kind} scores known users only: it has no way to read a custom history")
+    hist = user_history(run, user_id)
+    uidx = torch.as_tensor(run.prepared.user_map.to_index([int(user_id)]))
+    exclude = hist["item_idx"].to_numpy() if hide_seen else None
+    model = run.model
+    if run.info["objective"] == "rating":
+        n = run.prepared.n_items + 1
+        scores = model(uidx.expand(n), torch.arange(n)).float()
+        kind, note = "predicted rating", "predicted rating of every movie for this user, highest first"
+    else:
+        scores, kind, note = model.score_all(uidx)[0], "score", ""
+    table = _top_table(run, scores, k, exclude, kind)
+    return Scored(table, (time.perf_counter() - t0) * 1000, note)

@@ -1,0 +1,110 @@
+"""Loading runs for the dashboard: trajectories, live scoring, what-if gaps, and refusal of bad runs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from recsys.inference import human_gap, load_run, score_history, state_projection, trajectory, user_history
+from recsys.runs import RunError
+from recsys.training.runner import resolve_config, run_training
+
+TINY_SS4REC = {"hidden": 16, "d_state": 8, "s5_state": 8, "max_len": 20, "epochs": 1, "batch_size": 512,
+               "cpu_threads": 1}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for name, model, over in (("ss", "ss4rec", TINY_SS4REC),
+                              ("ncf", "ncf", {"gmf_dim": 8, "mlp_dims": [16, 8], "epochs": 1, "cpu_threads": 1}),
+                              ("ncfr", "ncf", {"objective": "rating", "gmf_dim": 8, "mlp_dims": [16, 8], "epochs": 1,
+                                               "cpu_threads": 1}),
+                              ("pop", "popular", {})):
+        run_training(resolve_config(model, {}, over), root / name, ["test"], progress=False)
+        out[name] = root / name
+    return out
+
+
+def test_human_gap():
+    assert [human_gap(x) for x in (0, 45, 90, 3 * 86400, 1.5 * 3600, 400 * 86400)] == \
+        ["0 s", "45 s", "1.5 min", "3 d", "1.5 h", "1.1 y"]
+
+
+def test_user_history_and_unknown_user(runs):
+    run = load_run(runs["ss"])
+    h = user_history(run, 1)
+    assert len(h) > 5 and (np.diff(h["timestamp"]) >= 0).all() and h["gap_before"].iloc[0] == 0
+    assert h["title"].iloc[0].endswith(")")
+    with pytest.raises(KeyError, match="user 999999 is not in ml-100k"):
+        user_history(run, 999999)
+
+
+def test_trajectory_is_consistent_with_scoring(runs):
+    run = load_run(runs["ss"])
+    h = user_history(run, 1)
+    items, times = h["item_idx"].to_numpy(), h["timestamp"].to_numpy()
+    tr = trajectory(run, items, times, h["rating"].to_numpy(), k=10)
+    steps = tr["steps"]
+    assert len(steps) == min(len(h), run.max_len) and tr["cut"] == max(0, len(h) - run.max_len)
+    assert len(tr["hidden"]) == 2 and tr["hidden"][0].shape == (len(steps), 16)
+    assert all(0 <= r <= 1 for s in steps for r in s["retention"])
+    # zero gaps keep the state (retention 1); a long gap keeps less of it
+    zero = [s for s in steps if s["gap_after"] == 0]
+    if zero:
+        assert zero[0]["retention"][0] == pytest.approx(1.0)
+    # the last step's prediction is exactly what live scoring returns for the same "now" (seen items kept)
+    live = score_history(run, items, times, now=tr["now"], k=10, hide_seen=False)
+    assert live.table["title"].tolist() == steps[-1]["top_titles"]
+    assert live.millis > 0
+    # rank of the actual next movie agrees with its score among the step's scores
+    for s in steps[:-1]:
+        assert 1 <= s["next_rank"] <= run.prepared.n_items
+        if s["next_item"] in s["top_items"]:
+            assert s["next_rank"] <= 10
+    assert state_projection(tr["hidden"][1]).shape == (len(steps), 2)
+
+
+def test_what_if_gap_changes_ss4rec_but_not_ncf(runs):
+    run = load_run(runs["ss"])
+    h = user_history(run, 5)
+    items, times = h["item_idx"].to_numpy(), h["timestamp"].to_numpy()
+    soon = score_history(run, items, times, now=int(times[-1]) + 60, k=50)
+    later = score_history(run, items, times, now=int(times[-1]) + 86400 * 365, k=50)
+    assert soon.table["title"].tolist() != later.table["title"].tolist()
+    assert not set(soon.table["item"]) & set(h["item"])  # seen movies hidden
+    with pytest.raises(ValueError, match="empty"):
+        score_history(run, [], [])
+    ncf = load_run(runs["ncf"])
+    a = score_history(ncf, user_id=5, k=10)
+    assert len(a.table) == 10 and not set(a.table["item"]) & set(h["item"])
+    with pytest.raises(ValueError, match="known users only"):
+        score_history(ncf, items, times)
+    r = score_history(load_run(runs["ncfr"]), user_id=5, k=5)
+    assert "predicted rating" in r.table.columns and (r.table["predicted rating"].diff().dropna() <= 0).all()
+    p = score_history(load_run(runs["pop"]), user_id=5, k=5, hide_seen=False)
+    assert len(p.table) == 5
+
+
+def test_trajectory_needs_ss4rec(runs):
+    with pytest.raises(ValueError, match="need an SS4Rec run"):
+        trajectory(load_run(runs["ncf"]), [1, 2], [1, 2])
+
+
+def test_corrupted_and_foreign_runs_refused(runs, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(runs["ss"], bad)
+    info = json.loads((bad / "run.json").read_text())
+    info["config"]["hidden"] = 32  # a run.json that does not describe its weights
+    del info["artefacts"]
+    (bad / "run.json").write_text(json.dumps(info))
+    with pytest.raises(RunError, match="do not fit"):
+        load_run(bad)
+    (bad / "model.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(RunError):
+        load_run(bad)
