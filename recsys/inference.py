@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +54,20 @@ class LoadedRun:
     def max_len(self) -> int:
         return int(self.info["config"].get("max_len", 50))
 
+    @cached_property
+    def item_columns(self) -> dict:
+        """item, title, genres as arrays indexed by item_idx (row 0 = padding), for O(k) lookups when scoring."""
+        items = self.prepared.items
+        out = {}
+        for col in ("item", "title", "genres"):
+            arr = np.empty(self.prepared.n_items + 1, dtype=object if col != "item" else np.int64)
+            arr[items["item_idx"].to_numpy()] = items[col].to_numpy()
+            arr[0] = -1 if col == "item" else ""
+            out[col] = arr
+        return out
+
     def titles(self, item_idx) -> list[str]:
-        t = self.prepared.items["title"].to_numpy()
-        return [t[i - 1] for i in np.asarray(item_idx)]
+        return self.item_columns["title"][np.asarray(item_idx, dtype=np.int64)].tolist()
 
 
 def build_model_for_run(info: dict, n_users: int, n_items: int) -> torch.nn.Module:
@@ -225,11 +237,10 @@ def _top_table(run: LoadedRun, scores: torch.Tensor, k: int, exclude: np.ndarray
     if exclude is not None and len(exclude):
         s[torch.as_tensor(exclude)] = float("-inf")
     val, idx = torch.topk(s, min(k, int(torch.isfinite(s).sum())))
-    items = run.prepared.items.set_index("item_idx")
+    cols = run.item_columns
     idx_np = idx.numpy()
-    return pd.DataFrame({"rank": np.arange(1, len(idx_np) + 1), "item": items.loc[idx_np, "item"].to_numpy(),
-                         "title": items.loc[idx_np, "title"].to_numpy(), "genres": items.loc[idx_np, "genres"].to_numpy(),
-                         kind: val.numpy()})
+    return pd.DataFrame({"rank": np.arange(1, len(idx_np) + 1), "item": cols["item"][idx_np],
+                         "title": cols["title"][idx_np], "genres": cols["genres"][idx_np], kind: val.numpy()})
 
 
 @torch.no_grad()
