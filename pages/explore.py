@@ -1,9 +1,12 @@
-"""Explore MovieLens: headline numbers and the rating distribution of the chosen dataset."""
+"""Explore MovieLens: headline numbers, distributions, long tails, genres over time, gaps between ratings, a movie
+search and one user's timeline. Every number comes from recsys.explore; this page only arranges widgets and charts.
+"""
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from recsys.app.common import dataset_or_error
+from recsys import explore as ex
+from recsys.app.common import cached_dataset, dataset_or_error
 
 st.title("Explore MovieLens")
 st.caption("The embedded default is ML-100K (GroupLens, as shipped in the recbole==1.2.1 wheel). Point to any "
@@ -11,7 +14,7 @@ st.caption("The embedded default is ML-100K (GroupLens, as shipped in the recbol
 source = st.radio("Dataset", ["Embedded ML-100K", "A folder on this machine"], horizontal=True)
 data_dir = None
 if source != "Embedded ML-100K":
-    data_dir = st.text_input("MovieLens folder", placeholder="/path/to/ml-1m")
+    data_dir = st.text_input("MovieLens folder", placeholder="/path/to/ml-1m").strip()
     if not data_dir:
         st.info("Type the path of a folder that holds u.data, ratings.dat, ratings.csv or ratings.parquet.")
         st.stop()
@@ -19,6 +22,43 @@ data = dataset_or_error(None, data_dir)
 if data is None:
     st.stop()
 
+
+# Cached views: keyed on (data_dir, fingerprint) — cheap to hash — and the dataset is fetched from the cached loader,
+# so the (possibly 25M-row) DataFrame is never hashed. Only small frames are cached (never per-rating arrays).
+@st.cache_data(show_spinner=False, max_entries=8)
+def overview(data_dir, fp):
+    inter = cached_dataset(None, data_dir).interactions
+    return {"ratings": ex.rating_distribution(inter), "months": ex.ratings_per_month(inter),
+            "items": ex.long_tail(inter, "item", max_points=400), "users": ex.long_tail(inter, "user", max_points=400),
+            "items_line": ex.long_tail_summary(inter, "item"), "users_line": ex.long_tail_summary(inter, "user"),
+            "timestamped": int(inter["timestamp"].notna().sum())}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def genres(data_dir, fp, period):
+    d = cached_dataset(None, data_dir)
+    return ex.genre_totals(d.interactions, d.items), ex.genre_shares_over_time(d.interactions, d.items, period)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def gaps(data_dir, fp, bins_per_decade):
+    g = ex.user_gaps(cached_dataset(None, data_dir).interactions)
+    return ex.gap_summary(g), ex.gap_histogram(g, bins_per_decade)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def movies(data_dir, fp):
+    d = cached_dataset(None, data_dir)
+    return ex.item_table(d.interactions, d.items)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def users(data_dir, fp):
+    return ex.user_ids(cached_dataset(None, data_dir).interactions)
+
+
+fp = data.fingerprint
+name = data.name
 stats = data.stats()
 c = st.columns(5)
 c[0].metric("Ratings", f"{stats['ratings']:,}")
@@ -27,13 +67,168 @@ c[2].metric("Movies rated", f"{stats['rated_items']:,}", help=f"{stats['items']:
 c[3].metric("Rating range", f"{stats['rating_min']:g} – {stats['rating_max']:g}")
 c[4].metric("Density", f"{stats['density']:.2%}")
 if stats.get("time_min"):
-    st.write(f"**{stats['dataset']}** · ratings from {stats['time_min'][:10]} to {stats['time_max'][:10]} · "
+    st.write(f"**{stats['dataset']}** · ratings from {stats['time_min'][:10]} to {stats['time_max'][:10]} (UTC) · "
              f"source `{stats['source']}`")
+else:
+    st.write(f"**{stats['dataset']}** · no rating has a timestamp · source `{stats['source']}`")
 for note in data.notes:
     st.warning(note)
 
-dist = data.interactions["rating"].value_counts().sort_index().rename_axis("rating").reset_index(name="ratings")
-st.subheader("Rating distribution")
-st.altair_chart(alt.Chart(dist).mark_bar().encode(x=alt.X("rating:O", title="rating"),
-                                                  y=alt.Y("ratings:Q", title="number of ratings"),
-                                                  tooltip=["rating", "ratings"]), width="stretch")
+with st.spinner("Summarising the ratings (cached after the first time)..."):
+    ov = overview(data_dir, fp)
+if ov["timestamped"] < stats["ratings"]:
+    st.warning(f"Time-based views (ratings per month, genres over time, gaps, timelines) use only the "
+               f"{ov['timestamped']:,} of {stats['ratings']:,} ratings that have a timestamp.")
+
+tabs = st.tabs(["Ratings & long tails", "Genres over time", "Gaps between ratings", "Find a movie",
+                "A user's timeline"])
+
+# ---------------------------------------------------------------------------------------------------------------
+with tabs[0]:
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Rating distribution")
+        st.altair_chart(alt.Chart(ov["ratings"]).mark_bar().encode(
+            x=alt.X("rating:O", title="rating"), y=alt.Y("ratings:Q", title="number of ratings"),
+            tooltip=["rating", alt.Tooltip("ratings:Q", format=","), alt.Tooltip("share:Q", format=".1%")],
+        ).properties(title=f"{name}: rating distribution"), width="stretch")
+    with right:
+        st.subheader("Ratings per month")
+        if ov["months"].empty:
+            st.info("No rating has a timestamp.")
+        else:
+            st.altair_chart(alt.Chart(ov["months"]).mark_bar().encode(
+                x=alt.X("month:T", title="month (UTC)"), y=alt.Y("ratings:Q", title="number of ratings"),
+                tooltip=[alt.Tooltip("month:T", format="%Y-%m"), alt.Tooltip("ratings:Q", format=",")],
+            ).properties(title=f"{name}: ratings per month"), width="stretch")
+
+    st.subheader("Long tails")
+    st.caption("Rank plots on log-log axes: rank 1 is the most active user / most rated movie. A straight line is a "
+               "power law; the cumulative share says how much of the data the head holds.")
+    left, right = st.columns(2)
+    for col, key, who, line in ((left, "users", "user activity", "users_line"),
+                                (right, "items", "movie popularity", "items_line")):
+        with col:
+            st.altair_chart(alt.Chart(ov[key]).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+                x=alt.X("rank:Q", scale=alt.Scale(type="log"), title="rank (log)"),
+                y=alt.Y("ratings:Q", scale=alt.Scale(type="log"), title="ratings (log)"),
+                tooltip=[alt.Tooltip("rank:Q", format=","), alt.Tooltip("ratings:Q", format=","),
+                         alt.Tooltip("cum_share:Q", format=".1%", title="share of ratings up to this rank")],
+            ).properties(title=f"{name}: {who} (rank plot)"), width="stretch")
+            st.write(ov[line][0].upper() + ov[line][1:] + ".")
+
+# ---------------------------------------------------------------------------------------------------------------
+with tabs[1]:
+    st.subheader("Genre popularity over time")
+    span_years = ((stats["timestamp_max"] - stats["timestamp_min"]) / (365.25 * 86400)
+                  if stats.get("timestamp_min") is not None else 0)
+    period = st.radio("Period", ["year", "month"], index=0 if span_years >= 3 else 1, horizontal=True,
+                      key="explore_genre_period",
+                      help="Defaults to months when the ratings span under three years (ML-100K: 7 months).")
+    totals, shares = genres(data_dir, fp, period)
+    if totals.empty or shares.empty:
+        st.info("No genres (or no timestamped ratings) in this dataset.")
+    else:
+        picked = st.multiselect("Genres", totals["genre"].tolist(), default=totals["genre"].head(6).tolist(),
+                                key="explore_genres", help="Defaults to the six most rated genres.")
+        if not picked:
+            st.info("Pick at least one genre.")
+        else:
+            view = shares.loc[shares["genre"].isin(picked)]
+            x = (alt.X("period:O", title="year of the rating") if period == "year"
+                 else alt.X("period:T", title="month of the rating (UTC)"))
+            st.altair_chart(alt.Chart(view).mark_line(point=True).encode(
+                x=x, y=alt.Y("share:Q", title="share of that period's ratings", axis=alt.Axis(format="%")),
+                color=alt.Color("genre:N", sort=picked),
+                tooltip=["period", "genre", alt.Tooltip("share:Q", format=".1%"),
+                         alt.Tooltip("ratings:Q", format=","), alt.Tooltip("total:Q", format=",", title="all ratings")],
+            ).properties(title=f"{name}: share of ratings per genre per {period}"), width="stretch")
+            st.caption("Share = ratings of movies in the genre / all ratings in that period. Genres come from the "
+                       "item file; a movie with several genres counts for each, so shares add up to more than 100%.")
+
+# ---------------------------------------------------------------------------------------------------------------
+with tabs[2]:
+    st.subheader("Gaps between a user's consecutive ratings")
+    st.caption("What SS4Rec's time-aware S5 layer is driven by: each user's ratings sorted by timestamp (ties broken "
+               "by file order), and the seconds between one rating and the next. Computed on the whole dataset, "
+               "before any k-core filtering.")
+    bpd = st.select_slider("Bins per power of ten", options=[2, 4, 5, 10], value=4, key="explore_gap_bins")
+    summary, hist = gaps(data_dir, fp, bpd)
+    if summary["gaps"] == 0:
+        st.info("No user has two timestamped ratings, so there are no gaps to show.")
+    else:
+        c = st.columns(4)
+        c[0].metric("Gaps", f"{summary['gaps']:,}")
+        c[1].metric("Exactly 0 s", f"{summary['zero_share']:.1%}", help=f"{summary['zero_gaps']:,} gaps")
+        c[2].metric("Median gap", ex.format_gap(summary["median"]))
+        c[3].metric("75th percentile", ex.format_gap(summary["q75"]))
+        st.info(f"{summary['zero_share']:.1%} of gaps ({summary['zero_gaps']:,}) are exactly 0 s — several ratings "
+                f"stamped with the same second. Zero has no place on a log axis, so those gaps are not in the chart; "
+                f"the bars show the other {summary['positive_gaps']:,} as shares of all {summary['gaps']:,} gaps.")
+        if not hist.empty:
+            bars = alt.Chart(hist).mark_bar(stroke="white", strokeWidth=0.5).encode(
+                x=alt.X("bin_lo:Q", scale=alt.Scale(type="log"), title="gap to the next rating (seconds, log scale)"),
+                x2="bin_hi:Q",
+                y=alt.Y("share:Q", title="share of all gaps", axis=alt.Axis(format="%")),
+                tooltip=[alt.Tooltip("range:N", title="gap"), alt.Tooltip("gaps:Q", format=","),
+                         alt.Tooltip("share:Q", format=".2%")])
+            refs = ex.GAP_REFERENCES
+            rules = alt.Chart(refs).mark_rule(color="firebrick", strokeDash=[4, 3]).encode(
+                x="seconds:Q", tooltip=["label"])
+            labels = alt.Chart(refs).mark_text(align="left", dx=3, dy=-5, color="firebrick", baseline="top").encode(
+                x="seconds:Q", y=alt.value(0), text="label")
+            st.altair_chart(alt.layer(bars, rules, labels).properties(
+                title=f"{name}: gaps between consecutive ratings of a user (zero gaps excluded)"), width="stretch")
+
+# ---------------------------------------------------------------------------------------------------------------
+with tabs[3]:
+    st.subheader("Find a movie")
+    query = st.text_input("Search a movie by title", placeholder="e.g. star wars", key="explore_title_query")
+    if query.strip():
+        found = ex.search_titles(movies(data_dir, fp), query, limit=None)
+        if found.empty:
+            st.info(f"No movie title in {name} contains “{query.strip()}”.")
+        else:
+            st.caption(f"{len(found):,} movie(s) whose title contains “{query.strip()}”, most rated first"
+                       + (" (showing 200)" if len(found) > 200 else "") + ".")
+            st.dataframe(found.head(200)[["title", "year", "genres", "ratings", "mean_rating", "item"]],
+                         hide_index=True, width="stretch",
+                         column_config={"mean_rating": st.column_config.NumberColumn("mean rating", format="%.2f"),
+                                        "ratings": st.column_config.NumberColumn("ratings", format="%d"),
+                                        "year": st.column_config.NumberColumn("year", format="%d"),
+                                        "item": st.column_config.NumberColumn("movie id", format="%d")})
+    else:
+        st.caption("Case-insensitive substring of the title, e.g. “star wars” or “(1995)”.")
+
+# ---------------------------------------------------------------------------------------------------------------
+with tabs[4]:
+    st.subheader("One user's timeline")
+    ids = users(data_dir, fp)
+    st.caption(f"{len(ids):,} users with ratings, ids {ids.min():,} to {ids.max():,}." if len(ids) else "No users.")
+    uid = st.number_input("User id", value=int(ids[0]) if len(ids) else 1, step=1, format="%d", key="explore_user")
+    try:
+        tl = ex.user_timeline(data.interactions, data.items, int(uid))
+    except ex.UnknownUserError as exc:
+        st.warning(f"{exc}. Pick another user id.")
+    else:
+        profile = ex.user_profile(data.users, int(uid))
+        known = tl.dropna(subset=["time"])
+        line = f"User {int(uid)}: {len(tl):,} ratings, mean {tl['rating'].mean():.2f}"
+        if len(known):
+            line += f", from {known['time'].min():%Y-%m-%d} to {known['time'].max():%Y-%m-%d}"
+        if profile:
+            line += " · " + ", ".join(f"{k} {v}" for k, v in profile.items())
+        st.write(line)
+        if len(known) < len(tl):
+            st.warning(f"{len(tl) - len(known):,} of this user's ratings have no timestamp; they are listed last "
+                       f"and left out of the chart.")
+        if len(known):
+            st.altair_chart(alt.Chart(known).mark_circle(size=50, opacity=0.6).encode(
+                x=alt.X("time:T", title="date (UTC)"),
+                y=alt.Y("rating:Q", title="rating", scale=alt.Scale(zero=False)),
+                tooltip=["title", "rating", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"),
+                         alt.Tooltip("gap:N", title="gap since previous")],
+            ).properties(title=f"{name}: ratings of user {int(uid)} over time"), width="stretch")
+        table = tl.assign(time=tl["time"].dt.strftime("%Y-%m-%d %H:%M:%S").fillna("unknown"))
+        st.dataframe(table[["n", "time", "title", "rating", "gap"]].rename(columns={"gap": "gap since previous"}),
+                     hide_index=True, width="stretch")
