@@ -235,7 +235,7 @@ def _top_table(run: LoadedRun, scores: torch.Tensor, k: int, exclude: np.ndarray
     s = scores.clone().float()
     s[0] = float("-inf")
     if exclude is not None and len(exclude):
-        s[torch.as_tensor(exclude)] = float("-inf")
+        s[torch.tensor(np.asarray(exclude), dtype=torch.long)] = float("-inf")
     val, idx = torch.topk(s, min(k, int(torch.isfinite(s).sum())))
     cols = run.item_columns
     idx_np = idx.numpy()

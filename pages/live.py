@@ -1,0 +1,117 @@
+"""Live recommendations: NCF and SS4Rec side by side for a user or a history you build, with a what-if on time."""
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from recsys.app.runs import loaded_run_or_error, pick_run, runs_folder_input
+from recsys.inference import human_gap, score_history, user_history
+
+GAPS = {"1 minute": 60, "1 hour": 3600, "1 day": 86400, "1 week": 7 * 86400, "1 month": 30 * 86400,
+        "6 months": 182 * 86400, "2 years": 730 * 86400}
+
+st.title("Live recommendations")
+st.caption("SS4Rec reads a history of (movie, time) and is told when the next rating happens; NCF only knows who the "
+           "user is. Change the gap before the next interaction to see how SS4Rec's list moves.")
+folder = runs_folder_input("live_folder")
+c1, c2 = st.columns(2)
+with c1:
+    ss_path = pick_run(folder, ("ss4rec",), "SS4Rec run", "live_ss")
+ss = loaded_run_or_error(ss_path) if ss_path else None
+if ss is None:
+    st.stop()
+dataset = ss.info["dataset"]["name"]
+with c2:
+    ncf_path = pick_run(folder, ("ncf", "popular"), "NCF (or popularity) run on the same data", "live_ncf",
+                        dataset=dataset, optional=True)
+other = loaded_run_or_error(ncf_path) if ncf_path else None
+if other is not None and not np.array_equal(other.prepared.item_map.raw, ss.prepared.item_map.raw):
+    st.warning("The two runs index different movie sets (different filters); side-by-side lists may differ for that "
+               "reason alone.")
+
+mode = st.radio("History", ["An existing user", "Build my own"], horizontal=True, key="live_mode")
+user_id = None
+if mode == "An existing user":
+    users = ss.prepared.user_map.raw
+    user_id = int(st.number_input("User id", int(users.min()), int(users.max()), int(users[0]), key="live_user"))
+    try:
+        hist = user_history(ss, user_id)
+    except KeyError as exc:
+        st.warning(f"{exc}. Pick another user.")
+        st.stop()
+    items, times = hist["item_idx"].to_numpy(), hist["timestamp"].to_numpy()
+    shown = hist.tail(8).assign(date=lambda d: pd.to_datetime(d["timestamp"], unit="s").dt.strftime("%Y-%m-%d"))
+    st.write(f"User {user_id}: {len(hist)} ratings, the last on "
+             f"{pd.to_datetime(times[-1], unit='s'):%Y-%m-%d}. Most recent:")
+    st.dataframe(shown[["date", "title", "rating"]], hide_index=True, width="stretch")
+else:
+    titles = ss.item_columns["title"][1:]
+    picked = st.multiselect("Movies you watched, oldest first (type to search)", options=list(range(1, len(titles) + 1)),
+                            format_func=lambda i: titles[i - 1], key="live_pick", max_selections=ss.max_len)
+    if not picked:
+        st.info("Add at least one movie to build a history (an empty history cannot be scored).")
+        st.stop()
+    start = pd.Timestamp(int(ss.prepared.interactions["timestamp"].max()), unit="s").normalize()
+    base = pd.DataFrame({"movie": [titles[i - 1] for i in picked],
+                         "date": [start - pd.Timedelta(days=len(picked) - 1 - j) for j in range(len(picked))]})
+    edited = st.data_editor(base, disabled=["movie"], hide_index=True, key="live_dates",
+                            column_config={"date": st.column_config.DatetimeColumn("when", format="YYYY-MM-DD HH:mm")})
+    when = pd.to_datetime(edited["date"], errors="coerce")
+    if when.isna().any():
+        st.warning("Every movie needs a date.")
+        st.stop()
+    items = np.array(picked, dtype=np.int64)
+    times = (when.astype("int64") // 10**9).to_numpy()
+    order = np.argsort(times, kind="stable")
+    items, times = items[order], times[order]
+
+gap_label = st.select_slider("What if the next rating happens after…", options=list(GAPS), value="1 day",
+                             key="live_gap")
+hide_seen = st.toggle("Hide movies already in the history", value=True, key="live_hide")
+now = int(times[-1]) + GAPS[gap_label]
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _prefill(run_path: str, items_key: bytes, times_key: bytes, _run=ss):
+    it = np.frombuffer(items_key, dtype=np.int64)[-_run.max_len:].copy()
+    ts = np.frombuffer(times_key, dtype=np.int64)[-_run.max_len:].copy()
+    return _run.model.prefill(torch.from_numpy(it)[None], torch.from_numpy(ts)[None])
+
+
+cache = _prefill(str(ss_path), items.tobytes(), times.tobytes())
+try:
+    res = score_history(ss, items, times, now=now, k=10, hide_seen=hide_seen, cache=cache)
+    base_res = score_history(ss, items, times, now=int(times[-1]) + GAPS["1 day"], k=10, hide_seen=hide_seen,
+                             cache=cache)
+except ValueError as exc:
+    st.error(str(exc))
+    st.stop()
+
+left, right = st.columns(2)
+with left:
+    st.subheader("SS4Rec")
+    moved = set(res.table["title"]) - set(base_res.table["title"])
+    t = res.table.assign(score=res.table["score"].round(3),
+                         change=["new vs 1 day" if x in moved else "" for x in res.table["title"]])
+    st.dataframe(t[["rank", "title", "genres", "score", "change"]], hide_index=True, width="stretch")
+    st.caption(f"Next rating {gap_label} after the last one ({human_gap(GAPS[gap_label])}); scored in "
+               f"{res.millis:.1f} ms (what-if re-score from cached states). {len(moved)} of 10 differ from the "
+               f"1-day list. Run: {ss_path.name}.")
+with right:
+    st.subheader("NCF" if other is None or other.kind == "ncf" else other.kind)
+    if other is None:
+        st.info("Pick an NCF run on the same data to compare.")
+    elif user_id is None:
+        st.info(f"{other.kind} cannot score a history you built: it only has embeddings for users it was trained "
+                f"on. Pick an existing user to compare.")
+    else:
+        try:
+            o = score_history(other, user_id=user_id, k=10, hide_seen=hide_seen)
+            col = [c for c in o.table.columns if c in ("score", "predicted rating")][0]
+            st.dataframe(o.table[["rank", "title", "genres", col]].round(3), hide_index=True, width="stretch")
+            st.caption(f"{o.note or 'Scores for this user'}; the time of the next rating does not change NCF. "
+                       f"Scored in {o.millis:.1f} ms. Run: {ncf_path.name}.")
+        except (KeyError, ValueError) as exc:
+            st.warning(str(exc))

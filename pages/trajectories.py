@@ -1,0 +1,126 @@
+"""State trajectories: step through one user's history as SS4Rec sees it."""
+import datetime as dt
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from recsys.app.runs import loaded_run_or_error, pick_run, runs_folder_input
+from recsys.inference import genre_affinity, human_gap, state_projection, trajectory, user_history
+
+st.title("State trajectories")
+st.caption("Pick an SS4Rec run and a user, then step through their history. At each step the time-aware S5 layer "
+           "decays its state by the real gap to the next rating (retention: 1 = nothing forgotten, 0 = reset) and "
+           "the model predicts the next movie. Only the last max_len movies are fed, as in evaluation.")
+
+folder = runs_folder_input("traj_folder")
+path = pick_run(folder, ("ss4rec",), "SS4Rec run", "traj_run")
+if path is None:
+    st.stop()
+run = loaded_run_or_error(path)
+if run is None:
+    st.stop()
+info = run.info
+st.write(f"**{path.name}** · dataset {info['dataset']['name']} · max length {run.max_len} · "
+         f"test NDCG@10 {info['metrics']['test'].get('ndcg@10', float('nan')):.4f} (leave-one-out, full ranking)")
+if not run.fingerprint_matches:
+    st.warning("The dataset on this machine differs from the one the run was trained on (fingerprint mismatch).")
+
+users = run.prepared.user_map.raw
+user_id = st.number_input("User id", min_value=int(users.min()), max_value=int(users.max()), value=int(users[0]),
+                          step=1, key="traj_user")
+try:
+    hist = user_history(run, int(user_id))
+except KeyError as exc:
+    st.warning(f"{exc}. Pick another user.")
+    st.stop()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _trajectory(run_path: str, uid: int, _run=run):
+    h = user_history(_run, uid)
+    return trajectory(_run, h["item_idx"].to_numpy(), h["timestamp"].to_numpy(), h["rating"].to_numpy(), k=10)
+
+
+with st.spinner("Running the history through SS4Rec..."):
+    tr = _trajectory(str(path), int(user_id))
+steps = tr["steps"]
+n = len(steps)
+if tr["cut"]:
+    st.info(f"This user has {len(hist)} ratings; the first {tr['cut']} are older than the model's window "
+            f"(max_len {run.max_len}) and are not fed, exactly as in evaluation.")
+
+key = f"traj_step_{path.name}_{user_id}"
+if key not in st.session_state:
+    st.session_state[key] = n
+b1, b2, b3 = st.columns([1, 1, 6])
+if b1.button("◀ previous", disabled=st.session_state[key] <= 1):
+    st.session_state[key] -= 1
+if b2.button("next ▶", disabled=st.session_state[key] >= n):
+    st.session_state[key] += 1
+step = b3.slider("Step", 1, max(n, 2), key=key) if n > 1 else 1
+s = steps[step - 1]
+when = dt.datetime.fromtimestamp(s["timestamp"], dt.timezone.utc)
+genres = run.item_columns["genres"][s["item_idx"]].replace("|", ", ")
+
+c = st.columns(4)
+c[0].metric("Movie", s["title"], help=genres)
+c[1].metric("Rated", f"{s['rating']:g} ★" if s["rating"] is not None else "—", when.strftime("%Y-%m-%d %H:%M UTC"),
+            delta_color="off")
+c[2].metric("Gap since previous", human_gap(s["gap_before"]))
+c[3].metric("Gap to next (fed to S5)", human_gap(s["gap_after"]),
+            f"retention {np.mean(s['retention']):.3f}", delta_color="off",
+            help="The S5 layer's state is multiplied by exp(Λ·gap): the mean |Ābar| over its state dimensions is "
+                 "shown per layer below. 1 keeps everything; near 0 the state is reset.")
+st.caption(f"Genres: {genres}. Retention per layer: " +
+           ", ".join(f"layer {i + 1}: {r:.3f}" for i, r in enumerate(s["retention"])) +
+           (" · the last step's gap is to 'now' (one day after the last rating)." if step == n else ""))
+
+left, right = st.columns(2)
+with left:
+    layer = st.radio("Hidden state of layer", list(range(1, len(tr["hidden"]) + 1)), horizontal=True,
+                     index=len(tr["hidden"]) - 1)
+    proj = state_projection(tr["hidden"][layer - 1])
+    path_df = pd.DataFrame({"pc1": proj[:, 0], "pc2": proj[:, 1], "step": np.arange(1, n + 1),
+                            "title": [x["title"] for x in steps], "gap": [human_gap(x["gap_after"]) for x in steps]})
+    base = alt.Chart(path_df).encode(x=alt.X("pc1", title="PC 1"), y=alt.Y("pc2", title="PC 2"),
+                                     tooltip=["step", "title", "gap"])
+    chart = (base.mark_line(color="#bbb", order=True).encode(order="step")
+             + base.mark_circle(size=40).encode(color=alt.Color("step", scale=alt.Scale(scheme="viridis")))
+             + alt.Chart(path_df[path_df.step == step]).mark_point(size=250, color="red", filled=False,
+                                                                    strokeWidth=3).encode(x="pc1", y="pc2"))
+    st.altair_chart(chart.properties(title=f"Hidden-state path (2-D PCA, layer {layer})", height=330),
+                    width="stretch")
+with right:
+    ret = pd.DataFrame({"step": np.arange(1, n + 1), "retention": [np.mean(x["retention"]) for x in steps],
+                        "gap": [human_gap(x["gap_after"]) for x in steps],
+                        "gap_s": [max(x["gap_after"], 0.5) for x in steps]})
+    bars = alt.Chart(ret).mark_bar().encode(
+        x=alt.X("step:O", axis=alt.Axis(labelOverlap=True)), y=alt.Y("retention", scale=alt.Scale(domain=[0, 1])),
+        color=alt.condition(alt.datum.step == step, alt.value("red"), alt.value("#4c78a8")),
+        tooltip=["step", "gap", alt.Tooltip("retention", format=".3f")])
+    st.altair_chart(bars.properties(title="S5 retention implied by each gap (mean over layers)", height=330),
+                    width="stretch")
+
+all_genres = sorted({g for x in run.prepared.items["genres"] for g in x.split("|") if g})
+top_genres = pd.Series([g for x in steps for t in x["top_items"]
+                        for g in run.item_columns["genres"][t].split("|") if g]).value_counts().index[:6].tolist()
+aff = genre_affinity(run, [x["top_items"] for x in steps], top_genres or all_genres[:6])
+st.altair_chart(alt.Chart(aff).mark_line(point=True).encode(
+    x="step:Q", y=alt.Y("share", title="share of the top-10", scale=alt.Scale(domain=[0, 1])),
+    color="genre", tooltip=["step", "genre", alt.Tooltip("share", format=".0%")]).properties(
+    title="Genre affinity over time: genres among the predicted top-10 at each step", height=260), width="stretch")
+
+nxt = s["next_item"]
+st.subheader(f"Top-10 predicted next movies after step {step}")
+top = pd.DataFrame({"rank": range(1, len(s["top_titles"]) + 1), "title": s["top_titles"],
+                    "genres": [run.item_columns["genres"][i] for i in s["top_items"]],
+                    "score": np.round(s["top_scores"], 3),
+                    "came next": ["✅" if i == nxt else "" for i in s["top_items"]]})
+st.dataframe(top, hide_index=True, width="stretch")
+if nxt is not None:
+    st.write(f"What really came next: **{run.titles([nxt])[0]}**, ranked **{s['next_rank']:,}** of "
+             f"{run.prepared.n_items:,} (ties counted against the model).")
+else:
+    st.write("This is the last rating in the history: the list is the prediction for one day later.")

@@ -1,0 +1,81 @@
+"""The State-trajectories and Live-recommendations pages, on small runs the tests train with the real code."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from recsys.training.runner import resolve_config, run_training
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("page-runs")
+    tiny = {"hidden": 16, "d_state": 8, "s5_state": 8, "max_len": 20, "epochs": 1, "batch_size": 512,
+            "cpu_threads": 1}
+    run_training(resolve_config("ss4rec", {}, tiny), root / "ss4rec-tiny", ["test"], progress=False)
+    run_training(resolve_config("ncf", {}, {"gmf_dim": 8, "mlp_dims": [16, 8], "epochs": 1, "cpu_threads": 1}),
+                 root / "ncf-tiny", ["test"], progress=False)
+    return root
+
+
+def app_on(page: str, folder, key: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    at.switch_page(page)
+    at.run()
+    at.text_input(key=key).set_value(str(folder)).run()
+    return at
+
+
+def no_exception(at):
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_trajectories_page_steps_through_history(runs_dir):
+    at = app_on("pages/trajectories.py", runs_dir, "traj_folder")
+    no_exception(at)
+    assert any("Top-10 predicted next movies" in s.value for s in at.subheader)
+    labels = [m.label for m in at.metric]
+    assert {"Movie", "Gap since previous", "Gap to next (fed to S5)"} <= set(labels)
+    first_movie = at.metric[0].value
+    at.button[0].click().run()  # previous step
+    no_exception(at)
+    assert at.metric[0].value != first_movie or at.slider[0].value < 20
+    at.number_input(key="traj_user").set_value(5).run()
+    no_exception(at)
+    at.number_input(key="traj_user").set_value(99999).run()  # beyond the id range is clamped by the widget
+    no_exception(at)
+
+
+def test_trajectories_page_without_runs_and_with_a_broken_run(tmp_path):
+    at = app_on("pages/trajectories.py", tmp_path, "traj_folder")
+    no_exception(at)
+    assert any("No complete ss4rec run" in i.value for i in at.info)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "run.json").write_text("{oops")
+    at.text_input(key="traj_folder").set_value(str(tmp_path)).run()
+    no_exception(at)
+    assert any("could not be read" in e.label for e in at.expander)
+
+
+def test_live_page_what_if_and_side_by_side(runs_dir):
+    at = app_on("pages/live.py", runs_dir, "live_folder")
+    no_exception(at)
+    at.selectbox(key="live_ncf").set_value("ncf-tiny").run()
+    no_exception(at)
+    assert {"SS4Rec", "NCF"} <= {s.value for s in at.subheader}
+    assert len(at.dataframe) >= 3  # history, SS4Rec list, NCF list
+    before = at.dataframe[1].value["title"].tolist()
+    at.select_slider(key="live_gap").set_value("2 years").run()
+    no_exception(at)
+    after = at.dataframe[1].value["title"].tolist()
+    assert len(after) == 10 and before != after or any("differ" in c.value for c in at.caption)
+    at.radio(key="live_mode").set_value("Build my own").run()
+    no_exception(at)
+    assert any("Add at least one movie" in i.value for i in at.info)  # empty history explained
+    at.multiselect(key="live_pick").set_value([1, 2, 3]).run()
+    no_exception(at)
+    assert any("cannot score a history you built" in i.value for i in at.info)
