@@ -1,0 +1,257 @@
+"""Compare runs: metrics side by side only where comparable, learning curves, paired bootstrap, breakdowns.
+
+All logic lives in recsys.compare; this page only arranges widgets and charts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from recsys import compare as C
+from recsys.runs import TEST_RESULTS, RunDirectory, RunError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _test_results(path: str, stamp: float, info: dict) -> pd.DataFrame:
+    return C.load_test_results(path, info)
+
+
+def _stamp(path: Path) -> float:
+    f = path / TEST_RESULTS
+    return f.stat().st_mtime if f.exists() else 0.0
+
+
+def results_or_reason(run: C.Run) -> tuple[pd.DataFrame | None, str | None]:
+    try:
+        return _test_results(str(run.path), _stamp(run.path), run.info), None
+    except RunError as exc:
+        return None, str(exc)
+    except Exception as exc:  # never a traceback on the page
+        return None, f"{run.label}: unreadable test results ({type(exc).__name__}: {exc})"
+
+
+def history_of(run: C.Run) -> list[dict]:
+    try:
+        return RunDirectory(run.path).history()
+    except Exception:
+        return []
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _bootstrap(pa: str, sa: float, ia: dict, pb: str, sb: float, ib: dict, family: str, metric: str, n_boot: int,
+               seed: int, names: tuple[str, str]) -> dict:
+    return C.compare_pair(_test_results(pa, sa, ia), _test_results(pb, sb, ib), family, metric, n_boot=n_boot,
+                          seed=seed, names=names)
+
+
+st.title("Compare runs")
+st.caption("Runs are put side by side only when they were evaluated on the same data (dataset, fingerprint, filters) "
+           "with the same protocol; every table and chart names its dataset, split and protocol.")
+
+folder = st.text_input("Runs folder", value="checkpoints", key="runs-folder",
+                       help="A folder of run directories written by scripts/train.py; relative paths start at the "
+                            "project root.")
+root = Path(folder.strip() or "checkpoints").expanduser()
+if not root.is_absolute():
+    root = ROOT / root
+scan = C.scan_runs(root)
+if scan.root_error:
+    st.error(f"Cannot read the runs folder: {scan.root_error}")
+    st.stop()
+if scan.errors:
+    with st.expander(f"{len(scan.errors)} folder(s) in {root.name}/ could not be loaded", icon="⚠️"):
+        for path, message in scan.errors:
+            st.markdown(f"**{path.name}**")
+            st.text(message)
+if not scan.runs:
+    st.info(f"No runs found in `{root}` — train one with `python scripts/train.py --model ncf` "
+            "(or `--model ss4rec`, `--model popular`, `--model bias`, `--model global-mean`).")
+    st.stop()
+
+running = [r for r in scan.runs if r.status == "running"]
+if running:
+    with st.expander(f"{len(running)} run(s) still training — partial history", expanded=False):
+        for r in running:
+            h = history_of(r)
+            st.badge("running", icon=":material/hourglass_top:", color="orange")
+            st.markdown(f"**{r.label}** · {C.model_label(r.info)} · {len(h)} epoch(s) so far · "
+                        f"{C.protocol_summary(r.info)}")
+            metric = C.monitored_metric(r.info)[0]
+            train, valid = C.learning_curves([(r.label, r.info, h)], metric)
+            if train.empty and valid.empty:
+                st.caption("No epoch finished yet.")
+                continue
+            c1, c2 = st.columns(2)
+            if not train.empty:
+                c1.altair_chart(C.curve_chart(train, "Training loss (training data)", "train loss"), width="stretch")
+            if not valid.empty:
+                c2.altair_chart(C.curve_chart(valid, f"Validation {C.metric_display(metric)} (validation users)",
+                                              f"valid {metric}"), width="stretch")
+            st.caption(f"Dataset: {C.dataset_summary(r.info)} · ◆ = best epoch so far.")
+
+labels = [r.label for r in scan.runs]
+by_label = {r.label: r for r in scan.runs}
+default = C.default_selection(scan.runs) or [r.label for r in scan.runs if r.status == "complete"] or labels
+chosen = st.multiselect(
+    "Runs", labels, default=default, key=f"runs::{root}",
+    format_func=lambda lab: f"{lab} · {C.model_label(by_label[lab].info)}"
+    + ("  ⏳ running" if by_label[lab].status == "running" else ""),
+    help="Default: every complete run of the embedded ML-100K.")
+runs = [by_label[lab] for lab in chosen]
+if not runs:
+    st.info("Select at least one run.")
+    st.stop()
+
+c1, c2 = st.columns(2)
+split = c1.radio("Metrics of", ["test", "valid"], horizontal=True,
+                 help="test: the held-out interactions; valid: the ones used to pick the best epoch.")
+ks = C.available_ks(runs) or [10]
+k = c2.selectbox("K for HR/NDCG/MRR", ks, index=ks.index(10) if 10 in ks else 0)
+
+groups = C.group_runs(runs)
+st.header("Metrics by comparable group")
+st.caption("Blank = the metric does not apply to the run (or the run has not finished); never 0. Floors (global "
+           "mean, bias, popular) are closed-form reference models every learned model should beat; they have no "
+           "epochs.")
+for g in groups:
+    st.subheader(C.group_title(g))
+    if any(m.status == "running" for m in g.members):
+        st.badge("contains running runs: metrics appear when they finish", color="orange")
+    table = C.metrics_table(g.members, k=k, split=split, family=g.family)
+    st.dataframe(C.format_table(table), hide_index=True)
+    st.caption(C.group_caption(g, split))
+    note = C.max_len_note(g)
+    if note:
+        st.caption(note)
+if len(groups) > 1:
+    with st.container(border=True):
+        st.markdown("**Why these runs are in separate tables**")
+        for line in C.explain_differences(groups):
+            st.markdown(f"- {line}")
+
+st.header("Details of one group")
+gi = st.selectbox("Group", list(range(len(groups))), format_func=lambda i: C.group_title(groups[i]),
+                  key=f"group-{len(groups)}")
+group = groups[gi]
+gkey = f"{root}|{group.family}|{'|'.join(group.labels)}"  # widget state never leaks between groups or folders
+names = C.run_names(group.members)
+tab_curves, tab_boot, tab_break = st.tabs(["Learning curves", "Paired bootstrap", "Breakdowns"])
+
+with tab_curves:
+    hist = [(n, m.info, history_of(m)) for n, m in zip(names, group.members)]
+    hist = [x for x in hist if x[2]]
+    metrics = [m for m in C.valid_metric_names(h for _, _, h in hist)
+               if (m.split("@")[0] in ("rmse", "mae")) == (group.family == "rating")]
+    no_hist = [n for n, m in zip(names, group.members) if not history_of(m)]
+    if not hist or not metrics:
+        st.info("No per-epoch history in this group (floors are fitted in closed form; a run that has not finished "
+                "an epoch has none yet).")
+    else:
+        default_metric = C.monitored_metric(hist[0][1])[0]
+        metric = st.selectbox("Validation metric", metrics,
+                              index=metrics.index(default_metric) if default_metric in metrics else 0,
+                              format_func=C.metric_display, key=f"curve-metric::{gkey}")
+        train, valid = C.learning_curves(hist, metric)
+        c1, c2 = st.columns(2)
+        if not train.empty:
+            c1.altair_chart(C.curve_chart(train, "TRAINING loss (on training interactions)", "train loss"),
+                            width="stretch")
+        if not valid.empty:
+            c2.altair_chart(C.curve_chart(valid, f"VALIDATION {C.metric_display(metric)} (validation users)",
+                                          f"valid {C.metric_display(metric)}"), width="stretch")
+        st.caption("Left: training loss per epoch; losses differ between models (BCE with sampled negatives, full "
+                   "softmax, MSE), so compare shapes, not levels. Right: validation metric per epoch. ◆ = best "
+                   "epoch (the weights that were tested; best so far for running runs). "
+                   + C.group_caption(group, "valid"))
+    if no_hist:
+        st.caption("Without per-epoch history: " + ", ".join(no_hist) + ".")
+
+loaded, missing = {}, {}
+for n, m in zip(names, group.members):
+    df, why = results_or_reason(m)
+    if df is None:
+        missing[n] = why
+    else:
+        loaded[n] = (m, df)
+
+with tab_boot:
+    if missing:
+        st.caption("Without per-user test results: " + "; ".join(f"{n} ({w})" for n, w in missing.items()))
+    if len(loaded) < 2:
+        st.info("A paired comparison needs two runs of this group with per-user test results.")
+    else:
+        opts = list(loaded)
+        opts = [opts[i] for i in C.preferred_order([loaded[o][0] for o in opts])]
+        c1, c2, c3 = st.columns(3)
+        a = c1.selectbox("Run A", opts, index=0, key=f"boot-a::{gkey}")
+        b = c2.selectbox("Run B", opts, index=1, key=f"boot-b::{gkey}")
+        metric = c3.selectbox("Metric", C.comparison_metrics(group.family, [k] + [x for x in ks if x != k]),
+                              format_func=C.metric_display, key=f"boot-metric::{gkey}")
+        c4, c5 = st.columns(2)
+        n_boot = int(c4.number_input("Bootstrap resamples", 200, 20000, 2000, step=500))
+        seed = int(c5.number_input("Seed", 0, 2**31 - 1, 0))
+        if a == b:
+            st.warning("Pick two different runs.")
+        else:
+            ra, rb = loaded[a][0], loaded[b][0]
+            try:
+                res = _bootstrap(str(ra.path), _stamp(ra.path), ra.info, str(rb.path), _stamp(rb.path), rb.info,
+                                 group.family, metric, n_boot, seed, (a, b))
+            except (C.ComparisonError, ValueError) as exc:
+                st.error(f"Cannot compare these runs: {exc}")
+            else:
+                md = C.metric_display(metric)
+                cols = st.columns(6)
+                cols[0].metric(f"{md} A", f"{res['mean_a']:.4f}", help=a)
+                cols[1].metric(f"{md} B", f"{res['mean_b']:.4f}", help=b)
+                cols[2].metric("A − B", f"{res['diff']:+.4f}")
+                cols[3].metric(f"{1 - res['alpha']:.0%} CI", f"{res['ci_low']:+.4f} … {res['ci_high']:+.4f}")
+                cols[4].metric("p-value", C.format_p(res["p_value"], res["n_boot"]),
+                               help=f"bootstrap sign-consistency p-value, resolution 1/{res['n_boot']}")
+                cols[5].metric("n", f"{res['n']:,}", help=res["unit"])
+                reliable = not res["ci_low"] <= 0 <= res["ci_high"]
+                (st.success if reliable else st.info)(C.comparison_sentence(res, a, b))
+                how = ("per-user values, users resampled with replacement" if group.family == "ranking" else
+                       "RMSE recomputed as sqrt(mean squared error) on each resample of held-out ratings"
+                       if metric == "rmse" else "per-rating absolute errors resampled with replacement")
+                st.caption(f"Paired bootstrap ({res['n_boot']:,} resamples, seed {seed}; {how}); rows matched by "
+                           f"{'user' if group.family == 'ranking' else '(user, item)'}. "
+                           + C.group_caption(group, "test"))
+
+with tab_break:
+    if not loaded:
+        st.info("No run of this group has per-user test results yet.")
+    else:
+        c1, c2 = st.columns(2)
+        bmetric = c1.selectbox("Breakdown metric", C.comparison_metrics(group.family, [k]),
+                               format_func=C.metric_display,
+                               key=f"breakdown-metric::{gkey}")
+        scheme = c2.radio("Activity buckets", ["fixed", "quantile"], horizontal=True,
+                          format_func=lambda s: "fixed bins (≤20, 21–50, 51–100, 101–200, >200)" if s == "fixed"
+                          else "quartiles of the users")
+        frames = {n: df for n, (_, df) in loaded.items()}
+        md = C.metric_display(bmetric)
+        unit = "users" if group.family == "ranking" else "held-out ratings"
+        for by, title, x_title in (
+                ("activity", f"{md} by user activity", "interactions before the held-out one"),
+                ("gap", f"{md} by the time gap before the held-out interaction",
+                 "time since the user's previous interaction")):
+            st.subheader(title)
+            df, skipped, borrowed = C.breakdown(frames, by, group.family, bmetric, scheme=scheme)
+            if df.empty:
+                st.caption(f"Skipped: no run of this group records the "
+                           f"{'history length' if by == 'activity' else 'time gap'} of its held-out rows "
+                           f"(rating runs do not). " + C.group_caption(group, "test"))
+                continue
+            st.altair_chart(C.breakdown_chart(df, md, x_title), width="stretch")
+            notes = [f"Bars: {md} of the {unit} in each bucket; the number on a bar is how many. "
+                     + C.group_caption(group, "test")]
+            if borrowed:
+                notes.append(f"Buckets of rating runs use {borrowed}'s record of the same held-out interactions.")
+            if skipped:
+                notes.append("Not shown: " + "; ".join(f"{n} ({w})" for n, w in skipped.items()) + ".")
+            st.caption(" ".join(notes))
