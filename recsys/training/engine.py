@@ -104,7 +104,8 @@ def fit(model, task, cfg: dict, run: RunDirectory | None, device: str, dist_info
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg['epochs']}", leave=False,
                    disable=not (progress and dist_info.is_main))
         for batch in bar:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if device.startswith("cuda"):  # pinned host memory lets the copy overlap the previous step's kernels
+                batch = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 loss = task.loss(train_model, batch)
             if not torch.isfinite(loss):
