@@ -21,21 +21,10 @@ import torch
 
 from recsys.data import load_dataset, prepare
 from recsys.data.prepare import PreparedData
+from recsys.explore import format_gap
 from recsys.runs import RunDirectory, RunError
 
-HUMAN_UNITS = ((86400 * 365, "y"), (86400 * 30, "mo"), (86400, "d"), (3600, "h"), (60, "min"), (1, "s"))
-
-
-def human_gap(seconds: float) -> str:
-    """3 d, 45 s, 2.5 h: the unit that keeps the number readable."""
-    if seconds is None or not np.isfinite(seconds):
-        return "—"
-    s = float(seconds)
-    for size, unit in HUMAN_UNITS:
-        if s >= size:
-            v = s / size
-            return f"{v:.0f} {unit}" if v >= 10 or v == int(v) else f"{v:.1f} {unit}"
-    return "0 s"
+human_gap = format_gap  # one wording of gaps across the pages
 
 
 @dataclass
