@@ -95,7 +95,7 @@ with left:
     moved = set(res.table["title"]) - set(base_res.table["title"])
     t = res.table.assign(score=res.table["score"].round(3),
                          change=["new vs 1 day" if x in moved else "" for x in res.table["title"]])
-    st.dataframe(t[["rank", "title", "genres", "score", "change"]], hide_index=True, width="stretch")
+    st.dataframe(t[["rank", "title", "score", "change"]], hide_index=True, width="stretch")
     st.caption(f"Next rating {gap_label} after the last one ({human_gap(GAPS[gap_label])}); scored in "
                f"{res.millis:.1f} ms (what-if re-score from cached states). {len(moved)} of 10 differ from the "
                f"1-day list. Run: {ss_path.name}.")
@@ -110,7 +110,7 @@ with right:
         try:
             o = score_history(other, user_id=user_id, k=10, hide_seen=hide_seen)
             col = [c for c in o.table.columns if c in ("score", "predicted rating")][0]
-            st.dataframe(o.table[["rank", "title", "genres", col]].round(3), hide_index=True, width="stretch")
+            st.dataframe(o.table[["rank", "title", col]].round(3), hide_index=True, width="stretch")
             st.caption(f"{o.note or 'Scores for this user'}; the time of the next rating does not change NCF. "
                        f"Scored in {o.millis:.1f} ms. Run: {ncf_path.name}.")
         except (KeyError, ValueError) as exc:

@@ -64,16 +64,17 @@ s = steps[step - 1]
 when = dt.datetime.fromtimestamp(s["timestamp"], dt.timezone.utc)
 genres = run.item_columns["genres"][s["item_idx"]].replace("|", ", ")
 
-c = st.columns(4)
-c[0].metric("Movie", s["title"], help=genres)
-c[1].metric("Rated", f"{s['rating']:g} ★" if s["rating"] is not None else "—", when.strftime("%Y-%m-%d %H:%M UTC"),
-            delta_color="off")
-c[2].metric("Gap since previous", human_gap(s["gap_before"]))
-c[3].metric("Gap to next (fed to S5)", human_gap(s["gap_after"]),
-            f"retention {np.mean(s['retention']):.3f}", delta_color="off",
-            help="The S5 layer's state is multiplied by exp(Λ·gap): the mean |Ābar| over its state dimensions is "
-                 "shown per layer below. 1 keeps everything; near 0 the state is reset.")
-st.caption(f"Genres: {genres}. Retention per layer: " +
+stars = f"{s['rating']:g} ★" if s["rating"] is not None else "no rating"
+st.markdown(f"#### Step {step} of {n}: {s['title']}")
+st.caption(f"{genres} · rated {stars} on {when:%Y-%m-%d %H:%M} UTC")
+c = st.columns(3)
+c[0].metric("Gap since previous", human_gap(s["gap_before"]))
+c[1].metric("Gap to next (fed to S5)", human_gap(s["gap_after"]),
+            help="The gap after this movie: the time until the next rating (for the last step, until 'now').")
+c[2].metric("S5 retention", f"{np.mean(s['retention']):.3f}",
+            help="The S5 state is multiplied by exp(Λ·gap): the mean |Ābar| over its state dimensions. 1 keeps "
+                 "everything; near 0 the state is reset.")
+st.caption("Retention per layer: " +
            ", ".join(f"layer {i + 1}: {r:.3f}" for i, r in enumerate(s["retention"])) +
            (" · the last step's gap is to 'now' (one day after the last rating)." if step == n else ""))
 

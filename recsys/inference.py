@@ -192,14 +192,21 @@ def trajectory(run: LoadedRun, items, times, ratings=None, k: int = 10, now: int
 
 
 def state_projection(hidden: np.ndarray) -> np.ndarray:
-    """2-D PCA of one layer's hidden states over the steps ([n, d] -> [n, 2]); zeros for fewer than 2 steps."""
-    from sklearn.decomposition import PCA
+    """2-D PCA of one layer's hidden states over the steps ([n, d] -> [n, 2]); zeros for fewer than 2 steps.
 
+    Plain SVD of the centred states (what sklearn's PCA does), signs fixed so the picture does not flip between
+    reruns."""
+    hidden = np.asarray(hidden, dtype=np.float64)
+    out = np.zeros((len(hidden), 2))
     if len(hidden) < 2:
-        return np.zeros((len(hidden), 2))
-    comps = min(2, len(hidden), hidden.shape[1])
-    out = PCA(n_components=comps).fit_transform(hidden)
-    return out if comps == 2 else np.column_stack([out, np.zeros(len(out))])
+        return out
+    centred = hidden - hidden.mean(0)
+    u, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    k = min(2, len(sv))
+    proj = u[:, :k] * sv[:k]
+    signs = np.sign(proj[np.abs(proj).argmax(0), np.arange(k)])
+    out[:, :k] = proj * np.where(signs == 0, 1, signs)
+    return out
 
 
 def genre_affinity(run: LoadedRun, step_item_lists: list[list[int]], genres: list[str]) -> pd.DataFrame:

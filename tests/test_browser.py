@@ -69,20 +69,23 @@ def page(server):
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg = browser.new_page(viewport={"width": 1400, "height": 2600})
         yield pg
         browser.close()
 
 
-def settle(pg, timeout=90_000):
-    """Wait until the app has finished running the script (no running indicator, no spinner)."""
-    pg.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
-    pg.wait_for_selector("h1", timeout=timeout)  # the page's title: the script has started rendering
-    pg.wait_for_timeout(800)
-    pg.wait_for_function(
-        """() => !document.querySelector('[data-testid="stStatusWidget"]') &&
-                 !document.querySelector('[data-testid="stSpinner"]')""", timeout=timeout)
-    pg.wait_for_timeout(500)
+def settle(pg, timeout=120):
+    """Wait until the app has finished its script run: title shown, no running indicator or spinner, and the page's
+    text unchanged for 2 s (a slow page keeps adding elements for a while)."""
+    pg.wait_for_selector('[data-testid="stApp"]', timeout=timeout * 1000)
+    pg.wait_for_selector("h1", timeout=timeout * 1000)  # the page's title: the script has started rendering
+    deadline, last, stable = time.time() + timeout, None, 0
+    while time.time() < deadline and stable < 4:
+        pg.wait_for_timeout(500)
+        busy = pg.locator('[data-testid="stStatusWidget"], [data-testid="stSpinner"]').count()
+        text = pg.inner_text("body")
+        stable = stable + 1 if (text == last and not busy) else 0
+        last = text
 
 
 def check(pg, name: str):

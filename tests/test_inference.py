@@ -108,3 +108,14 @@ def test_corrupted_and_foreign_runs_refused(runs, tmp_path):
     (bad / "model.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(RunError):
         load_run(bad)
+
+
+def test_state_projection_matches_sklearn_pca():
+    from sklearn.decomposition import PCA
+
+    x = np.random.default_rng(0).normal(size=(30, 8)) * np.arange(1, 9)
+    ours = state_projection(x)
+    ref = PCA(n_components=2).fit_transform(x)
+    for j in range(2):  # equal up to the sign of each component
+        assert np.allclose(np.abs(ours[:, j]), np.abs(ref[:, j]), atol=1e-8)
+    assert state_projection(x[:1]).shape == (1, 2) and not state_projection(x[:1]).any()

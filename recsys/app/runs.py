@@ -54,5 +54,5 @@ def pick_run(folder: Path, models: tuple[str, ...], label: str, key: str, datase
         return None
     names = [p.name for p, _ in good]
     options = (["(none)"] if optional else []) + names
-    choice = st.selectbox(label, options, key=key)
+    choice = st.selectbox(label, options, key=key, index=1 if optional else 0)  # side by side from the start
     return None if choice == "(none)" else folder / choice
