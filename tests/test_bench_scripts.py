@@ -1,0 +1,87 @@
+"""The benchmark scripts run end to end at tiny sizes and print the tables (and equality check) they promise."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytest.importorskip("s5")
+
+
+def run_script(name: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=timeout)
+    assert out.returncode == 0, f"{name} exited {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
+    return out
+
+
+def table(stdout: str, header_start: str) -> tuple[list[str], list[list[str]]]:
+    """The markdown table whose header row starts with `header_start`: (column names, rows of cells)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]  # noqa: E731
+    header = cells(lines[start])
+    assert set(lines[start + 1].replace("|", "").split()) == {"---"}
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(cells(line))
+    return header, rows
+
+
+def test_bench_ss4rec_tiny(tmp_path):
+    out = run_script("bench_ss4rec.py", "--batch", "8", "--lengths", "12", "--repeats", "1", "--device", "cpu",
+                     "--threads", "1", "--check-batch", "4", "--ml1m-dir", str(tmp_path / "no-ml1m"))
+    text = out.stdout
+    assert text.startswith("$ python scripts/bench_ss4rec.py --batch 8 --lengths 12")
+    assert "CPU:" in text
+    header, rows = table(text, "| variant |")
+    assert header == ["variant", "device", "batch", "length", "s/step", "s/epoch (ML-1M)", "peak memory",
+                      "speed-up", "memory ratio"]
+    assert [r[:4] for r in rows] == [["ours", "cpu", "8", "12"], ["s5-pytorch layout", "cpu", "8", "12"]]
+    for r in rows:
+        assert len(r) == len(header)
+        assert float(r[4]) > 0                                   # s/step
+        assert re.fullmatch(r"[\d,.]+ \(\d+ steps\)", r[5])      # s/epoch (steps)
+        assert r[6].endswith("GB peak RSS") and float(r[6].split()[0]) > 0
+        assert r[7].endswith("x") and r[8].endswith("x")
+    assert rows[1][7] == "1.0x" and rows[1][8] == "1.0x"         # the reference is the unit
+    # equality of our model and the s5-pytorch layout with the same weights
+    check = next(line for line in text.splitlines() if line.startswith("equality check L=12"))
+    assert check.endswith("PASS"), check
+    diffs = [float(x) for x in re.findall(r"\|loss diff\|(?: after one Adam step)? ([0-9.e+-]+)", check)]
+    assert len(diffs) == 2 and max(diffs) < 1e-4, check
+    grad = float(re.search(r"max rel grad diff ([0-9.e+-]+)", check).group(1))
+    assert grad < 1e-3
+    assert "windows (upper bound" in text                     # no ML-1M copy: the fallback formula is stated
+    assert re.search(r"^target \(>= 5x faster per epoch, >= 10x less peak memory, equal metrics\): (met|NOT met)",
+                     text, re.M)
+    assert "equality check passed" in text
+
+
+def test_bench_throughput_tiny():
+    out = run_script("bench_throughput.py", "--scale", "0.002", "--steps", "2", "--warmup", "1", "--device", "cpu",
+                     "--threads", "1", "--ncf-batch", "4096", "--ss4rec-batch", "32")
+    text = out.stdout
+    assert text.startswith("$ python scripts/bench_throughput.py --scale 0.002")
+    assert "CPU:" in text and "data preparation" in text
+    header, rows = table(text, "| model |")
+    assert header == ["model", "device", "batch", "samples/s", "est. s/epoch", "peak mem", "target met?"]
+    assert [r[:3] for r in rows] == [["ncf", "cpu", "4,096"], ["ss4rec", "cpu", "32"]]
+    units = {"ncf": "interactions/s", "ss4rec": "targets/s"}
+    for r in rows:
+        assert len(r) == len(header)
+        value, unit = r[3].split(" ", 1)
+        assert unit == units[r[0]] and float(value.replace(",", "")) > 0
+        assert r[4].endswith("(extrapolated)") and float(r[4].split()[0].replace(",", "")) > 0
+        assert r[5].endswith("GB peak RSS")
+    assert rows[1][6].startswith("n/a")
+    assert "CPU epoch times are extrapolated" in text
