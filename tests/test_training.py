@@ -167,3 +167,17 @@ def test_distributed_two_process_gloo(tmp_path):
     assert info["command"].startswith("torchrun --nproc_per_node=2 scripts/train.py")
     hist = RunDirectory(tmp_path / "ddp").history()
     assert len(hist) == 2 and hist[1]["train_loss"] < hist[0]["train_loss"]
+
+
+def test_reevaluate_with_seen_items_masked(tmp_path):
+    from recsys.training.runner import evaluate_run
+
+    train(tmp_path, "ncf", "ncf", epochs=1)
+    info = evaluate_run(tmp_path / "ncf", tmp_path / "ncf-masked", {"mask_seen": True}, ["python", "evaluate"])
+    plain, masked = RunDirectory(tmp_path / "ncf").test_results(), RunDirectory(tmp_path / "ncf-masked").test_results()
+    assert (masked["rank"].to_numpy() <= plain["rank"].to_numpy()).all()  # masking only removes competitors
+    assert (masked["rank"] < plain["rank"]).any()
+    assert info["protocol"]["mask_seen"] is True and info["evaluated_from"]["run_id"] == "ncf"
+    RunDirectory(tmp_path / "ncf-masked").load_weights("ncf")  # artefact hashes recorded for the new run
+    with pytest.raises(ConfigError, match="only evaluation settings"):
+        evaluate_run(tmp_path / "ncf", tmp_path / "x", {"lr": 0.1}, ["x"])

@@ -245,23 +245,69 @@ def run_training(cfg: dict, out: str | Path, command: list[str], resume: bool = 
         best_state, _ = load_weights(run.path / WEIGHTS)
         model.load_state_dict(best_state)
         best_epoch, history, train_seconds = state.best_epoch + 1, run.history(), state.train_seconds
-    model.to(device).eval()
-    valid, _ = task.evaluate(model, "valid", device, batch_size=int(cfg["eval_batch_size"]))
-    test, per_user = task.evaluate(model, "test", device, batch_size=int(cfg["eval_batch_size"]))
-    raw_users = prepared.user_map.to_raw(per_user["user"].to_numpy())
-    per_user.insert(0, "user_id", raw_users)
-    run.save_test_results(per_user)
-    info.update(status="complete", best_epoch=best_epoch, epochs_run=len(history), train_seconds=train_seconds,
-                monitor=f"valid {monitor}",
-                metrics={"valid": {k: v for k, v in valid.items()}, "test": {k: v for k, v in test.items()}},
-                wall_seconds=time.time() - t_start)
-    info["artefacts"] = run.artefact_hashes()
+    info.update(best_epoch=best_epoch, epochs_run=len(history), train_seconds=train_seconds,
+                monitor=f"valid {monitor}")
+    finish_run(run, info, model, task, prepared, cfg, device)
+    info["wall_seconds"] = time.time() - t_start
     run.write_info(info)
     if dist_info.enabled:
         import torch.distributed as dist
 
         dist.barrier()
     return info
+
+
+def finish_run(run: RunDirectory, info: dict, model, task, prepared, cfg: dict, device: str) -> dict:
+    """Evaluate the final model on valid and test, save per-user test results, and complete run.json."""
+    model.to(device).eval()
+    valid, _ = task.evaluate(model, "valid", device, batch_size=int(cfg["eval_batch_size"]))
+    test, per_user = task.evaluate(model, "test", device, batch_size=int(cfg["eval_batch_size"]))
+    per_user.insert(0, "user_id", prepared.user_map.to_raw(per_user["user"].to_numpy()))
+    run.save_test_results(per_user)
+    info.update(status="complete", metrics={"valid": dict(valid), "test": dict(test)})
+    info["artefacts"] = run.artefact_hashes()
+    run.write_info(info)
+    return info
+
+
+EVAL_ONLY_KEYS = ("mask_seen", "ks", "eval_batch_size", "device", "cpu_threads")
+
+
+def evaluate_run(source: str | Path, out: str | Path, overrides: dict, command: list[str]) -> dict:
+    """Re-evaluate a finished run's weights under changed evaluation settings (e.g. seen items masked) and write
+    a new run directory that says where its weights came from. Training settings cannot change here."""
+    import shutil
+
+    from recsys.runs import HISTORY, ID_MAPS
+
+    src = RunDirectory(source)
+    state, info = src.load_weights()
+    bad = sorted(set(overrides) - set(EVAL_ONLY_KEYS))
+    if bad:
+        raise ConfigError(f"only evaluation settings can change when re-evaluating ({', '.join(EVAL_ONLY_KEYS)}); "
+                          f"not {bad}")
+    cfg = {**info["config"], **overrides}
+    device = resolve_device(cfg["device"])
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(int(cfg["cpu_threads"]))
+    data = load_dataset(cfg["dataset"], cfg["data_dir"])
+    if data.fingerprint != info["dataset"]["fingerprint"]:
+        raise RunError(f"{source}: the dataset here differs from the one the run was trained on (fingerprint)")
+    prepared = prepare(data, cfg["user_k"], cfg["item_k"], timestamped_only=bool(cfg["timestamped_users_only"]))
+    task, protocol = build_task(cfg, prepared)
+    from recsys.inference import build_model_for_run
+
+    model = build_model_for_run(info, prepared.n_users + 1, prepared.n_items + 1)
+    model.load_state_dict(state)
+    run = RunDirectory(out)
+    run.path.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS, ID_MAPS, HISTORY):
+        if (src.path / name).exists():
+            shutil.copyfile(src.path / name, run.path / name)
+    new = {k: v for k, v in info.items() if k not in ("metrics", "artefacts", "format")}
+    new.update(run_id=Path(out).name, command=" ".join(command), protocol=protocol, config=cfg,
+               evaluated_from={"run_id": info["run_id"], "command": info["command"], "changed": overrides})
+    return finish_run(run, new, model, task, prepared, cfg, device)
 
 
 def summarise(info: dict) -> str:
