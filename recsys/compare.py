@@ -571,8 +571,10 @@ def metrics_table(items: Sequence[Any], k: int = 10, split: str = "test", family
             "n": _number(m.get("n")),
             **run_metrics(info, k, split, family),
         })
-    cols = ["run", "model", "floor", "status", "dataset", "split", "mask_seen", "max_len", "filters", "best epoch",
-            "n", *metric_columns(k)]
+    # the metrics first after the run's name: they are what a person reads; protocol details follow (and are
+    # also in the caption under the table)
+    cols = ["run", "model", *metric_columns(k), "n", "best epoch", "floor", "status", "dataset", "split",
+            "mask_seen", "max_len", "filters"]
     return pd.DataFrame(rows, columns=cols)
 
 
