@@ -119,3 +119,17 @@ def test_state_projection_matches_sklearn_pca():
     for j in range(2):  # equal up to the sign of each component
         assert np.allclose(np.abs(ours[:, j]), np.abs(ref[:, j]), atol=1e-8)
     assert state_projection(x[:1]).shape == (1, 2) and not state_projection(x[:1]).any()
+
+
+def test_rating_head_refit_keeps_ranking_and_never_worsens_validation(runs, tmp_path):
+    from recsys.runs import RunDirectory
+    from recsys.training.runner import refit_rating_head
+
+    info = refit_rating_head(runs["ss"], tmp_path / "refit", ["test"], epochs=3)
+    r = info["rating_head_refit"]
+    assert r["valid_rmse_after"] <= r["valid_rmse_before"]
+    assert info["metrics"]["valid"]["rmse"] == pytest.approx(r["valid_rmse_after"], abs=1e-5)
+    before = RunDirectory(runs["ss"]).info()["metrics"]["test"]
+    for k in ("hr@10", "ndcg@10", "mrr@10"):
+        assert info["metrics"]["test"][k] == pytest.approx(before[k])  # only the rating head changed
+    load_run(tmp_path / "refit")

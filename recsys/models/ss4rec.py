@@ -80,6 +80,7 @@ class SS4Rec(nn.Module):
                                     for _ in range(n_layers))
         self.has_rating_head = rating_head
         if rating_head:
+            # unused: reserved for a learned "no history yet" state; kept so the shipped weights still load
             self.rating_start = nn.Parameter(torch.zeros(hidden))
             self.rating_mlp = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
             self.register_buffer("global_mean", torch.tensor(float(global_mean)))

@@ -320,3 +320,104 @@ def summarise(info: dict) -> str:
 
 __all__ = ["DEFAULTS", "MODELS", "resolve_config", "load_config_file", "parse_value", "run_training", "summarise",
            "ConfigError", "json"]
+
+
+def refit_rating_head(source: str | Path, out: str | Path, command: list[str], epochs: int = 100,
+                      lr: float = 1e-3, patience: int = 5, batch_size: int = 4096, seed: int = 0) -> dict:
+    """Train SS4Rec's rating head AFTER the ranking model, with the encoder frozen, selected on validation RMSE.
+
+    The joint run stops at the best ranking epoch, which is not the best rating epoch. Here the encoder's states
+    before every training interaction are computed once (eval mode), then only the small rating MLP is fitted to
+    them; ranking outputs are untouched. Writes a new run directory that records its source run.
+    """
+    import shutil
+
+    from recsys.inference import build_model_for_run
+    from recsys.runs import HISTORY, ID_MAPS
+
+    src = RunDirectory(source)
+    state, info = src.load_weights("ss4rec")
+    cfg = dict(info["config"])
+    if not cfg.get("rating_head"):
+        raise ConfigError(f"{source} was trained without a rating head (rating_head: false)")
+    torch.manual_seed(seed)
+    data = load_dataset(cfg["dataset"], cfg["data_dir"])
+    if data.fingerprint != info["dataset"]["fingerprint"]:
+        raise RunError(f"{source}: the dataset here differs from the one the run was trained on (fingerprint)")
+    prepared = prepare(data, cfg["user_k"], cfg["item_k"], timestamped_only=bool(cfg["timestamped_users_only"]))
+    task, protocol = build_task(cfg, prepared)
+    model = build_model_for_run(info, prepared.n_users + 1, prepared.n_items + 1)
+    model.load_state_dict(state)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head = model.rating_mlp
+    for p in head.parameters():
+        p.requires_grad_(True)
+
+    @torch.no_grad()
+    def train_features():
+        w = task.windows
+        hs, items, ratings = [], [], []
+        for s in range(0, len(w["lengths"]), 256):
+            sl = slice(s, s + 256)
+            h = model.encode(w["items"][sl], w["timestamps"][sl], w["lengths"][sl], w["target_times"][sl])
+            valid = w["targets"][sl] > 0
+            hs.append(h[valid])
+            items.append(w["targets"][sl][valid])
+            ratings.append(w["target_ratings"][sl][valid])
+        return torch.cat(hs), torch.cat(items), torch.cat(ratings)
+
+    @torch.no_grad()
+    def case_features(stage):
+        c = task.cases(stage)
+        b = {k: torch.as_tensor(c[k]) for k in ("items", "timestamps", "lengths", "target_times")}
+        h = model.gather_last(model.encode(**b), b["lengths"])
+        return h, torch.as_tensor(c["targets"]), torch.as_tensor(c["target_ratings"])
+
+    h_tr, i_tr, r_tr = train_features()
+    h_va, i_va, r_va = case_features("valid")
+    lo, hi = task.rating_scale
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+
+    def valid_rmse():
+        with torch.no_grad():
+            pred = model.rating_from_state(h_va, i_va).clamp(lo, hi)
+            return float(((pred - r_va) ** 2).mean().sqrt())
+
+    best, best_state, bad, history = valid_rmse(), copy_state(head), 0, []
+    start_rmse = best
+    for epoch in range(epochs):
+        perm = torch.randperm(len(r_tr))
+        total = 0.0
+        for s in range(0, len(perm), batch_size):
+            idx = perm[s:s + batch_size]
+            loss = torch.nn.functional.mse_loss(model.rating_from_state(h_tr[idx], i_tr[idx]), r_tr[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        v = valid_rmse()
+        history.append({"epoch": epoch + 1, "train_mse": total / len(perm), "valid_rmse": v})
+        if v < best:
+            best, best_state, bad = v, copy_state(head), 0
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    head.load_state_dict(best_state)
+    run = RunDirectory(out)
+    run.path.mkdir(parents=True, exist_ok=True)
+    for name in (ID_MAPS, HISTORY):
+        shutil.copyfile(src.path / name, run.path / name)
+    save_weights(run.path / WEIGHTS, model.state_dict(), {"model": "ss4rec"})
+    new = {k: v for k, v in info.items() if k not in ("metrics", "artefacts", "format")}
+    new.update(run_id=Path(out).name, command=" ".join(command), protocol=protocol,
+               rating_head_refit={"source_run": info["run_id"], "source_command": info["command"],
+                                  "valid_rmse_before": start_rmse, "valid_rmse_after": best,
+                                  "epochs": len(history), "history": history, "lr": lr, "patience": patience})
+    return finish_run(run, new, model, task, prepared, cfg, "cpu")
+
+
+def copy_state(module) -> dict:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
