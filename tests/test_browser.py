@@ -113,13 +113,13 @@ def test_explore_page(page, server):
 
 
 def test_compare_page(page, server):
-    page.goto(server + "/compare")
+    page.goto(server + "/compare-runs")
     check(page, "2-compare")
     assert "ml-100k" in page.inner_text("body")
 
 
 def test_trajectories_page(page, server):
-    page.goto(server + "/trajectories")
+    page.goto(server + "/state-trajectories")
     check(page, "3-trajectories")
     body = page.inner_text("body")
     if "No complete ss4rec run" in body:
@@ -129,7 +129,7 @@ def test_trajectories_page(page, server):
 
 
 def test_live_page(page, server):
-    page.goto(server + "/live")
+    page.goto(server + "/live-recommendations")
     check(page, "4-live")
     if "No complete ss4rec run" in page.inner_text("body"):
         pytest.skip("no SS4Rec run in checkpoints/")
@@ -138,3 +138,16 @@ def test_live_page(page, server):
     slider.press("ArrowRight")
     check(page, "4-live-whatif")
     assert "SS4Rec" in page.inner_text("body")
+
+
+def test_direct_link_to_a_page_keeps_the_app_navigation(page, server):
+    """A page opened by its URL in a fresh session runs through streamlit_app.py (wide layout, named pages), not as
+    a bare file from pages/ (which Streamlit would otherwise serve at the file's own name)."""
+    context = page.context.browser.new_context()  # a new session, as a bookmark opened later would be
+    pg = context.new_page()
+    pg.goto(server + "/state-trajectories")
+    settle(pg)
+    assert pg.locator("h1").first.inner_text() == "State trajectories"
+    nav = pg.locator('[data-testid="stSidebarNav"]').inner_text()
+    assert "Compare runs" in nav and "Live recommendations" in nav
+    context.close()
