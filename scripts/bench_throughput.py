@@ -196,14 +196,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "auto":
-        devices = ["cuda"] if torch.cuda.is_available() else ["cpu"]
-    elif args.device == "both":
-        devices = ["cpu", "cuda"]
-    else:
-        devices = [args.device]
-    if "cuda" in devices and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: this torch build ({torch.__version__}) sees no CUDA GPU")
+    from recsys.training.engine import benchmark_devices
+
+    try:
+        devices = benchmark_devices(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     cmd = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
     log(f"preparing synthetic ML-25M-shaped data at scale {args.scale:g} ...")

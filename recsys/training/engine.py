@@ -57,6 +57,15 @@ def resolve_device(name: str, dist_info: DistInfo | None = None) -> str:
     return name
 
 
+def benchmark_devices(choice: str) -> list[str]:
+    """Devices a benchmark should measure for --device auto|cpu|cuda|both; ValueError when CUDA is asked but absent."""
+    devices = {"auto": ["cuda"] if torch.cuda.is_available() else ["cpu"], "both": ["cpu", "cuda"]}.get(choice,
+                                                                                                       [choice])
+    if "cuda" in devices and not torch.cuda.is_available():
+        raise ValueError(f"--device {choice}: this torch build ({torch.__version__}) sees no CUDA GPU")
+    return devices
+
+
 def seed_everything(seed: int, epoch: int = 0) -> None:
     torch.manual_seed(seed * 1_000_003 + epoch)
 

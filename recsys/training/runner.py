@@ -270,6 +270,23 @@ def finish_run(run: RunDirectory, info: dict, model, task, prepared, cfg: dict, 
     return info
 
 
+def _rebuild_run(source, overrides: dict, expected_model: str | None = None):
+    """A finished run's weights in a fresh model, with its exact prepared data and task (settings overridden)."""
+    from recsys.inference import build_model_for_run
+
+    src = RunDirectory(source)
+    state, info = src.load_weights(expected_model)
+    cfg = {**info["config"], **overrides}
+    data = load_dataset(cfg["dataset"], cfg["data_dir"])
+    if data.fingerprint != info["dataset"]["fingerprint"]:
+        raise RunError(f"{source}: the dataset here differs from the one the run was trained on (fingerprint)")
+    prepared = prepare(data, cfg["user_k"], cfg["item_k"], timestamped_only=bool(cfg["timestamped_users_only"]))
+    task, protocol = build_task(cfg, prepared)
+    model = build_model_for_run(info, prepared.n_users + 1, prepared.n_items + 1)
+    model.load_state_dict(state)
+    return src, info, cfg, prepared, task, protocol, model
+
+
 EVAL_ONLY_KEYS = ("mask_seen", "ks", "eval_batch_size", "device", "cpu_threads")
 
 
@@ -280,25 +297,14 @@ def evaluate_run(source: str | Path, out: str | Path, overrides: dict, command: 
 
     from recsys.runs import HISTORY, ID_MAPS
 
-    src = RunDirectory(source)
-    state, info = src.load_weights()
     bad = sorted(set(overrides) - set(EVAL_ONLY_KEYS))
     if bad:
         raise ConfigError(f"only evaluation settings can change when re-evaluating ({', '.join(EVAL_ONLY_KEYS)}); "
                           f"not {bad}")
-    cfg = {**info["config"], **overrides}
+    src, info, cfg, prepared, task, protocol, model = _rebuild_run(source, overrides)
     device = resolve_device(cfg["device"])
     if cfg.get("cpu_threads"):
         torch.set_num_threads(int(cfg["cpu_threads"]))
-    data = load_dataset(cfg["dataset"], cfg["data_dir"])
-    if data.fingerprint != info["dataset"]["fingerprint"]:
-        raise RunError(f"{source}: the dataset here differs from the one the run was trained on (fingerprint)")
-    prepared = prepare(data, cfg["user_k"], cfg["item_k"], timestamped_only=bool(cfg["timestamped_users_only"]))
-    task, protocol = build_task(cfg, prepared)
-    from recsys.inference import build_model_for_run
-
-    model = build_model_for_run(info, prepared.n_users + 1, prepared.n_items + 1)
-    model.load_state_dict(state)
     run = RunDirectory(out)
     run.path.mkdir(parents=True, exist_ok=True)
     for name in (WEIGHTS, ID_MAPS, HISTORY):
@@ -332,22 +338,12 @@ def refit_rating_head(source: str | Path, out: str | Path, command: list[str], e
     """
     import shutil
 
-    from recsys.inference import build_model_for_run
     from recsys.runs import HISTORY, ID_MAPS
 
-    src = RunDirectory(source)
-    state, info = src.load_weights("ss4rec")
-    cfg = dict(info["config"])
+    torch.manual_seed(seed)
+    src, info, cfg, prepared, task, protocol, model = _rebuild_run(source, {}, expected_model="ss4rec")
     if not cfg.get("rating_head"):
         raise ConfigError(f"{source} was trained without a rating head (rating_head: false)")
-    torch.manual_seed(seed)
-    data = load_dataset(cfg["dataset"], cfg["data_dir"])
-    if data.fingerprint != info["dataset"]["fingerprint"]:
-        raise RunError(f"{source}: the dataset here differs from the one the run was trained on (fingerprint)")
-    prepared = prepare(data, cfg["user_k"], cfg["item_k"], timestamped_only=bool(cfg["timestamped_users_only"]))
-    task, protocol = build_task(cfg, prepared)
-    model = build_model_for_run(info, prepared.n_users + 1, prepared.n_items + 1)
-    model.load_state_dict(state)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
