@@ -2,7 +2,6 @@
 search and one user's timeline. Every number comes from recsys.explore; this page only arranges widgets and charts.
 """
 import altair as alt
-import pandas as pd
 import streamlit as st
 
 from recsys import explore as ex

@@ -1,5 +1,4 @@
 """Live recommendations: NCF and SS4Rec side by side for a user or a history you build, with a what-if on time."""
-import datetime as dt
 
 import numpy as np
 import pandas as pd

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from recsys.inference import human_gap, load_run, score_history, state_projection, trajectory, user_history
 from recsys.runs import RunError

@@ -1,7 +1,6 @@
 """The State-trajectories and Live-recommendations pages, on small runs the tests train with the real code."""
 from __future__ import annotations
 
-import json
 
 import pytest
 from streamlit.testing.v1 import AppTest

@@ -47,7 +47,7 @@ def test_floors_and_ncf_rating_beats_them(tmp_path):
 
 
 def test_ranking_run_directory_contract(tmp_path):
-    info = train(tmp_path, "ncf", "rank", epochs=2)
+    train(tmp_path, "ncf", "rank", epochs=2)
     run = RunDirectory(tmp_path / "rank")
     on_disk = run.info()
     assert on_disk["status"] == "complete" and on_disk["command"].startswith("python scripts/train.py")

@@ -25,8 +25,6 @@ Named deviations (each an option, default = released behaviour unless said other
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -259,4 +257,4 @@ def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["SS4Rec", "DEFAULTS", "build_from_config", "chunked_softmax_cross_entropy", "n_parameters", "math"]
+__all__ = ["SS4Rec", "DEFAULTS", "build_from_config", "chunked_softmax_cross_entropy", "n_parameters"]

@@ -7,20 +7,18 @@ dashboard shows can be traced to the command that made it.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import platform
 import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
 from recsys.data import load_dataset, prepare
 from recsys.evaluation.protocols import RankingProtocol, RatingProtocol, leave_one_out, rating_split
 from recsys.runs import RunDirectory, RunError, WEIGHTS, load_weights, save_weights
-from recsys.training.engine import DistInfo, fit, init_distributed, resolve_device, seed_everything
+from recsys.training.engine import fit, init_distributed, resolve_device, seed_everything
 from recsys.training.tasks import RankingTask, RatingTask, SequenceTask
 
 MODELS = ("ncf", "ss4rec", "global-mean", "bias", "popular")
@@ -325,7 +323,7 @@ def summarise(info: dict) -> str:
 
 
 __all__ = ["DEFAULTS", "MODELS", "resolve_config", "load_config_file", "parse_value", "run_training", "summarise",
-           "ConfigError", "json"]
+           "ConfigError"]
 
 
 def refit_rating_head(source: str | Path, out: str | Path, command: list[str], epochs: int = 100,
