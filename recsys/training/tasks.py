@@ -206,9 +206,9 @@ class SequenceTask(RankingTask):
                  ks=(5, 10, 20), rating_weight: float = 1.0):
         super().__init__(prepared, loo, max_len, mask_seen, ks)
         self.rating_weight = rating_weight
-        w = sequence_windows(loo.train_sequences(), max_len)
-        self.windows = {k: torch.from_numpy(v) for k, v in w.items()}
-        self.train_mean = float(loo.train_sequences().ratings.mean())
+        train = loo.train_sequences()
+        self.windows = {k: torch.from_numpy(v) for k, v in sequence_windows(train, max_len).items()}
+        self.train_mean = float(train.ratings.mean())
         self.rating_scale = (float(prepared.interactions["rating"].min()),
                              float(prepared.interactions["rating"].max()))
 
