@@ -229,18 +229,3 @@ class RunDirectory:
             return torch.load(f, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise RunError(f"{f}: cannot resume from it (corrupted, or not plain tensors: {exc})") from exc
-
-
-def list_runs(root: str | Path) -> list[tuple[Path, dict | None, str | None]]:
-    """Every sub-folder of root with a run.json: (path, info or None, error message or None)."""
-    root = Path(root)
-    out = []
-    if not root.is_dir():
-        return out
-    for p in sorted(root.iterdir()):
-        if p.is_dir() and (p / RUN_FILE).exists():
-            try:
-                out.append((p, RunDirectory(p).info(), None))
-            except RunError as exc:
-                out.append((p, None, str(exc)))
-    return out

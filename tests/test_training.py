@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.runs import RunDirectory, RunError, list_runs
+from recsys.compare import scan_runs
+from recsys.runs import RunDirectory, RunError
 from recsys.training.runner import ConfigError, resolve_config, run_training
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 
 SMALL = {"gmf_dim": 8, "mlp_dims": [16, 8], "batch_size": 4096, "patience": 50, "cpu_threads": 1}
 
@@ -64,7 +65,7 @@ def test_ranking_run_directory_contract(tmp_path):
     assert "user_gmf.weight" in state
     with pytest.raises(RunError, match="ncf run, not ss4rec"):
         run.load_weights("ss4rec")
-    assert [p.name for p, i, e in list_runs(tmp_path)] == ["rank"]
+    assert [r.path.name for r in scan_runs(tmp_path).runs] == ["rank"]
 
 
 def test_tampered_truncated_and_foreign_runs_are_refused(tmp_path):
@@ -144,14 +145,6 @@ def test_cli_errors_are_clear(tmp_path):
         resolve_config("bias", {}, {"objective": "ranking"})
     with pytest.raises(ConfigError, match="leave-one-out"):
         resolve_config("ncf", {}, {"split": "random"})
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_distributed_two_process_gloo(tmp_path):

@@ -6,7 +6,8 @@ from pathlib import Path
 import streamlit as st
 
 from recsys.inference import LoadedRun, load_run
-from recsys.runs import RUN_FILE, RunError, list_runs
+from recsys.compare import scan_runs
+from recsys.runs import RUN_FILE, RunError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RUNS = ROOT / "checkpoints"
@@ -37,10 +38,12 @@ def runs_folder_input(key: str) -> Path:
 def pick_run(folder: Path, models: tuple[str, ...], label: str, key: str, dataset: str | None = None,
              optional: bool = False) -> Path | None:
     """A selectbox of complete runs of the given models; explains what to do when there are none."""
-    found = list_runs(folder)
-    broken = [(p, e) for p, info, e in found if e]
-    good = [(p, info) for p, info, e in found if info and info["model"] in models and info.get("status") == "complete"
-            and (dataset is None or info["dataset"]["name"] == dataset)]
+    found = scan_runs(folder)  # the Compare page's scan: the same runs, and the same errors, on every page
+    if found.root_error:
+        st.warning(found.root_error)
+    broken = found.errors
+    good = [(r.path, r.info) for r in found.runs if r.info["model"] in models and r.info.get("status") == "complete"
+            and (dataset is None or r.info["dataset"]["name"] == dataset)]
     if broken:
         with st.expander(f"{len(broken)} run folder(s) could not be read"):
             for p, e in broken:
