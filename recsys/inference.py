@@ -20,7 +20,8 @@ import pandas as pd
 import torch
 
 from recsys.data import load_dataset, prepare
-from recsys.data.prepare import PreparedData
+from recsys.data.prepare import PreparedData, chronological_order
+from recsys.evaluation.metrics import target_ranks
 from recsys.explore import format_gap
 from recsys.runs import RunDirectory, RunError
 
@@ -113,8 +114,7 @@ def user_history(run: LoadedRun, user_id: int) -> pd.DataFrame:
                        f"{int(run.prepared.user_map.raw[-1])})") from None
     inter = run.prepared.interactions
     rows = inter[inter["user_idx"] == uidx]
-    order = np.lexsort((rows.index.to_numpy(), rows["timestamp"].to_numpy()))
-    rows = rows.iloc[order]
+    rows = rows.iloc[chronological_order(rows["user_idx"].to_numpy(), rows["timestamp"].to_numpy())]
     items = run.prepared.items.set_index("item_idx")
     out = pd.DataFrame({
         "item": rows["item"].to_numpy(), "item_idx": rows["item_idx"].to_numpy(),
@@ -138,12 +138,6 @@ def _check_history(run: LoadedRun, items, times) -> tuple[np.ndarray, np.ndarray
         order = np.argsort(times, kind="stable")
         items, times = items[order], times[order]
     return items, times
-
-
-def _pessimistic_rank(scores: torch.Tensor, target: int) -> int:
-    s = scores.clone()
-    s[0] = float("-inf")
-    return int((s >= s[target]).sum().item())
 
 
 @torch.no_grad()
@@ -173,6 +167,8 @@ def trajectory(run: LoadedRun, items, times, ratings=None, k: int = 10, now: int
     retention = [block.s5.retention(dt_fed).numpy() for block in model.blocks]
     steps = []
     top_scores, top_items = torch.topk(logits, min(k, logits.shape[1] - 1), dim=1)
+    # the same pessimistic rank as evaluation: step j's logits against the movie at step j+1
+    next_ranks = target_ranks(logits[:-1], torch.from_numpy(items[1:])).tolist() if n > 1 else []
     for j in range(n):
         nxt = int(items[j + 1]) if j + 1 < n else None
         steps.append({
@@ -182,7 +178,7 @@ def trajectory(run: LoadedRun, items, times, ratings=None, k: int = 10, now: int
             "retention": [float(r[j]) for r in retention],
             "top_items": top_items[j].tolist(), "top_titles": run.titles(top_items[j].tolist()),
             "top_scores": top_scores[j].tolist(),
-            "next_item": nxt, "next_rank": _pessimistic_rank(logits[j], nxt) if nxt else None,
+            "next_item": nxt, "next_rank": next_ranks[j] if nxt else None,
         })
     return {
         "steps": steps, "now": now, "cut": cut,
