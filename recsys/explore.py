@@ -13,6 +13,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from recsys.data.prepare import chronological_order
+
 # Reference marks on the gap axis, in seconds (a "month" is 30 days).
 MINUTE, HOUR, DAY, MONTH, YEAR = 60, 3600, 86400, 30 * 86400, 365.25 * 86400
 GAP_REFERENCES = pd.DataFrame({"label": ["1 minute", "1 hour", "1 day", "1 month"],
@@ -47,9 +49,8 @@ def chronological_positions(interactions: pd.DataFrame) -> np.ndarray:
 
     Needs every timestamp: call on `timestamped(...)` rows.
     """
-    user = interactions["user"].to_numpy(dtype=np.int64)
-    ts = interactions["timestamp"].to_numpy(dtype=np.int64)
-    return np.lexsort((np.arange(len(user)), ts, user))
+    return chronological_order(interactions["user"].to_numpy(dtype=np.int64),
+                               interactions["timestamp"].to_numpy(dtype=np.int64))
 
 
 def format_gap(seconds) -> str:
