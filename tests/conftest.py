@@ -17,6 +17,15 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
+def free_port() -> int:
+    """A free TCP port on loopback (for torchrun's rendezvous and the streamlit test server)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def shared_dir(name: str) -> Path:
     path = SHARED / name
     if not path.exists():
