@@ -169,6 +169,7 @@ with tabs[2]:
                 x=alt.X("bin_lo:Q", scale=alt.Scale(type="log"), title="gap to the next rating (seconds, log scale)"),
                 x2="bin_hi:Q",
                 y=alt.Y("share:Q", title="share of all gaps", axis=alt.Axis(format="%")),
+                y2=alt.datum(0),  # with x and x2 both set, a bar needs its baseline spelled out or it has no height
                 tooltip=[alt.Tooltip("range:N", title="gap"), alt.Tooltip("gaps:Q", format=","),
                          alt.Tooltip("share:Q", format=".2%")])
             refs = ex.GAP_REFERENCES
