@@ -122,6 +122,8 @@ for g in groups:
     if any(m.status == "running" for m in g.members):
         st.badge("contains running runs: metrics appear when they finish", color="orange")
     table = C.metrics_table(g.members, k=k, split=split, family=g.family)
+    # a group holds one family of metrics: the other family's columns would be blank in every row
+    table = table.drop(columns=[c for c in C.metric_columns(k) if table[c].isna().all()])
     st.dataframe(C.format_table(table), hide_index=True)
     st.caption(C.group_caption(g, split))
     note = C.max_len_note(g)
