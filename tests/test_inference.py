@@ -132,3 +132,19 @@ def test_rating_head_refit_keeps_ranking_and_never_worsens_validation(runs, tmp_
     for k in ("hr@10", "ndcg@10", "mrr@10"):
         assert info["metrics"]["test"][k] == pytest.approx(before[k])  # only the rating head changed
     load_run(tmp_path / "refit")
+
+
+def test_analyses_behind_the_results_doc(runs):
+    from recsys.analysis import gap_sensitivity, retention_table, seen_share_of_topk
+
+    share = seen_share_of_topk(load_run(runs["pop"]))
+    assert 0 < share < 1
+    ss = load_run(runs["ss"])
+    gaps = {"1 minute": 60, "1 day": 86400, "1 year": 365 * 86400}
+    sens = gap_sensitivity(ss, gaps, users=5)
+    assert sens["1 day"] == {"mean_overlap": 10.0, "identical_share": 1.0}  # the baseline against itself
+    ret = retention_table(ss, gaps)
+    for layer in range(2):
+        assert ret["1 minute"][layer] >= ret["1 day"][layer] >= ret["1 year"][layer]
+    with pytest.raises(ValueError, match="SS4Rec"):
+        gap_sensitivity(load_run(runs["ncf"]), gaps)
