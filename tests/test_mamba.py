@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recsys.models import native
 from recsys.models.mamba import (
     Mamba,
     _selective_scan_indexed,
@@ -268,7 +269,11 @@ def test_step_matches_full_forward_and_prefill():
 def test_fast_path_flag_and_cpu_fallback():
     m = Mamba(use_fast_path=True)
     m(torch.randn(1, 3, 64))
-    assert m.last_path == "pure"                                          # CPU input never takes the fast path
+    # a CPU input never takes mamba_ssm's CUDA path: our C kernels where they build, else pure PyTorch
+    assert m.last_path == ("native" if native.available() else "pure")
+    m64 = Mamba().double()
+    m64(torch.randn(1, 3, 64, dtype=torch.float64))
+    assert m64.last_path == "pure"                                        # the kernels are float32 only
     assert isinstance(fast_path_available(), bool)
     if not torch.cuda.is_available():
         assert fast_path_available() is False
@@ -311,7 +316,7 @@ def test_fast_path_plumbing_with_stand_in_kernels(monkeypatch, inner):
     ops = {"selective_scan_fn": _fake_selective_scan_fn, "mamba_inner_fn": _fake_mamba_inner_fn if inner else None}
     x = torch.randn(2, 9, 64)
     want, (conv_want, ssm_want) = m(x, return_state=True)
-    assert m.last_path == "pure"
+    assert m.last_path == ("native" if native.available() else "pure")
     monkeypatch.setattr(Mamba, "_fast_ops", lambda self, inp: ops)
     got = m(x)
     assert m.last_path == ("mamba_inner_fn" if inner else "selective_scan_fn")

@@ -8,6 +8,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from recsys.models import native
 from recsys.models.s5 import TimeAwareS5, hippo_legs_diagonal, parallel_scan, sequential_scan
 
 s5 = pytest.importorskip("s5")
@@ -149,8 +150,10 @@ def test_supported_init_variants_keep_the_layout():
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("kind", ["random", "zero", "huge", "mixed"])
-@pytest.mark.parametrize("scan", ["sequential", "parallel"])
+@pytest.mark.parametrize("scan", ["sequential", "parallel", "native"])
 def test_matches_s5_pytorch(dtype, kind, scan):
+    if scan == "native" and (dtype != torch.float32 or not native.available()):
+        pytest.skip("the native kernel is float32/complex64 only and needs a C compiler")
     ours, theirs = pair(dtype)
     gen = torch.Generator().manual_seed(1)
     bsz, length = 3, 13
@@ -178,14 +181,15 @@ def test_matches_s5_pytorch_on_padded_batch_and_length_one(dtype):
         dt[b, n:] = 0
     w = torch.randn(bsz, length, H, generator=gen, dtype=dtype)
     y_ref, g_ref = forward_backward(theirs, theirs_call(dt), u, w)
-    for scan in ("sequential", "parallel"):
+    scans = ("sequential", "parallel") + (("native",) if dtype == torch.float32 and native.available() else ())
+    for scan in scans:
         y, g = forward_backward(ours, ours_call(dt, scan=scan), u, w)
         close(y, y_ref, dtype, f"{scan} y")
         close_grads(g, g_ref, dtype, scan)
     # length-1 sequences (L = 1)
     u1, dt1, w1 = u[:, :1], dt[:, :1] + 5, w[:, :1]
     y_ref, g_ref = forward_backward(theirs, theirs_call(dt1), u1, w1)
-    for scan in ("sequential", "parallel"):
+    for scan in scans:
         y, g = forward_backward(ours, ours_call(dt1, scan=scan), u1, w1)
         close(y, y_ref, dtype, f"L=1 {scan} y")
         close_grads(g, g_ref, dtype, f"L=1 {scan}")
@@ -282,7 +286,8 @@ def test_scan_argument_validation():
             m(u, torch.tensor([[1.0, bad, 1.0]]))
     with pytest.raises(ValueError):
         m(u, torch.ones(2, 3))
-    assert m._resolve_scan("auto", torch.device("cpu")) == "sequential"
+    assert m._resolve_scan("auto", torch.device("cpu")) == ("native" if native.available() else "sequential")
+    assert m.double()._resolve_scan("auto", torch.device("cpu")) == "sequential"     # the kernel is complex64
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -36,11 +36,17 @@ A [d_inner, d_state]; NOTE mamba_ssm's ``selective_scan_fn`` takes [batch, d_inn
   mamba_ssm's ``selective_scan_ref`` also indexes ``deltaA[:, :, i]`` inside its loop; autograd then back-propagates
   a full-size zero-filled gradient for every index, which makes its backward quadratic in L (ss4rec.md).
 
+CPU fast path: on float32 CPU tensors (and ``use_fast_path`` not False) the block runs the C kernels of
+``recsys.models.native`` when they could be built with the machine's compiler: in_proj -> conv -> x_proj -> scan ->
+gating -> out_proj as one autograd Function that saves only the block's input and recomputes the rest in the
+backward (``last_path`` "native"); ``selective_scan`` uses the kernel's scan alone. Everything here stays the
+fallback (no compiler, ``RECSYS_NATIVE=0``, float64) and the reference the kernels are tested against.
+
 Fast path: with ``use_fast_path`` "auto"/True, a CUDA input of float32/float16/bfloat16 and an importable
 ``mamba_ssm`` (imported lazily, never at module import), the whole block runs through ``mamba_inner_fn`` (when
 ``causal_conv1d`` is installed too) or our conv + ``selective_scan_fn``. ``fast_path_available()`` says whether it can
-run here; ``Mamba.last_path`` records which path the last forward took: "mamba_inner_fn", "selective_scan_fn" or
-"pure".
+run here; ``Mamba.last_path`` records which path the last forward took: "mamba_inner_fn", "selective_scan_fn",
+"native" or "pure".
 
 Single-token inference: ``allocate_state(batch)`` -> (conv_state [B, d_inner, d_conv], ssm_state
 [B, d_inner, d_state]); ``step(x_t, conv_state, ssm_state)`` -> (out_t, conv_state, ssm_state), equal to the full
@@ -56,6 +62,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from recsys.models import native as _native
 
 __all__ = [
     "Mamba",
@@ -281,8 +289,17 @@ class _BlockedScan(torch.autograd.Function):
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, chunk_size: Optional[int] = None, block_size: Optional[int] = None):
-    """Fast, memory-conscious pure-PyTorch selective scan (same maths and layout as ``selective_scan_reference``).
+                   return_last_state=False, chunk_size: Optional[int] = None, block_size: Optional[int] = None,
+                   native: Optional[bool] = None):
+    """Fast, memory-conscious selective scan (same maths and layout as ``selective_scan_reference``).
+
+    ``native``: None (default) uses the fused C kernel of ``recsys.models.native`` when every tensor is float32 on
+    the CPU and the kernel could be built, and the pure-PyTorch scan below otherwise; False forces the pure path;
+    True requires the kernel (RuntimeError when it cannot run). The kernel saves only the inputs for the backward
+    and recomputes the states there, so it needs neither ``chunk_size`` nor ``block_size`` (both ignored by it); it
+    does not propagate a gradient into the returned last state (such calls take the pure path).
+
+    Pure path:
 
     ``block_size``: batch rows processed together (default: a 1 MiB state on CPU, the whole batch elsewhere).
     ``chunk_size``: steps between checkpointed states (default ceil(sqrt(L))). Besides its inputs and outputs the
@@ -290,6 +307,18 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     (2 * chunk_size + 4) states of [block_size, d_inner, d_state] at a time. Works on any device. The gradient of
     the returned last state is propagated too. Not twice differentiable.
     """
+    _check_shapes(u, delta, A, B, C)
+    if native is not False and u.shape[0] and u.shape[1]:
+        tensors = (u, delta, A, B, C, D, z, delta_bias)
+        ok = _native.usable(*tensors)
+        if native and not ok:
+            raise RuntimeError(f"native selective scan cannot run here: {_native.status()} "
+                               "(it needs float32 CPU tensors and a C compiler)")
+        if ok and not return_last_state:
+            return _native.selective_scan(*tensors, delta_softplus)
+        if ok and not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+            y, h = _native.last_state(u, delta, A, B, C, delta_bias, delta_softplus)
+            return _finish(y, u, D, z, u.dtype), h
     out_dtype = u.dtype
     u, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, length, d_inner = u.shape
@@ -400,6 +429,13 @@ class Mamba(nn.Module):
             self.last_path = "mamba_inner_fn"
             return out
 
+        if (ops is None and not return_state and self.use_fast_path is not False
+                and _native.usable(hidden_states, *self.parameters())):
+            self.last_path = "native"
+            return _native.mamba_block(hidden_states, self.in_proj.weight, self.in_proj.bias, self.conv1d.weight,
+                                       self.conv1d.bias, self.x_proj.weight, self.dt_proj.weight, self.dt_proj.bias,
+                                       self.A_log, self.D, self.out_proj.weight, self.out_proj.bias)
+
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)                 # [B, L, d_inner] each
         xc = self._causal_conv(x)
         dt, B, C = self._ssm_inputs(xc)
@@ -413,10 +449,12 @@ class Mamba(nn.Module):
             y = y.transpose(1, 2)
             self.last_path = "selective_scan_fn"
         else:
-            res = selective_scan(xc, dt, A, B, C, _upcast(self.D), z=z, delta_bias=_upcast(self.dt_proj.bias),
-                                 delta_softplus=True, return_last_state=return_state)
+            D, bias = _upcast(self.D), _upcast(self.dt_proj.bias)
+            native = self.use_fast_path is not False and _native.usable(xc, dt, A, B, C, D, z, bias)
+            res = selective_scan(xc, dt, A, B, C, D, z=z, delta_bias=bias, delta_softplus=True,
+                                 return_last_state=return_state, native=native)
             y, h = res if return_state else (res, None)
-            self.last_path = "pure"
+            self.last_path = "native" if native else "pure"
         out = self.out_proj(y.to(hidden_states.dtype))
         if return_state:
             return out, (self._conv_state_from(x), h)

@@ -45,9 +45,13 @@ Scans (``scan=`` argument or the ``scan`` attribute):
 * ``"sequential"``: the reference, x_k = Abar_k x_{k-1} + b_k over ``unbind(1)`` slices (autograd stays linear in L).
 * ``"parallel"``: chunked Hillis-Steele scan: a doubling associative scan on (a, b) pairs inside chunks of
   ``chunk_size`` steps, a second one over the chunk totals, then one fix-up multiply; only products, never divisions.
-* ``"auto"`` (default): "sequential" on CPU, where it measured 2-3x faster than "parallel" (B=1024, L=200,
-  H=64, P=32, float32 forward+backward on 2 cores: every full-size complex temporary costs tens of ms there, while
-  the loop works on small cache-resident slices); "parallel" on CUDA (a choice not measured on a GPU yet).
+* ``"native"``: discretisation and recurrence fused in C (``recsys.models.native``, complex64 on the CPU): the
+  backward recomputes Abar and the ZOH factor from the gaps, so only B~u, the gaps and the states stay alive (a
+  fraction of the autograd loop's memory, and several times faster).
+* ``"auto"`` (default): "native" on the CPU in float32 when the C kernels could be built, else "sequential", which
+  measured 2-3x faster than "parallel" there (B=1024, L=200, H=64, P=32, float32 forward+backward on 2 cores:
+  every full-size complex temporary costs tens of ms, while the loop works on small cache-resident slices);
+  "parallel" on CUDA.
 
 The discretisation computes Abar from real exp/cos/sin: complex ``torch.exp`` is about 5x slower on CPU.
 """
@@ -60,10 +64,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from recsys.models import native as _native
+
 __all__ = ["TimeAwareS5", "hippo_legs_diagonal", "sequential_scan", "parallel_scan"]
 
 StepScale = Union[float, Tensor, None]
-_SCANS = ("auto", "sequential", "parallel")
+_SCANS = ("auto", "sequential", "parallel", "native")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -295,7 +301,12 @@ class TimeAwareS5(nn.Module):
         if scan not in _SCANS:
             raise ValueError(f"scan must be one of {_SCANS}, got {scan!r}")
         if scan == "auto":
-            scan = "parallel" if device.type == "cuda" else "sequential"
+            if device.type == "cuda":
+                scan = "parallel"
+            elif self.complex_dtype == torch.complex64 and _native.available():
+                scan = "native"
+            else:
+                scan = "sequential"
         return scan
 
     # ----- API ---------------------------------------------------------------------------------------------------
@@ -314,14 +325,23 @@ class TimeAwareS5(nn.Module):
         u = u.to(self.real_dtype)
         bsz, length, _ = u.shape
         gaps = self._gaps(dt, (bsz, length), u.device)
-        abar, coef = self._discretize(gaps)                   # [B, L, P]
-        bu = coef * self._project_in(u)                       # Bbar u, [B, L, P]: never [B, L, P, H]
         x0 = None if state is None else state.to(self.complex_dtype)
         mode = self._resolve_scan(scan, u.device)
-        if mode == "sequential":
-            xs = sequential_scan(abar, bu, x0)
+        bu = self._project_in(u)                              # B~ u, [B, L, P]: never [B, L, P, H]
+        if mode == "native":
+            if not _native.usable_complex(bu, x0):
+                raise RuntimeError(f"the native S5 scan cannot run here: {_native.status()} "
+                                   "(it needs float32 CPU tensors and a C compiler)")
+            if length == 0:
+                xs = bu.new_zeros(bu.shape)
+            else:                                             # discretisation fused, recomputed in the backward
+                xs = _native.s5_states(gaps, bu, self.seq.Lambda, self.seq.log_step, x0)
         else:
-            xs = parallel_scan(abar, bu, x0, self.chunk_size)
+            abar, coef = self._discretize(gaps)               # [B, L, P]
+            if mode == "sequential":
+                xs = sequential_scan(abar, coef * bu, x0)
+            else:
+                xs = parallel_scan(abar, coef * bu, x0, self.chunk_size)
         y = self._project_out(xs, u)
         return (y, xs) if return_state else y
 
