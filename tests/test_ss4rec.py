@@ -93,6 +93,44 @@ def test_chunked_cross_entropy_equals_full(chunk):
     torch.testing.assert_close(gw, gw_ref)
 
 
+def test_chunked_cross_entropy_float32_many_cpu_chunks_and_bad_targets():
+    torch.manual_seed(2)
+    h = torch.randn(3000, 16, requires_grad=True)
+    w = torch.randn(5000, 16, requires_grad=True)             # 5,000 items: CPU chunks of a few hundred rows
+    t = torch.randint(1, 5000, (3000,))
+    hd, wd = h.detach().double().requires_grad_(True), w.detach().double().requires_grad_(True)
+    ref = torch.nn.functional.cross_entropy(torch.cat([torch.full((3000, 1), float("-inf"), dtype=torch.float64),
+                                                       hd @ wd[1:].T], 1), t)
+    gh_ref, gw_ref = torch.autograd.grad(ref, (hd, wd))
+    got = chunked_softmax_cross_entropy(h, w, t, 8192)
+    gh, gw = torch.autograd.grad(got, (h, w))
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gh.double(), gh_ref, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(gw.double(), gw_ref, rtol=1e-4, atol=1e-7)
+    assert float(gw[0].abs().max()) == 0.0                     # padding never gets a gradient
+    with pytest.raises(ValueError, match="0 is padding"):
+        chunked_softmax_cross_entropy(h, w, torch.zeros(3000, dtype=torch.long))
+    with pytest.raises(ValueError, match="targets"):
+        chunked_softmax_cross_entropy(h, w, t[:10])
+
+
+def test_chunked_cross_entropy_under_autocast_matches_float32():
+    """With autocast on (bf16 on GPUs) the logits matmul runs in the low-precision dtype, the softmax in float32."""
+    torch.manual_seed(3)
+    h = torch.randn(500, 16, requires_grad=True)
+    w = (torch.randn(300, 16) * 0.3).requires_grad_(True)
+    t = torch.randint(1, 300, (500,))
+    ref = chunked_softmax_cross_entropy(h, w, t, 64)
+    gh_ref, gw_ref = torch.autograd.grad(ref, (h, w))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = chunked_softmax_cross_entropy(h, w, t, 64)
+    gh, gw = torch.autograd.grad(got, (h, w))
+    assert got.dtype == torch.float32 and gh.dtype == torch.float32
+    assert abs(float(got) - float(ref)) < 2e-2
+    assert float((gh - gh_ref).abs().max()) < 2e-2 * float(gh_ref.abs().max())
+    assert float((gw - gw_ref).abs().max()) < 2e-2 * float(gw_ref.abs().max())
+
+
 def test_windows_predict_every_target_once():
     n = np.array([1, 2, 7, 23])
     indptr = np.concatenate([[0], np.cumsum(n)])
