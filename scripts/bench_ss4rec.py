@@ -6,9 +6,13 @@
 Two variants of one architecture (../shared/docs/ss4rec.md: item embedding, 2 blocks of
 a = LN(h + Dropout(S5(h, dt))), h = LN(a + Dropout(Mamba(a))), tied full-softmax output, hidden 64):
 
-* ours: `recsys.models.ss4rec.SS4Rec`, i.e. `TimeAwareS5` (B u projected to [B, L, P] before the ZOH scaling,
-  sequential scan on CPU / parallel on CUDA) and `Mamba` with the custom-backward `selective_scan` (or mamba_ssm's
-  kernels on CUDA when installed);
+* ours: `recsys.models.ss4rec.SS4Rec` as training runs it: `TimeAwareS5` (B u projected to [B, L, P] before the
+  ZOH scaling, never [B, L, P, H]) and `Mamba`; on the CPU in float32 both run the C kernels of
+  `recsys.models.native` (built on first use with the machine's compiler: S5's discretisation + recurrence, and the
+  whole Mamba block fused, saving only their inputs and recomputing the rest in the backward); on CUDA the parallel
+  S5 scan and mamba_ssm's kernels when installed;
+* ours, pure PyTorch: the same model with the C kernels switched off (RECSYS_NATIVE=0): the sequential S5 scan and
+  the custom-backward `selective_scan`, i.e. what runs on a machine without a C compiler;
 * s5-pytorch layout: every block's S5 is s5-pytorch's `s5.S5(64, 32, dt_min=1e-3, dt_max=0.1)` called as
   `s5(x, step_scale=dt)` (it builds the complex [B, L, P, H] tensor Bbar), and the Mamba scan is the straightforward
   per-step autograd loop (`selective_scan_reference`).
@@ -65,7 +69,8 @@ HIDDEN, N_LAYERS = 64, 2
 ML1M_KNOWN_WINDOWS = {50: 22_532, 200: 8_617}
 ML1M_USERS, ML1M_TARGETS = 6_040, 981_491
 DEFAULT_ML1M = ROOT.parent / "shared" / "movielens" / "ml-1m"
-VARIANTS = ("ours", "s5-pytorch layout")
+OURS, PURE, REFERENCE = "ours", "ours, pure PyTorch", "s5-pytorch layout"
+VARIANTS = (OURS, PURE, REFERENCE)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -132,9 +137,9 @@ def build_model(variant: str, seed: int, n_items: int = N_ITEMS, rating_head: bo
 
     torch.manual_seed(seed)
     model = SS4Rec(n_items, hidden=HIDDEN, n_layers=N_LAYERS, rating_head=rating_head)
-    if variant == "ours":
+    if variant in (OURS, PURE):          # PURE: the child runs with RECSYS_NATIVE=0 (see run_child)
         return model
-    if variant != VARIANTS[1]:
+    if variant != REFERENCE:
         raise ValueError(f"unknown variant {variant!r}")
     _, ReferenceBlock = reference_classes()
     ref = copy.deepcopy(model)
@@ -177,7 +182,7 @@ def batch_loss(model, batch):
 def equality_check(length: int, batch: int, seed: int, n_items: int = N_ITEMS, rating_head: bool = False) -> dict:
     import torch
 
-    ours, ref = build_model("ours", seed, n_items, rating_head), build_model(VARIANTS[1], seed, n_items, rating_head)
+    ours, ref = build_model(OURS, seed, n_items, rating_head), build_model(REFERENCE, seed, n_items, rating_head)
     data = make_batch(batch, length, seed + 1, n_items)
     with torch.no_grad():
         ours.eval(), ref.eval()
@@ -284,8 +289,11 @@ def measure(spec: dict) -> dict:
         losses.append(float(loss.detach()))
     peak = torch.cuda.max_memory_allocated(device) if cuda else peak_rss_bytes()
     paths = sorted({getattr(b.mamba, "last_path", None) or "?" for b in model.blocks})
+    s5_paths = sorted({b.s5._resolve_scan(None, device) if hasattr(b.s5, "_resolve_scan") else "s5-pytorch"
+                       for b in model.blocks})
     return {"step_s": statistics.median(times), "all_steps_s": times, "peak_bytes": int(peak),
             "baseline_bytes": int(baseline), "losses": losses, "mamba_path": ",".join(paths),
+            "s5_path": ",".join(s5_paths),
             "threads": torch.get_num_threads(),
             "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()}
 
@@ -293,6 +301,8 @@ def measure(spec: dict) -> dict:
 def run_child(spec: dict, timeout: float) -> dict:
     """Measure in a fresh interpreter; {'error': ...} on a timeout, a crash or running out of memory."""
     env = dict(os.environ)
+    if spec["variant"] == PURE:
+        env["RECSYS_NATIVE"] = "0"
     if spec["threads"]:
         env["OMP_NUM_THREADS"] = str(spec["threads"])
     try:
@@ -314,7 +324,7 @@ def measure_variant(variant: str, device: str, length: int, args, budget: float,
             "n_items": args.n_items, "rating_head": args.rating_head, "repeats": args.repeats, "batch": args.batch}
     target = args.batch
     run_batch = target
-    if variant != "ours" and args.reference_batch and args.reference_batch < target:
+    if variant == REFERENCE and args.reference_batch and args.reference_batch < target:
         run_batch = args.reference_batch
     elif target > args.probe_batch and not args.no_probe:
         probe = run_child({**spec, "batch": args.probe_batch, "repeats": 1}, args.timeout)
@@ -388,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="memory budget per variant (default 16 on CPU, 90%% of the GPU on CUDA)")
     parser.add_argument("--probe-batch", type=int, default=32, help="batch of the memory probe")
     parser.add_argument("--no-probe", action="store_true", help="measure at the full batch without probing")
-    parser.add_argument("--skip-reference", action="store_true", help="time only our model")
+    parser.add_argument("--skip-reference", action="store_true", help="do not time the s5-pytorch layout")
+    parser.add_argument("--skip-pure", action="store_true", help="do not time our model without the C kernels")
     parser.add_argument("--reference-batch", type=int, default=0,
                         help="measure the s5-pytorch layout at this batch and extrapolate (0: decided by the probe)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per child process")
@@ -453,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         for length in args.lengths:
             windows, how = epoch_windows(length, args.ml1m_dir)
             steps = math.ceil(windows / args.batch)
-            for variant in VARIANTS if not args.skip_reference else VARIANTS[:1]:
+            variants = [v for v in VARIANTS if not (v == REFERENCE and args.skip_reference)
+                        and not (v == PURE and (args.skip_pure or device != "cpu"))]
+            for variant in variants:
                 log(f"measuring {variant} on {device}, batch {args.batch}, length {length} ...")
                 t = time.perf_counter()
                 res = measure_variant(variant, device, length, args, budget, log)
@@ -467,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     verdicts = []
     for r in rows:
-        ref = next((x for x in rows if x["variant"] == VARIANTS[1] and x["device"] == r["device"]
+        ref = next((x for x in rows if x["variant"] == REFERENCE and x["device"] == r["device"]
                     and x["length"] == r["length"] and "error" not in x), None)
         if "error" in r:
             print(f"| {r['variant']} | {r['device']} | {args.batch} | {r['length']} | {r['error']} | - | - | - | - |")
@@ -479,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             sp = ref["step_s"] / r["step_s"]
             mr = ref["peak_bytes"] / r["peak_bytes"]
             speed, mem = f"{sp:.1f}x", f"{mr:.1f}x"
-            if r["variant"] == "ours":
+            if r["variant"] == OURS:
                 verdicts.append((r["device"], r["length"], sp, mr))
                 mine, theirs = r["peak_bytes"] - r["baseline_bytes"], ref["peak_bytes"] - ref["baseline_bytes"]
                 r["above_note"] = (f"memory above the pre-step baseline: {gb(mine):.2f} GB vs {gb(theirs):.2f} GB for "
@@ -499,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         if "error" not in r:
             base = "CUDA memory before the first step" if r["device"] == "cuda" else "RSS before the first step"
             print(f"{r['variant']} ({r['device']}, L={r['length']}): {base} {gb(r['baseline_bytes']):.2f} GB, "
-                  f"Mamba path {r['mamba_path']}, {r['threads']} threads, steps measured at batch "
+                  f"Mamba path {r['mamba_path']}, S5 scan {r['s5_path']}, {r['threads']} threads, steps measured at batch "
                   f"{r['measured_batch']}: {', '.join(f'{s:.3g}' for s in r['all_steps_s'])} s"
                   + (f"; {r['above_note']}" if "above_note" in r else ""))
     if verdicts:

@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("s5")
 
+from recsys.models import native  # noqa: E402
+
 
 def run_script(name: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -46,14 +48,19 @@ def test_bench_ss4rec_tiny(tmp_path):
     header, rows = table(text, "| variant |")
     assert header == ["variant", "device", "batch", "length", "s/step", "s/epoch (ML-1M)", "peak memory",
                       "speed-up", "memory ratio"]
-    assert [r[:4] for r in rows] == [["ours", "cpu", "8", "12"], ["s5-pytorch layout", "cpu", "8", "12"]]
+    assert [r[:4] for r in rows] == [["ours", "cpu", "8", "12"], ["ours, pure PyTorch", "cpu", "8", "12"],
+                                     ["s5-pytorch layout", "cpu", "8", "12"]]
     for r in rows:
         assert len(r) == len(header)
         assert float(r[4]) > 0                                   # s/step
         assert re.fullmatch(r"[\d,.]+ \(\d+ steps\)", r[5])      # s/epoch (steps)
         assert r[6].endswith("GB peak RSS") and float(r[6].split()[0]) > 0
         assert r[7].endswith("x") and r[8].endswith("x")
-    assert rows[1][7] == "1.0x" and rows[1][8] == "1.0x"         # the reference is the unit
+    assert rows[2][7] == "1.0x" and rows[2][8] == "1.0x"         # the reference is the unit
+    paths = {line.split(":")[0]: line for line in text.splitlines() if "Mamba path" in line}
+    assert "Mamba path pure, S5 scan sequential" in paths["ours, pure PyTorch (cpu, L=12)"]
+    if native.available():                                       # the C kernels build wherever CI runs
+        assert "Mamba path native, S5 scan native" in paths["ours (cpu, L=12)"]
     # equality of our model and the s5-pytorch layout with the same weights
     check = next(line for line in text.splitlines() if line.startswith("equality check L=12"))
     assert check.endswith("PASS"), check
