@@ -517,7 +517,9 @@ def _benchmark(batch: int, length: int, d_inner: int, d_state: int, variants, re
     B = torch.randn(batch, length, d_state, generator=gen)
     C = torch.randn(batch, length, d_state, generator=gen)
     D = torch.ones(d_inner)
-    fns = {"fast": selective_scan, "reference": selective_scan_reference, "indexed": _selective_scan_indexed}
+    fns = {"native": lambda *a, **k: selective_scan(*a, native=True, **k),
+           "fast": lambda *a, **k: selective_scan(*a, native=False, **k),
+           "reference": selective_scan_reference, "indexed": _selective_scan_indexed}
     results = {}
     for name in variants:
         best = None
@@ -546,7 +548,8 @@ if __name__ == "__main__":  # pragma: no cover
     parser.add_argument("--length", type=int, default=200)
     parser.add_argument("--d-inner", type=int, default=128)
     parser.add_argument("--d-state", type=int, default=32)
-    parser.add_argument("--variants", default="fast,reference,indexed")
+    parser.add_argument("--variants", default="native,fast,reference,indexed",
+                        help="native: the C kernel; fast: the pure-PyTorch custom-backward scan")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
     args = parser.parse_args()

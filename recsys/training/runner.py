@@ -181,6 +181,15 @@ def fit_floor(cfg: dict, prepared, task, device: str):
     return best[2], {"chosen_reg": best[1]}
 
 
+def _cpu_kernels(device: str) -> str:
+    """Which CPU code ran the SS4Rec layers: our C kernels or the pure-PyTorch fallback (and why)."""
+    if not device.startswith("cpu"):
+        return "n/a (not a CPU run)"
+    from recsys.models import native
+
+    return "native" if native.available() else f"pure PyTorch ({native.status()})"
+
+
 def run_training(cfg: dict, out: str | Path, command: list[str], resume: bool = False,
                  progress: bool = True) -> dict:
     """Train (or fit) one model and write its complete run directory; returns run.json's content."""
@@ -207,7 +216,7 @@ def run_training(cfg: dict, out: str | Path, command: list[str], resume: bool = 
         "environment": {"torch": torch.__version__, "python": platform.python_version(), "device": device,
                         "precision": "bf16" if device.startswith("cuda") and cfg["precision"] != "fp32" else "fp32",
                         "world_size": dist_info.world, "git_commit": _git_commit(),
-                        "host": platform.node()},
+                        "host": platform.node(), "cpu_kernels": _cpu_kernels(device)},
     }
     if dist_info.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
