@@ -188,6 +188,11 @@ def test_ss4rec_run_reports_both_metric_families(tmp_path):
     assert np.isclose(np.sqrt(res["sq_error"].mean()), test["rmse"])
     state, _ = run.load_weights("ss4rec")
     assert "blocks.0.s5.seq.Lambda" in state and "blocks.0.mamba.A_log" in state
+    from recsys.models import native
+
+    # the run says which CPU code trained it
+    assert info["environment"]["cpu_kernels"] == ("native" if native.available() else
+                                                  f"pure PyTorch ({native.status()})")
 
 
 @pytest.mark.parametrize("n", [1, 2, 6])
