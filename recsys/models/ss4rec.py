@@ -246,22 +246,34 @@ class _FullSoftmaxCE(torch.autograd.Function):
     """
 
     @staticmethod
+    def _chunks(h, weight, chunk, lowp):
+        """(hf, wf, iterator of (start, end, logits chunk)), with autocast off; one reused buffer in full precision."""
+        ct = torch.promote_types(torch.promote_types(h.dtype, weight.dtype), torch.float32)
+        hf, wf = h.to(ct), weight.to(ct)
+        w1 = wf[1:]
+        n = hf.shape[0]
+
+        def gen():
+            if lowp is None:
+                buf = hf.new_empty(min(chunk, n), w1.shape[0])
+                for s in range(0, n, chunk):
+                    e = min(n, s + chunk)
+                    yield s, e, torch.mm(hf[s:e], w1.T, out=buf[:e - s])
+            else:
+                w1m = w1.to(lowp)
+                for s in range(0, n, chunk):
+                    e = min(n, s + chunk)
+                    yield s, e, torch.mm(hf[s:e].to(lowp), w1m.T).to(ct)
+
+        return hf, wf, gen()
+
+    @staticmethod
     def forward(ctx, h, weight, targets, chunk):
-        n = h.shape[0]
         lowp = _lowp_dtype(h.device)
         with torch.autocast(h.device.type, enabled=False):
-            ct = torch.promote_types(torch.promote_types(h.dtype, weight.dtype), torch.float32)
-            hf, wf = h.to(ct), weight.to(ct)
-            w1 = wf[1:]
-            w1m = w1.to(lowp) if lowp is not None else w1
-            lse = hf.new_empty(n)
-            buf = hf.new_empty(min(chunk, n), w1.shape[0]) if lowp is None else None
-            for s in range(0, n, chunk):
-                e = min(n, s + chunk)
-                if lowp is None:
-                    logits = torch.mm(hf[s:e], w1.T, out=buf[:e - s])
-                else:
-                    logits = torch.mm(hf[s:e].to(lowp), w1m.T).to(ct)
+            hf, wf, chunks = _FullSoftmaxCE._chunks(h, weight, chunk, lowp)
+            lse = hf.new_empty(hf.shape[0])
+            for s, e, logits in chunks:
                 torch.logsumexp(logits, 1, out=lse[s:e])
             target_logits = (hf * wf.index_select(0, targets)).sum(1)
         ctx.save_for_backward(h, weight, targets, lse)
@@ -272,22 +284,12 @@ class _FullSoftmaxCE(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         h, weight, targets, lse = ctx.saved_tensors
-        chunk, lowp = ctx.chunk, ctx.lowp
-        n = h.shape[0]
         with torch.autocast(h.device.type, enabled=False):
-            ct = torch.promote_types(torch.promote_types(h.dtype, weight.dtype), torch.float32)
-            hf, wf = h.to(ct), weight.to(ct)
+            hf, wf, chunks = _FullSoftmaxCE._chunks(h, weight, ctx.chunk, ctx.lowp)
             w1 = wf[1:]
-            w1m = w1.to(lowp) if lowp is not None else w1
             gh = torch.empty_like(hf)
             gw = torch.zeros_like(wf)
-            buf = hf.new_empty(min(chunk, n), w1.shape[0]) if lowp is None else None
-            for s in range(0, n, chunk):
-                e = min(n, s + chunk)
-                if lowp is None:
-                    p = torch.mm(hf[s:e], w1.T, out=buf[:e - s])
-                else:
-                    p = torch.mm(hf[s:e].to(lowp), w1m.T).to(ct)
+            for s, e, p in chunks:
                 p.sub_(lse[s:e, None]).exp_()                      # softmax over items 1..V-1
                 torch.mm(p, w1, out=gh[s:e])
                 gw[1:].addmm_(p.T, hf[s:e])

@@ -43,13 +43,9 @@ static inline void vstore(float *p, v8f v) { memcpy(p, &v, sizeof v); }
 static inline float vsum(v8f v) { return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])); }
 static inline v8f vselect(v8i mask, v8f a, v8f b) { return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask)); }
 
-/* exp on 8 lanes: Cephes polynomial on the reduced argument, about 1 ulp; exactly 0 below -87 (where float32's
- * exp underflows into denormals anyway), inputs above 88 clamped */
-static inline v8f vexp(v8f x) {
-    const v8f lo = vsplat(-87.0f), hi = vsplat(88.0f), magic = vsplat(12582912.0f);
-    const v8i under = x < lo;
-    x = vselect(under, lo, x);
-    x = vselect(x > hi, hi, x);
+/* 2^k e^r with k = round(x / ln 2) and |r| <= ln 2 / 2 (Cephes polynomial, about 1 ulp); valid for -87 <= x <= 88 */
+static inline v8f vexp_core(v8f x) {
+    const v8f magic = vsplat(12582912.0f);
     v8f k = (x * 1.44269504088896341f + magic) - magic;      /* round to nearest (no -ffast-math!) */
     v8f r = x - k * 0.693359375f;
     r = r - k * -2.12194440e-4f;
@@ -61,25 +57,24 @@ static inline v8f vexp(v8f x) {
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
     v8i e = (__builtin_convertvector(k, v8i) + 127) << 23;
-    return vselect(under, vsplat(0.0f), p * (v8f)e);
+    return p * (v8f)e;
 }
 
-/* exp for arguments <= 88 (the scan's delta * A <= 0): the same polynomial without the clamps; exactly 0 below -87 */
+/* exp on 8 lanes: exactly 0 below -87 (where float32's exp underflows into denormals anyway), inputs above 88
+ * clamped */
+static inline v8f vexp(v8f x) {
+    const v8f lo = vsplat(-87.0f), hi = vsplat(88.0f);
+    const v8i under = x < lo;
+    x = vselect(under, lo, x);
+    x = vselect(x > hi, hi, x);
+    return vselect(under, vsplat(0.0f), vexp_core(x));
+}
+
+/* exp for arguments <= 88 (the scan's delta * A <= 0): no clamps; exactly 0 below -87 (lanes whose exponent
+ * arithmetic overflowed are masked out) */
 static inline v8f vexp_le88(v8f x) {
-    const v8f magic = vsplat(12582912.0f);
     const v8i keep = x >= vsplat(-87.0f);
-    v8f k = (x * 1.44269504088896341f + magic) - magic;
-    v8f r = x - k * 0.693359375f;
-    r = r - k * -2.12194440e-4f;
-    v8f p = vsplat(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    v8i e = (__builtin_convertvector(k, v8i) + 127) << 23;
-    return (v8f)((v8i)(p * (v8f)e) & keep);
+    return (v8f)((v8i)vexp_core(x) & keep);
 }
 
 /* exp of delta * A in the scan: the clamp-free version when delta >= 0 (softplus) and A <= 0 make the argument <= 0 */
