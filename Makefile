@@ -43,4 +43,4 @@ checkpoints: $(STAMP)
 	$(TRAIN) --model ncf --config configs/ncf-ranking.yaml --set mask_seen=true
 	$(TRAIN) --model ss4rec --config configs/ss4rec.yaml --set max_len=50 --epochs 40
 	$(BIN)/python scripts/evaluate.py --run $(CKPT)/ss4rec-ranking-ml-100k-len50-seed0 --set mask_seen=true
-	$(TRAIN) --model ss4rec --config configs/ss4rec.yaml --set max_len=200 --epochs 25
+	$(TRAIN) --model ss4rec --config configs/ss4rec.yaml --set max_len=200 --epochs 100
