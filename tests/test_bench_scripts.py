@@ -92,3 +92,17 @@ def test_bench_throughput_tiny():
         assert r[5].endswith("GB peak RSS")
     assert rows[1][6].startswith("n/a")
     assert "CPU epoch times are extrapolated" in text
+
+
+def test_gpu_checks_script_plumbing(tmp_path):
+    """The prepared device script (scripts/gpu_checks.sh) runs its steps and writes a summary; QUICK=1 sizes them
+    for whatever is here, so this checks the plumbing on the CPU before anyone spends device time on it."""
+    env = dict(os.environ, QUICK="1", STEPS="1 2", PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_checks.sh"), str(tmp_path / "out")], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    summary = (tmp_path / "out" / "summary.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in summary] == ["1-environment", "2-tests"]
+    assert all(": PASS" in line for line in summary)
+    env_log = (tmp_path / "out" / "1-environment.txt").read_text()
+    assert "torch" in env_log and "CPU kernels:" in env_log
