@@ -170,6 +170,18 @@ def test_native_mamba_trains_and_keeps_causality():
     assert m.last_path == "native" and losses[-1] < 0.7 * losses[0]
 
 
+@pytest.mark.parametrize("shape", [(0, 5), (3, 0), (0, 0)])
+def test_empty_batches_and_sequences(shape):
+    """Zero rows or zero steps flow through both layers, forward and backward, with the shapes they came in."""
+    m, s5 = Mamba(16, 8, 4, 2), TimeAwareS5(16, 8)
+    x = torch.randn(*shape, 16, requires_grad=True)
+    y = s5(m(x), torch.rand(*shape))
+    assert y.shape == (*shape, 16)
+    y.sum().backward()
+    out, (conv, ssm) = m(x, return_state=True)
+    assert out.shape == (*shape, 16) and conv.shape == (shape[0], 32, 4) and ssm.shape == (shape[0], 32, 8)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # S5
 # ------------------------------------------------------------------------------------------------------------------

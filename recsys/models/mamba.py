@@ -418,6 +418,11 @@ class Mamba(nn.Module):
         """[B, L, d_model] -> [B, L, d_model]; with ``return_state`` also (conv_state, ssm_state) after position L-1."""
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:
             raise ValueError(f"expected [batch, L, {self.d_model}], got {tuple(hidden_states.shape)}")
+        if hidden_states.shape[1] == 0:                                    # an empty sequence: nothing to scan
+            self.last_path = "empty"
+            out = self.out_proj(hidden_states.new_zeros(*hidden_states.shape[:2], self.d_inner))
+            return (out, self.allocate_state(hidden_states.shape[0], hidden_states.device,
+                                             hidden_states.dtype)) if return_state else out
         ops = self._fast_ops(hidden_states)
         A = -torch.exp(self.A_log.float() if ops is not None else _upcast(self.A_log))
         if ops is not None and ops["mamba_inner_fn"] is not None and not return_state:
@@ -429,7 +434,7 @@ class Mamba(nn.Module):
             self.last_path = "mamba_inner_fn"
             return out
 
-        if (ops is None and not return_state and self.use_fast_path is not False
+        if (ops is None and not return_state and self.use_fast_path is not False and hidden_states.numel()
                 and _native.usable(hidden_states, *self.parameters())):
             self.last_path = "native"
             return _native.mamba_block(hidden_states, self.in_proj.weight, self.in_proj.bias, self.conv1d.weight,

@@ -187,6 +187,8 @@ def _executor(n: int) -> ThreadPoolExecutor:
 
 
 def _split(batch: int) -> list:
+    if batch <= 0:
+        return []
     n = max(1, min(torch.get_num_threads(), batch))
     step = -(-batch // n)
     return [(b, min(batch, b + step)) for b in range(0, batch, step)]
@@ -198,6 +200,8 @@ def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
 
 def _run(parts, fn):
     """fn(b0, b1, i) on every part, in parallel threads (ctypes releases the GIL)."""
+    if not parts:
+        return
     if len(parts) == 1:
         codes = [fn(*parts[0], 0)]
     else:
