@@ -163,7 +163,7 @@ def available() -> bool:
 
 
 def status() -> str:
-    """'available' or why the native scan is not used."""
+    """'available', or why the native kernels are not used."""
     return "available" if _load() is not None else _state.get("reason", "unavailable")
 
 
@@ -207,7 +207,7 @@ def _run(parts, fn):
     else:
         codes = list(_executor(len(parts)).map(lambda p: fn(*p[1], p[0]), enumerate(parts)))
     if any(codes):
-        raise MemoryError("native Mamba kernel: could not allocate its scratch buffers")
+        raise MemoryError("native CPU kernel: could not allocate its scratch buffers")
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
