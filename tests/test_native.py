@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from recsys.models import native
 from recsys.models.mamba import Mamba, selective_scan, selective_scan_reference
-from recsys.models.s5 import TimeAwareS5, sequential_scan
+from recsys.models.s5 import TimeAwareS5
 from recsys.models.ss4rec import SS4Rec
 
 F32, F64 = torch.float32, torch.float64
@@ -237,22 +237,6 @@ def test_native_s5_large_angles_and_huge_gaps():
     y, xs = m(u, dt, return_state=True)
     y_ref, xs_ref = ref(u.double(), dt.double(), return_state=True)
     assert rel_err(xs, xs_ref) < 1e-4 and rel_err(y, y_ref) < 1e-4
-
-
-@needs_native
-def test_native_complex_scan_matches_sequential_scan():
-    g = torch.Generator().manual_seed(3)
-    a = torch.complex(torch.rand(3, 9, 5, generator=g), torch.randn(3, 9, 5, generator=g) * 0.3)
-    b = torch.complex(torch.randn(3, 9, 5, generator=g), torch.randn(3, 9, 5, generator=g))
-    x0 = torch.complex(torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g))
-    leaves = [t.clone().requires_grad_(True) for t in (a, b, x0)]
-    ref = [t.to(torch.complex128).requires_grad_(True) for t in (a, b, x0)]
-    xs, xs_ref = native.complex_scan(*leaves), sequential_scan(*ref)
-    assert rel_err(xs, xs_ref) < 1e-5
-    xs.abs().sum().backward()
-    xs_ref.abs().sum().backward()
-    for got, want in zip(leaves, ref):
-        assert rel_err(got.grad, want.grad) < 1e-4
 
 
 # ------------------------------------------------------------------------------------------------------------------

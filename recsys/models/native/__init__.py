@@ -9,7 +9,7 @@ mamba-ssm's CUDA kernels:
   backward, the CPU counterpart of mamba_ssm's ``mamba_inner_fn``;
 * ``selective_scan`` / ``last_state``: the scan alone (``recsys.models.mamba.selective_scan`` uses it);
 * ``s5_states``: S5's discretisation and complex recurrence in one Function (``recsys.models.s5``'s "native"
-  scan); ``complex_scan``: the bare recurrence x_t = a_t x_{t-1} + b_t on complex64 [B, L, P].
+  scan).
 
 Everything falls back to the pure-PyTorch code in ``recsys.models.mamba``, which the tests hold these kernels to.
 Nothing here needs PyTorch's C++ headers, pybind11 or network access: the C file is plain C compiled as a shared
@@ -43,7 +43,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("kernels.c")
 CFLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-shared", "-fPIC")
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -143,8 +143,6 @@ def _load() -> Optional[ctypes.CDLL]:
                                   "ss_backward": [scan, _i64, _i64, _vp, grads],
                                   "conv_forward": [conv, _i64, _i64, _vp, _i64],
                                   "conv_backward": [conv, _i64, _i64, _vp, _i64, _vp, _i64, _vp, _vp],
-                                  "cscan_forward": [_i64, _i64, _vp, _vp, _vp, _i64, _i64, _vp],
-                                  "cscan_backward": [_i64, _i64, _vp, _vp, _vp, _vp, _i64, _i64, _vp, _vp, _vp],
                                   "s5_forward": [s5, _i64, _i64, _vp],
                                   "s5_backward": [s5, _i64, _i64, _vp, _vp, _vp, _vp, *([_vp] * 5)]}
                     for name, argtypes in signatures.items():
@@ -435,48 +433,6 @@ def mamba_block(hidden, w_in, b_in, conv_w, conv_b, x_proj_w, dt_proj_w, dt_proj
 # ------------------------------------------------------------------------------------------------------------------
 # S5's complex recurrence
 # ------------------------------------------------------------------------------------------------------------------
-class NativeComplexScan(torch.autograd.Function):
-    """xs_t = a_t xs_{t-1} + b_t over dim 1 of complex64 [B, L, P] tensors (xs_{-1} = x0 [B, P] or 0).
-
-    Saves a, x0 and its own output (which the caller's output projection keeps anyway)."""
-
-    @staticmethod
-    def forward(ctx, a, b, x0):
-        lib = _load()
-        a, b = a.contiguous(), b.contiguous()
-        x0 = x0.contiguous() if x0 is not None else None
-        batch, length, p = a.shape
-        xs = torch.empty_like(a)
-        ar, br, xr = (torch.view_as_real(t) for t in (a, b, xs))
-        x0r = torch.view_as_real(x0) if x0 is not None else None
-        _run(_split(batch), lambda b0, b1, i: lib.cscan_forward(length, p, ar.data_ptr(), br.data_ptr(),
-                                                                _ptr(x0r), b0, b1, xr.data_ptr()))
-        ctx.save_for_backward(a, xs, x0)
-        return xs
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, gx):
-        lib = _load()
-        a, xs, x0 = ctx.saved_tensors
-        batch, length, p = a.shape
-        gx = gx.contiguous()
-        ga, gb = torch.empty_like(a), torch.empty_like(a)
-        gx0 = torch.empty_like(x0) if x0 is not None else None
-        ar, xr, gxr, gar, gbr = (torch.view_as_real(t) for t in (a, xs, gx, ga, gb))
-        x0r = torch.view_as_real(x0) if x0 is not None else None
-        g0r = torch.view_as_real(gx0) if gx0 is not None else None
-        _run(_split(batch), lambda b0, b1, i: lib.cscan_backward(
-            length, p, ar.data_ptr(), xr.data_ptr(), _ptr(x0r), gxr.data_ptr(), b0, b1, gar.data_ptr(),
-            gbr.data_ptr(), _ptr(g0r)))
-        return ga, gb, gx0
-
-
-def complex_scan(a, b, x0=None) -> torch.Tensor:
-    """See NativeComplexScan; the caller checks ``usable_complex`` first."""
-    return NativeComplexScan.apply(a, b, x0)
-
-
 def _s5_args(gaps, bu_r, x0_r, lam, es, inv):
     parts = [t.contiguous() for t in (lam.real, lam.imag, es, inv.real, inv.imag)]
     args = _S5Inputs(bu_r.shape[1], bu_r.shape[2], gaps.data_ptr(), bu_r.data_ptr(), _ptr(x0_r),

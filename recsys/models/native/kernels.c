@@ -1,5 +1,5 @@
 /* CPU kernels for SS4Rec's layers, float32, forward and backward: Mamba's causal depthwise conv + SiLU, its selective
- * scan with the dt projection folded in, and S5's complex diagonal linear recurrence.
+ * scan with the dt projection folded in, and S5's zero-order-hold discretisation with its complex recurrence.
  *
  * Built on first use by recsys/models/native/__init__.py with the machine's C compiler and loaded with ctypes (plain
  * C, no PyTorch headers); the pure-PyTorch code in recsys/models/mamba.py is the fallback and the reference the tests
@@ -481,63 +481,6 @@ int conv_backward(const ConvInputs *a, int64_t b0, int64_t b1, const float *gout
 }
 
 /* ============================================================================================================ */
-/* complex diagonal linear recurrence (S5): x_t = a_t x_{t-1} + b_t                                              */
-/* ============================================================================================================ */
-/* a, b, xs: interleaved complex [B, L, P, 2] contiguous; x0: [B, P, 2] or NULL (zero initial state). */
-int cscan_forward(int64_t L, int64_t P, const float *a, const float *bv, const float *x0, int64_t b0, int64_t b1,
-                  float *xs) {
-    float *x = malloc(sizeof(float) * 2 * (size_t)(P > 0 ? P : 1));
-    if (!x) return 1;
-    for (int64_t b = b0; b < b1; b++) {
-        if (x0) memcpy(x, x0 + b * P * 2, sizeof(float) * 2 * P);
-        else memset(x, 0, sizeof(float) * 2 * P);
-        for (int64_t t = 0; t < L; t++) {
-            const int64_t o = (b * L + t) * P * 2;
-            const float *at = a + o, *bt = bv + o;
-            float *xt = xs + o;
-            for (int64_t p = 0; p < P; p++) {
-                const float ar = at[2 * p], ai = at[2 * p + 1], xr = x[2 * p], xi = x[2 * p + 1];
-                x[2 * p] = ar * xr - ai * xi + bt[2 * p];
-                x[2 * p + 1] = ar * xi + ai * xr + bt[2 * p + 1];
-            }
-            memcpy(xt, x, sizeof(float) * 2 * P);
-        }
-    }
-    free(x);
-    return 0;
-}
-
-/* Gradients (dL/dRe + i dL/dIm, PyTorch's convention) given gx [B, L, P, 2]: gb_t = G_t, ga_t = G_t conj(x_{t-1}),
- * with G_t = gx_t + conj(a_{t+1}) G_{t+1}; gx0 [B, P, 2] (or NULL) = conj(a_0) G_0. */
-int cscan_backward(int64_t L, int64_t P, const float *a, const float *xs, const float *x0, const float *gx,
-                   int64_t b0, int64_t b1, float *ga, float *gb, float *gx0) {
-    float *G = malloc(sizeof(float) * 2 * (size_t)(P > 0 ? P : 1));
-    if (!G) return 1;
-    for (int64_t b = b0; b < b1; b++) {
-        memset(G, 0, sizeof(float) * 2 * P);
-        for (int64_t t = L - 1; t >= 0; t--) {
-            const int64_t o = (b * L + t) * P * 2;
-            const float *at = a + o, *gxt = gx + o;
-            const float *xp = t > 0 ? xs + o - P * 2 : (x0 ? x0 + b * P * 2 : NULL);
-            for (int64_t p = 0; p < P; p++) {
-                const float gr = G[2 * p] + gxt[2 * p], gi = G[2 * p + 1] + gxt[2 * p + 1];
-                gb[o + 2 * p] = gr;
-                gb[o + 2 * p + 1] = gi;
-                const float xr = xp ? xp[2 * p] : 0.0f, xi = xp ? xp[2 * p + 1] : 0.0f;
-                ga[o + 2 * p] = gr * xr + gi * xi;
-                ga[o + 2 * p + 1] = gi * xr - gr * xi;
-                const float ar = at[2 * p], ai = at[2 * p + 1];
-                G[2 * p] = ar * gr + ai * gi;
-                G[2 * p + 1] = ar * gi - ai * gr;
-            }
-        }
-        if (gx0) memcpy(gx0 + b * P * 2, G, sizeof(float) * 2 * P);
-    }
-    free(G);
-    return 0;
-}
-
-/* ============================================================================================================ */
 /* S5 with per-step zero-order hold, fused: discretisation + input scaling + complex recurrence                  */
 /* ============================================================================================================ */
 /* Per batch row b, step t and state p (complex, interleaved re/im):
@@ -647,4 +590,4 @@ int s5_backward(const S5Inputs *a, int64_t b0, int64_t b1, const float *xs, cons
     return 0;
 }
 
-int native_abi_version(void) { return 5; }
+int native_abi_version(void) { return 6; }
