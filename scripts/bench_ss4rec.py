@@ -378,6 +378,24 @@ def epoch_windows(length: int, ml1m_dir: Path | None) -> tuple[int, str]:
 # ------------------------------------------------------------------------------------------------------------------
 # report
 # ------------------------------------------------------------------------------------------------------------------
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def resolve_devices(parser: argparse.ArgumentParser, args) -> list:
+    """Apply --threads to torch and turn --device into the devices to measure (a parser error if unavailable)."""
+    import torch
+
+    from recsys.training.engine import benchmark_devices
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return benchmark_devices(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
 def gb(n: float) -> float:
     return n / 1024**3
 
@@ -418,18 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from recsys.training.engine import benchmark_devices
-
-    try:
-        devices = benchmark_devices(args.device)
-    except ValueError as exc:
-        parser.error(str(exc))
-
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
+    devices = resolve_devices(parser, args)
     cmd = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
     print(f"$ python scripts/bench_ss4rec.py {cmd}".rstrip())
     cpu_line = (f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "

@@ -38,13 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_ss4rec import current_rss_bytes, gb, peak_rss_bytes, reset_peak_rss  # noqa: E402
+from bench_ss4rec import (  # noqa: E402
+    current_rss_bytes, gb, log, peak_rss_bytes, reset_peak_rss, resolve_devices,
+)
 
 TARGET_SECONDS, TARGET_GB = 600.0, 40.0
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def prepare_data(scale: float, seed: int, models=("ncf", "ss4rec")) -> dict:
@@ -194,14 +192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from recsys.training.engine import benchmark_devices
-
-    try:
-        devices = benchmark_devices(args.device)
-    except ValueError as exc:
-        parser.error(str(exc))
+    devices = resolve_devices(parser, args)
 
     cmd = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
     log(f"preparing synthetic ML-25M-shaped data at scale {args.scale:g} ...")

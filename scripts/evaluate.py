@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 
 from recsys.data.schema import DataError  # noqa: E402
 from recsys.runs import RunError  # noqa: E402
-from recsys.training.runner import ConfigError, evaluate_run, parse_value, summarise  # noqa: E402
+from recsys.training.runner import ConfigError, evaluate_run, parse_overrides, summarise  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,12 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="new run directory (default: the run's name with the changes appended)")
     args = ap.parse_args(argv)
     try:
-        overrides = {}
-        for item in args.set:
-            if "=" not in item:
-                raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
-            k, v = item.split("=", 1)
-            overrides[k.strip()] = parse_value(v)
+        overrides = parse_overrides(args.set)
         src = Path(args.run)
         if args.out:
             out = Path(args.out)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from recsys.data.schema import DataError  # noqa: E402
 from recsys.runs import RunDirectory, RunError  # noqa: E402
 from recsys.training.runner import (  # noqa: E402
-    MODELS, ConfigError, load_config_file, parse_value, resolve_config, run_training, summarise,
+    MODELS, ConfigError, load_config_file, parse_overrides, resolve_config, run_training, summarise,
 )
 
 
@@ -82,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             file_cfg = load_config_file(args.config) if args.config else {}
             overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "objective", "split", "fold", "epochs",
                                                         "device", "seed") if getattr(args, k) is not None}
-            for item in args.set:
-                if "=" not in item:
-                    raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
-                key, value = item.split("=", 1)
-                overrides[key.strip()] = parse_value(value)
+            overrides.update(parse_overrides(args.set))
             cfg = resolve_config(args.model, file_cfg, overrides)
             out = Path(args.out) if args.out else default_out(cfg)
             if (out / "run.json").exists():

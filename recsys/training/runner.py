@@ -45,9 +45,15 @@ class ConfigError(ValueError):
     """A configuration value is unknown or out of range; the message says which and what is allowed."""
 
 
-def parse_value(text: str):
-    """`--set key=value` values are YAML scalars/lists: 0.001, true, [64, 32], null."""
-    return yaml.safe_load(text)
+def parse_overrides(items) -> dict:
+    """`--set KEY=VALUE` arguments -> {key: value}; values are YAML scalars/lists: 0.001, true, [64, 32], null."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -331,7 +337,7 @@ def summarise(info: dict) -> str:
             f"[n={m.get('n')}]; best epoch {info.get('best_epoch')}")
 
 
-__all__ = ["DEFAULTS", "MODELS", "resolve_config", "load_config_file", "parse_value", "run_training", "summarise",
+__all__ = ["DEFAULTS", "MODELS", "resolve_config", "load_config_file", "parse_overrides", "run_training", "summarise",
            "ConfigError"]
 
 
