@@ -106,3 +106,16 @@ def test_gpu_checks_script_plumbing(tmp_path):
     assert all(": PASS" in line for line in summary)
     env_log = (tmp_path / "out" / "1-environment.txt").read_text()
     assert "torch" in env_log and "CPU kernels:" in env_log
+
+
+def test_analyse_runs_bootstrap_on_shipped_runs():
+    ck = ROOT / "checkpoints"
+    out = run_script("analyse_runs.py", "bootstrap", str(ck / "ss4rec-ranking-ml-100k-len50-seed0"),
+                     str(ck / "ncf-ranking-ml-100k-seed0"), "--metrics", "ndcg@10", "--n-boot", "300")
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip().splitlines()[-1]
+    m = re.search(r"NDCG@10 is higher than ncf-ranking-ml-100k-seed0's by ([0-9.]+) \(95% CI ([0-9.-]+) to "
+                  r"([0-9.-]+), 943 users\)", line)
+    assert m, line
+    diff, lo, hi = map(float, m.groups())
+    assert lo < diff < hi and abs(diff - (0.0572 - 0.0218)) < 0.002   # the two runs' test NDCG@10 (run.json)
