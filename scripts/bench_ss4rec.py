@@ -2,6 +2,7 @@
 
     python scripts/bench_ss4rec.py [--device auto|cpu|cuda|both] [--batch 1024] [--lengths 50 200]
                                    [--repeats 3] [--threads 0] [--max-gb 16] [--timeout 3600]
+    python scripts/bench_ss4rec.py --profile [--batch 1024] [--lengths 50 200] [--threads 2]
 
 Two variants of one architecture (../shared/docs/ss4rec.md: item embedding, 2 blocks of
 a = LN(h + Dropout(S5(h, dt))), h = LN(a + Dropout(Mamba(a))), tied full-softmax output, hidden 64):
@@ -41,6 +42,10 @@ Measurement, per variant and length, each in a FRESH subprocess (so variants can
   exceeds `--max-gb` (default 16 on CPU, 90 % of the GPU's memory on CUDA), it is measured at the largest power-of-two
   batch that fits and time and (memory - baseline) are scaled linearly to the full batch; such rows are labelled
   "extrapolated from batch b". A child killed for memory is retried at half the batch the same way.
+
+--profile: instead of the comparison, one training step of ours per length under torch.profiler: the seconds spent
+in the fused Mamba kernels, the full-softmax loss, dropout masks and the S5 kernels, and the activation memory saved
+for the backward (storages counted once).
 
 Target (issue): at least 5x faster per epoch and 10x less peak memory than the s5-pytorch layout, at equal
 validation metrics. fp32 on every device (the equality check needs it; s5-pytorch's complex ops have no bf16 path).
@@ -298,6 +303,62 @@ def measure(spec: dict) -> dict:
             "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()}
 
 
+# rows of torch.profiler's table that make up the named parts of a step (self CPU time of the main thread; the
+# native kernels' worker threads are waited on inside their own op, so their wall time lands in that op)
+PROFILE_PARTS = {
+    "Mamba block, fused kernels: forward": ["NativeMamba"],
+    "Mamba block, fused kernels: backward": ["NativeMambaBackward"],
+    "full-softmax loss (with its matmuls)": ["_FullSoftmaxCE", "_FullSoftmaxCEBackward"],
+    "dropout masks (bernoulli_)": ["aten::bernoulli_"],
+    "S5, fused kernels: forward + backward": ["NativeS5States", "NativeS5StatesBackward"],
+}
+
+
+def profile_step(length: int, batch: int, seed: int, n_items: int, rating_head: bool) -> None:
+    """One training step of our model under torch.profiler: where the time goes, and the activations it saves."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    model = build_model(OURS, seed, n_items, rating_head)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    data = make_batch(batch, length, seed + 1, n_items)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        batch_loss(model, data).backward()
+        opt.step()
+
+    step()                                                  # warm-up (and the kernels' build, if first)
+    storages = {}
+
+    def pack(t):
+        storages.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        batch_loss(model, data)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        step()
+        wall = time.perf_counter() - t0
+    rows = {e.key: e for e in prof.key_averages()}
+
+    def total(keys):
+        return sum(rows[k].cpu_time_total if k.startswith("_FullSoftmax") else rows[k].self_cpu_time_total
+                   for k in keys if k in rows) / 1e6
+
+    print(f"profile: ours, batch {batch}, length {length}, {torch.get_num_threads()} threads: one step "
+          f"{wall:.2f} s under the profiler; activations saved for the backward {sum(storages.values()) / 2**20:.0f} MB")
+    print("\n| part of the step | seconds |\n| --- | --- |")
+    named = 0.0
+    for label, keys in PROFILE_PARTS.items():
+        sec = total(keys)
+        named += sec
+        print(f"| {label} | {sec:.3f} |")
+    print(f"| everything else (other matmuls, LayerNorm, embedding, Adam, ...) | {max(wall - named, 0):.3f} |\n")
+
+
 def run_child(spec: dict, timeout: float) -> dict:
     """Measure in a fresh interpreter; {'error': ...} on a timeout, a crash or running out of memory."""
     env = dict(os.environ)
@@ -428,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ml1m-dir", type=Path, default=DEFAULT_ML1M,
                         help="ML-1M copy used to count the windows of an epoch")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: profile one training step of ours per length (torch.profiler) and exit")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -437,6 +500,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     devices = resolve_devices(parser, args)
+    if args.profile:
+        print(f"$ python scripts/bench_ss4rec.py {' '.join(sys.argv[1:]) if argv is None else ' '.join(argv)}")
+        for length in args.lengths:
+            profile_step(length, args.batch, args.seed, args.n_items, args.rating_head)
+        return 0
     cmd = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
     print(f"$ python scripts/bench_ss4rec.py {cmd}".rstrip())
     cpu_line = (f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "

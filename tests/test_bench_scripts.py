@@ -119,3 +119,14 @@ def test_analyse_runs_bootstrap_on_shipped_runs():
     assert m, line
     diff, lo, hi = map(float, m.groups())
     assert lo < diff < hi and abs(diff - (0.0572 - 0.0218)) < 0.002   # the two runs' test NDCG@10 (run.json)
+
+
+def test_bench_ss4rec_profile_tiny():
+    out = run_script("bench_ss4rec.py", "--profile", "--batch", "32", "--lengths", "20", "--threads", "1")
+    header, rows = table(out.stdout, "| part of the step |")
+    parts = {r[0]: float(r[1]) for r in rows}
+    assert len(parts) == 6 and all(v >= 0 for v in parts.values())
+    if native.available():                                 # the fused kernels are where the Mamba time is spent
+        assert parts["Mamba block, fused kernels: backward"] > 0
+    saved = re.search(r"activations saved for the backward (\d+) MB", out.stdout)
+    assert saved and int(saved.group(1)) >= 0
