@@ -216,6 +216,15 @@ def genre_affinity(run: LoadedRun, step_item_lists: list[list[int]], genres: lis
     return pd.DataFrame(rows)
 
 
+@torch.no_grad()
+def prefill(run: LoadedRun, items, times) -> dict:
+    """SS4Rec's recurrent states after a history (fed like evaluation: its last max_len movies), for what-if
+    re-scoring of the next interaction's time with `score_history(..., cache=...)`."""
+    items, times = _check_history(run, items, times)
+    items, times = items[-run.max_len:], times[-run.max_len:]
+    return run.model.prefill(torch.from_numpy(items)[None], torch.from_numpy(times)[None])
+
+
 @dataclass
 class Scored:
     table: pd.DataFrame
