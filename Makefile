@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make app    virtual environment + requirements + embedded data, then the dashboard
-#   make test   the same set-up, then the whole test suite
+#   make test   the same set-up, then the linter (ruff) and the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,10 +9,11 @@ PORT   ?= 8501
 
 .PHONY: app test setup bench-data clean checkpoints
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-data.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-data.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -21,6 +22,7 @@ app: $(STAMP)
 	$(BIN)/streamlit run streamlit_app.py --server.port $(PORT)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench-data: $(STAMP)

@@ -6,17 +6,15 @@ import numpy as np
 import torch
 
 from recsys.evaluation.protocols import leave_one_out
-from recsys.inference import LoadedRun, score_history, user_history
+from recsys.inference import LoadedRun, prefill, score_history, user_history
 
 
 @torch.no_grad()
 def seen_share_of_topk(run: LoadedRun, k: int = 10, stage: str = "test") -> float:
     """Mean share of each user's unmasked top-k that the user has already rated before the held-out movie."""
     loo = leave_one_out(run.prepared)
-    c = loo.cases(stage, run.max_len)
     indptr, seen = loo.seen_items(stage)
-    batch = {key: torch.as_tensor(c[key]) for key in ("users", "items", "timestamps", "lengths", "target_times")}
-    scores = run.model.score_cases(batch).float().clone()
+    scores = run.model.score(loo.cases(stage, run.max_len)).float().clone()
     scores[:, 0] = float("-inf")
     top = torch.topk(scores, k, dim=1).indices.numpy()
     return float(np.mean([len(set(top[i]) & set(seen[indptr[i]:indptr[i + 1]])) / k for i in range(len(top))]))
@@ -34,8 +32,7 @@ def gap_sensitivity(run: LoadedRun, gaps: dict[str, int], users: int = 200, k: i
     for u in run.prepared.user_map.raw[:users]:
         h = user_history(run, int(u))
         items, times = h["item_idx"].to_numpy(), h["timestamp"].to_numpy()
-        cache = run.model.prefill(torch.from_numpy(items[-run.max_len:].copy())[None],
-                                  torch.from_numpy(times[-run.max_len:].copy())[None])
+        cache = prefill(run, items, times)
         base = set(score_history(run, items, times, now=int(times[-1]) + baseline, k=k, cache=cache).table["item"])
         for label, gap in gaps.items():
             other = score_history(run, items, times, now=int(times[-1]) + gap, k=k, cache=cache).table["item"]

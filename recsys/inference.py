@@ -19,11 +19,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys.data import load_dataset, prepare
+from recsys.config import ConfigError, RunConfig
+from recsys.data.batch import SequenceBatch, single_history
+from recsys.data.history import History, cut_history, gaps_after, gaps_before
 from recsys.data.prepare import PreparedData, chronological_order
 from recsys.evaluation.metrics import target_ranks
 from recsys.explore import format_gap
+from recsys.models import restore_model
 from recsys.runs import RunDirectory, RunError
+from recsys.training.runner import load_prepared
 
 human_gap = format_gap  # one wording of gaps across the pages
 
@@ -42,7 +46,11 @@ class LoadedRun:
 
     @property
     def max_len(self) -> int:
-        return int(self.info["config"].get("max_len", 50))
+        return int(self.config.train.max_len)
+
+    @cached_property
+    def config(self) -> RunConfig:
+        return RunConfig.from_dict(self.info["config"])
 
     @cached_property
     def item_columns(self) -> dict:
@@ -60,47 +68,26 @@ class LoadedRun:
         return self.item_columns["title"][np.asarray(item_idx, dtype=np.int64)].tolist()
 
 
-def build_model_for_run(info: dict, n_users: int, n_items: int) -> torch.nn.Module:
-    cfg = info["config"]
-    model = info["model"]
-    if model == "ss4rec":
-        from recsys.models.ss4rec import build_from_config
-
-        class _T:  # the global mean is a buffer restored from the weights
-            train_mean = 3.5
-
-        return build_from_config(cfg, n_items, _T)
-    if model == "ncf":
-        from recsys.models.ncf import NeuMF
-
-        return NeuMF(n_users, n_items, int(cfg["gmf_dim"]), tuple(cfg["mlp_dims"]), float(cfg["dropout"]),
-                     rating_head=cfg["objective"] == "rating")
-    from recsys.models.baselines import BiasBaseline, GlobalMean, MostPopular
-
-    return {"global-mean": lambda: GlobalMean(), "bias": lambda: BiasBaseline(n_users, n_items),
-            "popular": lambda: MostPopular(n_items)}[model]()
-
-
 def load_run(path: str | Path, data_dir: str | None = None) -> LoadedRun:
     """Rebuild a run's model on CPU with its training data; every failure is a RunError with a clear message."""
     run = RunDirectory(path)
     state, info = run.load_weights()
-    cfg = info["config"]
     try:
-        data = load_dataset(cfg["dataset"], data_dir or cfg.get("data_dir"), download=False)
+        cfg = RunConfig.from_dict(info["config"])
+    except ConfigError as exc:
+        raise RunError(f"{path}: its run.json configuration is not valid here ({exc})") from exc
+    try:
+        data, prepared = load_prepared(cfg.train, download=False, data_dir=data_dir)
     except Exception as exc:
-        raise RunError(f"{path}: the run's dataset {cfg['dataset']!r} is not available here ({exc})") from exc
-    prepared = prepare(data, cfg["user_k"], cfg["item_k"], timestamped_only=bool(cfg.get("timestamped_users_only")))
+        raise RunError(f"{path}: the run's dataset {cfg.train.dataset!r} is not available here ({exc})") from exc
     users, items = run.id_maps()
     if not (np.array_equal(users, prepared.user_map.raw) and np.array_equal(items, prepared.item_map.raw)):
         raise RunError(f"{path}: its id maps do not match {data.name} as prepared here (the dataset changed since "
                        f"training, or the run comes from another copy); retrain or point to the original data")
-    model = build_model_for_run(info, len(users) + 1, len(items) + 1)
     try:
-        model.load_state_dict(state, strict=True)
+        model = restore_model(cfg, prepared, state)
     except RuntimeError as exc:
         raise RunError(f"{path}: the weights do not fit a {info['model']} built from its run.json ({exc})") from exc
-    model.eval()
     return LoadedRun(Path(path), info, model, prepared, data.fingerprint == info["dataset"].get("fingerprint"))
 
 
@@ -121,23 +108,17 @@ def user_history(run: LoadedRun, user_id: int) -> pd.DataFrame:
         "title": items.loc[rows["item_idx"], "title"].to_numpy(), "genres": items.loc[rows["item_idx"], "genres"].to_numpy(),
         "rating": rows["rating"].to_numpy(), "timestamp": rows["timestamp"].to_numpy(dtype=np.int64),
     })
-    out["gap_before"] = np.diff(out["timestamp"].to_numpy(), prepend=out["timestamp"].iloc[0] if len(out) else 0)
+    out["gap_before"] = gaps_before(out["timestamp"].to_numpy())
     return out.reset_index(drop=True)
 
 
-def _check_history(run: LoadedRun, items, times) -> tuple[np.ndarray, np.ndarray]:
-    items = np.array(items, dtype=np.int64)  # copies: torch needs writable arrays
-    times = np.array(times, dtype=np.int64)
-    if len(items) == 0:
-        raise ValueError("the history is empty: add at least one movie")
-    if len(items) != len(times):
-        raise ValueError("every movie in the history needs a time")
-    if (items < 1).any() or (items > run.prepared.n_items).any():
+def _fed_history(run: LoadedRun, items, times, ratings=None, now: int | None = None) -> History:
+    """The history as the run's model is fed it (cut like evaluation), after checking the movies are known."""
+    h = cut_history(items, times, run.max_len, ratings, now)
+    given = np.asarray(items)
+    if (given < 1).any() or (given > run.prepared.n_items).any():
         raise ValueError("the history holds movies this run does not know")
-    if (np.diff(times) < 0).any():
-        order = np.argsort(times, kind="stable")
-        items, times = items[order], times[order]
-    return items, times
+    return h
 
 
 @torch.no_grad()
@@ -150,20 +131,19 @@ def trajectory(run: LoadedRun, items, times, ratings=None, k: int = 10, now: int
     """
     if run.kind != "ss4rec":
         raise ValueError(f"state trajectories need an SS4Rec run; this is a {run.kind} run")
-    items, times = _check_history(run, items, times)
-    cut = max(0, len(items) - run.max_len)
-    items, times = items[cut:], times[cut:]
-    ratings = None if ratings is None else np.asarray(ratings)[cut:]
+    fed = _fed_history(run, items, times, ratings)
+    items, times, ratings, cut = fed.items, fed.times, fed.ratings, fed.cut
     n = len(items)
     now = int(times[-1] + 86400) if now is None else int(now)
     model = run.model
-    it = torch.from_numpy(items)[None]
-    ts = torch.from_numpy(times)[None]
-    h, s5_states, layers = model.encode(it, ts, torch.tensor([n]), torch.tensor([now]), return_states=True)
+    batch = single_history(items, times, now)
+    h, s5_states, layers = model.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times,
+                                        return_states=True)
     logits = h[0] @ model.item_embedding.weight.T  # [n, n_items]
     logits[:, 0] = float("-inf")
-    dt_after = np.append(np.diff(times), now - times[-1]).astype(np.float64)
-    dt_fed = model.gaps(ts, torch.tensor([n]), torch.tensor([now]))[0]
+    dt_after = gaps_after(times[None], np.array([n]), np.array([now]))[0].astype(np.float64)
+    dt_before = gaps_before(times)
+    dt_fed = model.gaps(batch.timestamps, batch.lengths, batch.target_times)[0]
     retention = [block.s5.retention(dt_fed).numpy() for block in model.blocks]
     steps = []
     top_scores, top_items = torch.topk(logits, min(k, logits.shape[1] - 1), dim=1)
@@ -174,7 +154,7 @@ def trajectory(run: LoadedRun, items, times, ratings=None, k: int = 10, now: int
         steps.append({
             "step": j + 1, "item_idx": int(items[j]), "title": run.titles([items[j]])[0],
             "timestamp": int(times[j]), "rating": None if ratings is None else float(ratings[j]),
-            "gap_before": int(times[j] - times[j - 1]) if j else 0, "gap_after": float(dt_after[j]),
+            "gap_before": int(dt_before[j]), "gap_after": float(dt_after[j]),
             "retention": [float(r[j]) for r in retention],
             "top_items": top_items[j].tolist(), "top_titles": run.titles(top_items[j].tolist()),
             "top_scores": top_scores[j].tolist(),
@@ -220,9 +200,8 @@ def genre_affinity(run: LoadedRun, step_item_lists: list[list[int]], genres: lis
 def prefill(run: LoadedRun, items, times) -> dict:
     """SS4Rec's recurrent states after a history (fed like evaluation: its last max_len movies), for what-if
     re-scoring of the next interaction's time with `score_history(..., cache=...)`."""
-    items, times = _check_history(run, items, times)
-    items, times = items[-run.max_len:], times[-run.max_len:]
-    return run.model.prefill(torch.from_numpy(items)[None], torch.from_numpy(times)[None])
+    fed = _fed_history(run, items, times)
+    return run.model.prefill(torch.from_numpy(fed.items)[None], torch.from_numpy(fed.times)[None])
 
 
 @dataclass
@@ -251,11 +230,11 @@ def score_history(run: LoadedRun, items=None, times=None, now: int | None = None
     known user (they cannot read a history). With hide_seen, movies in the history are left out."""
     t0 = time.perf_counter()
     if run.kind == "ss4rec":
-        seen, times = _check_history(run, items, times)
-        items, times = seen[-run.max_len:], times[-run.max_len:]  # fed like evaluation; all of it is "seen"
-        now = int(times[-1] + 86400) if now is None else int(now)
+        seen = np.asarray(items, dtype=np.int64)  # all of the history is "seen", fed or not
+        fed = _fed_history(run, items, times)
+        now = int(fed.times[-1] + 86400) if now is None else int(now)
         if cache is None:
-            cache = run.model.prefill(torch.from_numpy(items)[None], torch.from_numpy(times)[None])
+            cache = run.model.prefill(torch.from_numpy(fed.items)[None], torch.from_numpy(fed.times)[None])
         scores = run.model.score_next(cache, torch.tensor([now]))[0]
         table = _top_table(run, scores, k, seen if hide_seen else None, "score")
         return Scored(table, (time.perf_counter() - t0) * 1000)
@@ -264,12 +243,10 @@ def score_history(run: LoadedRun, items=None, times=None, now: int | None = None
     hist = user_history(run, user_id)
     uidx = torch.as_tensor(run.prepared.user_map.to_index([int(user_id)]))
     exclude = hist["item_idx"].to_numpy() if hide_seen else None
-    model = run.model
+    scores = run.model.score(SequenceBatch(users=uidx))[0].float()
     if run.info["objective"] == "rating":
-        n = run.prepared.n_items + 1
-        scores = model(uidx.expand(n), torch.arange(n)).float()
         kind, note = "predicted rating", "predicted rating of every movie for this user, highest first"
     else:
-        scores, kind, note = model.score_all(uidx)[0], "score", ""
+        kind, note = "score", ""
     table = _top_table(run, scores, k, exclude, kind)
     return Scored(table, (time.perf_counter() - t0) * 1000, note)

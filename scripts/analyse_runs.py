@@ -17,12 +17,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from recsys.analysis import gap_sensitivity, retention_table, seen_share_of_topk  # noqa: E402
-from recsys.compare import compare_pair, comparison_sentence  # noqa: E402
-from recsys.inference import load_run  # noqa: E402
-from recsys.runs import RunDirectory  # noqa: E402
+from recsys.analysis import gap_sensitivity, retention_table, seen_share_of_topk
+from recsys.compare import compare_pair, comparison_sentence
+from recsys.inference import load_run
+from recsys.runs import RunDirectory
 
 GAPS = {"1 minute": 60, "1 hour": 3600, "1 day": 86400, "1 week": 7 * 86400, "2 years": 730 * 86400}
 

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from recsys.inference import load_run, score_history, user_history  # noqa: E402
+from recsys.inference import load_run, prefill, score_history, user_history
 
 
 def main() -> None:
@@ -45,8 +44,7 @@ def main() -> None:
             t0 = time.perf_counter()
             score_history(run, items, times, now=int(times[-1]) + 3600, k=10)
             full.append((time.perf_counter() - t0) * 1000)
-            cache = run.model.prefill(torch.from_numpy(items[-run.max_len:].copy())[None],
-                                      torch.from_numpy(times[-run.max_len:].copy())[None])
+            cache = prefill(run, items, times)
             t0 = time.perf_counter()
             score_history(run, items, times, now=int(times[-1]) + 86400 * 7, k=10, cache=cache)
             whatif.append((time.perf_counter() - t0) * 1000)

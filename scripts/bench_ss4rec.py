@@ -65,7 +65,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 N_ITEMS = 1350            # ML-100K after the 5-core filter: 1,349 items + padding
 HIDDEN, N_LAYERS = 64, 2
@@ -130,7 +129,7 @@ def reference_classes():
     return ReferenceMamba, ReferenceBlock
 
 
-def build_model(variant: str, seed: int, n_items: int = N_ITEMS, rating_head: bool = False):
+def make_variant(variant: str, seed: int, n_items: int = N_ITEMS, rating_head: bool = False):
     """Our SS4Rec, or (variant 's5-pytorch layout') the same model with s5-pytorch S5 and the reference scan.
 
     Both start from the same seed, so the reference gets exactly our weights."""
@@ -138,10 +137,12 @@ def build_model(variant: str, seed: int, n_items: int = N_ITEMS, rating_head: bo
 
     import torch
 
-    from recsys.models.ss4rec import SS4Rec
+    from recsys.config import resolve_config
+    from recsys.models import CatalogueSize, build_model
 
     torch.manual_seed(seed)
-    model = SS4Rec(n_items, hidden=HIDDEN, n_layers=N_LAYERS, rating_head=rating_head)
+    cfg = resolve_config("ss4rec", {}, {"hidden": HIDDEN, "n_layers": N_LAYERS, "rating_head": rating_head})
+    model = build_model(cfg, CatalogueSize(n_users=1, n_items=n_items - 1))  # n_items here counts padding
     if variant in (OURS, PURE):          # PURE: the child runs with RECSYS_NATIVE=0 (see run_child)
         return model
     if variant != REFERENCE:
@@ -153,10 +154,12 @@ def build_model(variant: str, seed: int, n_items: int = N_ITEMS, rating_head: bo
     return ref
 
 
-def make_batch(batch: int, length: int, seed: int, n_items: int = N_ITEMS) -> dict:
+def make_batch(batch: int, length: int, seed: int, n_items: int = N_ITEMS):
     """B full windows of L items with next-item targets, MovieLens-like raw-second timestamps and 1..5 ratings."""
     import numpy as np
     import torch
+
+    from recsys.data.batch import SequenceBatch
 
     rng = np.random.default_rng(seed)
     seq = rng.integers(1, n_items, size=(batch, length + 1))
@@ -166,19 +169,19 @@ def make_batch(batch: int, length: int, seed: int, n_items: int = N_ITEMS) -> di
                              np.floor(10 ** rng.uniform(3.5, 7.5, kind.shape))))          # hours to years
     gaps[:, 0] = 0
     ts = 880_000_000 + rng.integers(0, 10**8, size=(batch, 1)) + np.cumsum(gaps, axis=1).astype(np.int64)
-    return {
-        "items": torch.from_numpy(seq[:, :-1].copy()),
-        "timestamps": torch.from_numpy(ts[:, :-1].copy()),
-        "lengths": torch.full((batch,), length, dtype=torch.long),
-        "targets": torch.from_numpy(seq[:, 1:].copy()),
-        "target_times": torch.from_numpy(ts[:, -1].copy()),
-        "target_ratings": torch.from_numpy(rng.integers(1, 6, size=(batch, length)).astype(np.float32)),
-    }
+    return SequenceBatch(
+        users=torch.zeros(batch, dtype=torch.long),
+        items=torch.from_numpy(seq[:, :-1].copy()),
+        timestamps=torch.from_numpy(ts[:, :-1].copy()),
+        lengths=torch.full((batch,), length, dtype=torch.long),
+        targets=torch.from_numpy(seq[:, 1:].copy()),
+        target_times=torch.from_numpy(ts[:, -1].copy()),
+        target_ratings=torch.from_numpy(rng.integers(1, 6, size=(batch, length)).astype(np.float32)),
+    )
 
 
 def batch_loss(model, batch):
-    out = model(batch)
-    return out["loss"] + out["mse"] if "mse" in out else out["loss"]
+    return model(batch)  # the training loss (CE, plus the rating MSE with a rating head)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -187,12 +190,12 @@ def batch_loss(model, batch):
 def equality_check(length: int, batch: int, seed: int, n_items: int = N_ITEMS, rating_head: bool = False) -> dict:
     import torch
 
-    ours, ref = build_model(OURS, seed, n_items, rating_head), build_model(REFERENCE, seed, n_items, rating_head)
+    ours, ref = make_variant(OURS, seed, n_items, rating_head), make_variant(REFERENCE, seed, n_items, rating_head)
     data = make_batch(batch, length, seed + 1, n_items)
     with torch.no_grad():
         ours.eval(), ref.eval()
         l0_ours, l0_ref = float(batch_loss(ours, data)), float(batch_loss(ref, data))
-        args = (data["items"], data["timestamps"], data["lengths"], data["target_times"])
+        args = (data.items, data.timestamps, data.lengths, data.target_times)
         h_ours, h_ref = ours.encode(*args), ref.encode(*args)
         h_rel = float((h_ours - h_ref).abs().max() / h_ref.abs().max())
     grads, losses = [], []
@@ -259,11 +262,10 @@ def measure(spec: dict) -> dict:
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     device = torch.device(spec["device"])
-    model = build_model(spec["variant"], spec["seed"], spec["n_items"], spec["rating_head"]).to(device)
+    model = make_variant(spec["variant"], spec["seed"], spec["n_items"], spec["rating_head"]).to(device)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    data = {k: v.to(device) for k, v in make_batch(spec["batch"], spec["length"], spec["seed"] + 1,
-                                                   spec["n_items"]).items()}
+    data = make_batch(spec["batch"], spec["length"], spec["seed"] + 1, spec["n_items"]).to(device)
     cuda = device.type == "cuda"
 
     def sync():
@@ -319,7 +321,7 @@ def profile_step(length: int, batch: int, seed: int, n_items: int, rating_head: 
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    model = build_model(OURS, seed, n_items, rating_head)
+    model = make_variant(OURS, seed, n_items, rating_head)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     data = make_batch(batch, length, seed + 1, n_items)

@@ -35,10 +35,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_ss4rec import (  # noqa: E402
+from bench_ss4rec import (
     current_rss_bytes, gb, log, peak_rss_bytes, reset_peak_rss, resolve_devices,
 )
 
@@ -49,7 +48,8 @@ def prepare_data(scale: float, seed: int, models=("ncf", "ss4rec")) -> dict:
     from recsys.data.prepare import prepare
     from recsys.data.synthetic import generate_ml25m_like
     from recsys.evaluation.protocols import leave_one_out
-    from recsys.training.runner import load_config_file, resolve_config
+    from recsys.config import load_config_file, resolve_config
+    from recsys.models import model_class
     from recsys.training.tasks import RankingTask, SequenceTask
 
     out = {"times": {}}
@@ -69,44 +69,44 @@ def prepare_data(scale: float, seed: int, models=("ncf", "ss4rec")) -> dict:
     if "ncf" in models:
         t = time.perf_counter()
         c = cfgs["ncf"]
-        tasks["ncf"] = RankingTask(prepared, loo, int(c["max_len"]), bool(c["mask_seen"]), tuple(c["ks"]),
-                                   loss=c["loss"], num_negatives=int(c["num_negatives"]))
+        tasks["ncf"] = RankingTask(prepared, loo, c.train.max_len, c.train.mask_seen, tuple(c.train.ks),
+                                   num_negatives=model_class("ncf").sampled_negatives(c.params))
         out["times"]["NCF task (RankingTask)"] = time.perf_counter() - t
     if "ss4rec" in models:
         t = time.perf_counter()
         c = cfgs["ss4rec"]
-        tasks["ss4rec"] = SequenceTask(prepared, loo, int(c["max_len"]), bool(c["mask_seen"]), tuple(c["ks"]),
-                                       rating_weight=float(c["rating_weight"]) if c["rating_head"] else 0.0)
+        tasks["ss4rec"] = SequenceTask(prepared, loo, c.train.max_len, c.train.mask_seen, tuple(c.train.ks))
         out["times"]["SS4Rec task (SequenceTask windows)"] = time.perf_counter() - t
     out.update(prepared=prepared, cfgs=cfgs, tasks=tasks)
     return out
 
 
-def n_samples(name: str, batch: dict) -> int:
+def n_samples(name: str, batch) -> int:
     if name == "ss4rec":
-        return int((batch["targets"] > 0).sum())
-    return len(batch["users"])
+        return int((batch.targets > 0).sum())
+    return len(batch)
 
 
 def epoch_samples(name: str, task) -> int:
     if name == "ss4rec":
-        return int(task.windows["lengths"].sum())
+        return int(task.windows.lengths.sum())
     return task.n_train()
 
 
 def bench_model(name: str, device: str, batch_size: int, d: dict, args) -> dict:
     import torch
 
-    from recsys.training.runner import build_model
+    from recsys.models import build_model
 
     cfg, task = d["cfgs"][name], d["tasks"][name]
     cuda = device == "cuda"
     steps = args.steps if args.steps is not None else (20 if cuda else 3)
     warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
     torch.manual_seed(args.seed)
-    model = build_model(cfg, d["prepared"], task).to(device)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
+    model = build_model(cfg, d["prepared"])
+    model.init_from_data(task)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=float(cfg.train.lr), weight_decay=float(cfg.train.weight_decay))
     use_bf16 = cuda and torch.cuda.is_bf16_supported() and not args.fp32
     t = time.perf_counter()
     batches = list(task.batches(0, args.seed, batch_size))          # what the engine does at each epoch start
@@ -117,17 +117,17 @@ def bench_model(name: str, device: str, batch_size: int, d: dict, args) -> dict:
         batches = [batches[i % n_batches] for i in range(need)]
     batches = batches[:need]
     if cuda:
-        batches = [{k: v.pin_memory() for k, v in b.items()} for b in batches]   # as a pinning loader would
+        batches = [b.pin_memory() for b in batches]   # as a pinning loader would
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     else:
         gc.collect()
         reset_peak_rss()
     base = torch.cuda.memory_allocated() if cuda else current_rss_bytes()
-    clip = float(cfg.get("grad_clip") or 0)
+    clip = float(cfg.train.grad_clip or 0)
 
     def step(b):
-        b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+        b = b.to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
             loss = task.loss(model, b)
         opt.zero_grad(set_to_none=True)
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     print(line)
     print(f"data: synthetic ML-25M shape, scale {args.scale:g}: {d['ratings']:,} ratings -> 5-core "
           f"{len(prepared.interactions):,} ratings, {prepared.n_users:,} users, {prepared.n_items:,} items"
-          + (f"; SS4Rec: {d['tasks']['ss4rec'].n_train():,} windows of <= {d['cfgs']['ss4rec']['max_len']}"
+          + (f"; SS4Rec: {d['tasks']['ss4rec'].n_train():,} windows of <= {d['cfgs']['ss4rec'].train.max_len}"
              if "ss4rec" in d["tasks"] else ""))
     print(f"data preparation {prep_s:.1f} s (not in any epoch), peak RSS {gb(prep_peak):.2f} GB: "
           + ", ".join(f"{k} {v:.1f} s" for k, v in d["times"].items()))

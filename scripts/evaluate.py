@@ -1,51 +1,7 @@
-"""Re-evaluate a trained run under changed evaluation settings, writing a new run directory.
-
-    python scripts/evaluate.py --run checkpoints/ss4rec-ranking-ml-100k-len50-seed0 --set mask_seen=true \\
-        [--out checkpoints/ss4rec-ranking-ml-100k-len50-masked-seed0]
-
-Only evaluation settings may change (mask_seen, ks, eval_batch_size, device, cpu_threads): the weights, data and
-split stay the run's own. The new run.json records the command and the run its weights came from.
-"""
-from __future__ import annotations
-
-import argparse
+"""Thin wrapper: the program is recsys/cli/evaluate.py (installed as `recsys-evaluate`); `python scripts/evaluate.py --help`."""
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from recsys.data.schema import DataError  # noqa: E402
-from recsys.runs import RunError  # noqa: E402
-from recsys.training.runner import ConfigError, evaluate_run, parse_overrides, summarise  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    ap = argparse.ArgumentParser(prog="scripts/evaluate.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="the trained run directory")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an evaluation setting")
-    ap.add_argument("--out", help="new run directory (default: the run's name with the changes appended)")
-    args = ap.parse_args(argv)
-    try:
-        overrides = parse_overrides(args.set)
-        src = Path(args.run)
-        if args.out:
-            out = Path(args.out)
-        else:
-            stem = src.name.replace("-seed", "-masked-seed") if overrides.get("mask_seen") else src.name + "-eval"
-            out = src.parent / stem
-        if (out / "run.json").exists():
-            raise ConfigError(f"{out} already holds a run")
-        info = evaluate_run(src, out, overrides, ["python", "scripts/evaluate.py"] + argv)
-    except (ConfigError, DataError, RunError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(summarise(info))
-    print(f"run directory: {out}")
-    return 0
-
+from recsys.cli.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,47 +1,7 @@
-"""Fit SS4Rec's rating head after training, encoder frozen, selected on validation RMSE; writes a new run.
-
-    python scripts/fit_rating_head.py --run checkpoints/ss4rec-ranking-ml-100k-len50-seed0 [--out DIR]
-
-The ranking metrics of the new run equal the source run's (only the rating head changes).
-"""
-from __future__ import annotations
-
-import argparse
+"""Thin wrapper: the program is recsys/cli/fit_rating_head.py (installed as `recsys-fit-rating-head`); `python scripts/fit_rating_head.py --help`."""
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from recsys.data.schema import DataError  # noqa: E402
-from recsys.runs import RunError  # noqa: E402
-from recsys.training.runner import ConfigError, refit_rating_head, summarise  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    ap = argparse.ArgumentParser(prog="scripts/fit_rating_head.py", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="a trained SS4Rec run with a rating head")
-    ap.add_argument("--out", help="new run directory (default: <run>-ratingfit)")
-    ap.add_argument("--epochs", type=int, default=100)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    args = ap.parse_args(argv)
-    src = Path(args.run)
-    out = Path(args.out) if args.out else src.parent / src.name.replace("-seed", "-ratingfit-seed")
-    try:
-        if (out / "run.json").exists():
-            raise ConfigError(f"{out} already holds a run")
-        info = refit_rating_head(src, out, ["python", "scripts/fit_rating_head.py"] + argv, args.epochs, args.lr)
-    except (ConfigError, DataError, RunError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    r = info["rating_head_refit"]
-    print(f"valid RMSE {r['valid_rmse_before']:.4f} -> {r['valid_rmse_after']:.4f} after {r['epochs']} epochs")
-    print(summarise(info) + f"; test rmse {info['metrics']['test']['rmse']:.4f}")
-    print(f"run directory: {out}")
-    return 0
-
+from recsys.cli.fit_rating_head import main
 
 if __name__ == "__main__":
     sys.exit(main())

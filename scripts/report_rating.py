@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from recsys.training.runner import load_config_file, resolve_config, run_training  # noqa: E402
+from recsys.config import RunConfig, load_config_file, resolve_config
+from recsys.training.runner import run_training
 
 
 def one(model: str, out: Path, overrides: dict) -> dict:
@@ -27,7 +27,7 @@ def one(model: str, out: Path, overrides: dict) -> dict:
         from recsys.runs import RunDirectory
 
         info = RunDirectory(out).info()
-        if info.get("status") == "complete" and info["config"] == cfg:
+        if info.get("status") == "complete" and RunConfig.from_dict(info["config"]) == cfg:
             return info
     cmd = ["python", "scripts/train.py", "--model", model]
     if model == "ncf":

@@ -8,7 +8,8 @@ import pytest
 
 from recsys.inference import human_gap, load_run, score_history, state_projection, trajectory, user_history
 from recsys.runs import RunError
-from recsys.training.runner import resolve_config, run_training
+from recsys.config import resolve_config
+from recsys.training.runner import run_training
 
 TINY_SS4REC = {"hidden": 16, "d_state": 8, "s5_state": 8, "max_len": 20, "epochs": 1, "batch_size": 512,
                "cpu_threads": 1}
@@ -122,7 +123,7 @@ def test_state_projection_matches_sklearn_pca():
 
 def test_rating_head_refit_keeps_ranking_and_never_worsens_validation(runs, tmp_path):
     from recsys.runs import RunDirectory
-    from recsys.training.runner import refit_rating_head
+    from recsys.training.reevaluate import refit_rating_head
 
     info = refit_rating_head(runs["ss"], tmp_path / "refit", ["test"], epochs=3)
     r = info["rating_head_refit"]

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from recsys.data import IdMap, MovieLensData, load_dataset, prepare
+from recsys.data.history import gaps_before
 from recsys.data.prepare import kcore_filter
 from recsys.evaluation.protocols import (
     RankingProtocol, RatingProtocol, kfold_split, leave_one_out, random_split, rating_split,
@@ -86,7 +87,7 @@ def test_sequences_are_chronological_with_file_order_tie_break():
     assert p.item_map.to_raw(s.row(1)["items"]).tolist() == [7, 8, 5]
     assert s.row(1)["timestamps"].tolist() == [100, 100, 300]
     assert p.item_map.to_raw(s.row(0)["items"]).tolist() == [5, 6]
-    assert s.time_gaps().tolist() == [0, 50, 0, 0, 200]
+    assert [gaps_before(s.row(r)["timestamps"]).tolist() for r in range(len(s))] == [[0, 50], [0, 0, 200]]
 
 
 def seq_rows(n_users=4, length=6):
@@ -106,16 +107,16 @@ def test_leave_one_out_targets_and_histories():
         for i, r in enumerate(loo.eval_rows):
             full = s.row(r)["items"]
             target_at = len(full) - offset
-            assert c["targets"][i] == full[target_at]
+            assert c.targets[i] == full[target_at]
             hist = full[max(0, target_at - 4):target_at]
-            assert c["lengths"][i] == len(hist)
-            assert c["items"][i, :len(hist)].tolist() == hist.tolist()  # left-aligned, last max_len items
-            assert (c["items"][i, len(hist):] == 0).all()  # right padding
-            assert c["target_times"][i] == s.row(r)["timestamps"][target_at]
+            assert c.lengths[i] == len(hist)
+            assert c.items[i, :len(hist)].tolist() == hist.tolist()  # left-aligned, last max_len items
+            assert (c.items[i, len(hist):] == 0).all()  # right padding
+            assert c.target_times[i] == s.row(r)["timestamps"][target_at]
     # the validation target is in the test history, never in the validation history
     v, t = loo.cases("valid", 50), loo.cases("test", 50)
-    for i in range(len(v["targets"])):
-        assert t["items"][i, t["lengths"][i] - 1] == v["targets"][i]
+    for i in range(len(v.targets)):
+        assert t.items[i, t.lengths[i] - 1] == v.targets[i]
     train, valid, test = loo.train_row_ids(), loo.holdout_row_ids("valid"), loo.holdout_row_ids("test")
     assert len(set(train) | set(valid) | set(test)) == len(p.interactions)
     assert not (set(train) & set(valid)) and not (set(train) & set(test)) and not (set(valid) & set(test))
@@ -193,3 +194,34 @@ def test_sequences_match_python_sort_on_random_ties():
     inter = p.interactions
     expected = sorted(range(n), key=lambda i: (inter.user_idx[i], inter.timestamp[i], i))
     assert s.row_ids.tolist() == expected
+
+
+def test_the_one_gap_definition_hand_computed():
+    """gaps_after (fed to SS4Rec), gaps_before (shown on the pages) and gap_to_target agree on one history."""
+    import torch
+
+    from recsys.data.history import gap_to_target, gaps_after
+
+    ts = np.array([[10, 20, 50, 0], [5, 0, 0, 0]])
+    lengths, target = np.array([3, 1]), np.array([80, 9])
+    assert gaps_after(ts, lengths, target).tolist() == [[10, 30, 30, 0], [4, 0, 0, 0]]
+    assert gaps_after(ts, lengths).tolist() == [[10, 30, 0, 0], [0, 0, 0, 0]]
+    assert torch.equal(gaps_after(torch.from_numpy(ts), torch.from_numpy(lengths), torch.from_numpy(target)),
+                       torch.from_numpy(gaps_after(ts, lengths, target)))
+    assert gaps_before([10, 20, 50]).tolist() == [0, 10, 30]
+    assert gap_to_target(ts, lengths, target).tolist() == [30, 4]
+    assert gap_to_target(np.zeros((1, 2), np.int64), np.array([0]), np.array([7])).tolist() == [0]
+
+
+def test_the_one_history_cutter():
+    from recsys.data.history import cut_history, history_positions
+
+    h = cut_history([4, 5, 6, 7], [40, 10, 10, 30], max_len=3, ratings=[1, 2, 3, 4])
+    assert h.items.tolist() == [6, 7, 4] and h.times.tolist() == [10, 30, 40] and h.cut == 1  # stable by time
+    assert h.ratings.tolist() == [3, 4, 1]
+    pos, lengths = history_positions([0, 5], [4, 6], 3)
+    assert pos.tolist() == [[1, 2, 3], [5, 0, 0]] and lengths.tolist() == [3, 1]
+    with pytest.raises(ValueError, match="empty"):
+        cut_history([], [], 3)
+    with pytest.raises(ValueError, match="before the last movie"):
+        cut_history([1], [100], 3, now=99)

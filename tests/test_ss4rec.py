@@ -5,9 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.models.ss4rec import SS4Rec, chunked_softmax_cross_entropy
-from recsys.training.tasks import sequence_windows
+from recsys.data.batch import SequenceBatch, training_windows
 from recsys.data.prepare import Sequences
+from recsys.models.ss4rec import SS4Rec, chunked_softmax_cross_entropy
+
+
+def case(items, timestamps, lengths, target_times=None, **kw) -> SequenceBatch:
+    t = lambda x: None if x is None else torch.as_tensor(x)  # noqa: E731
+    return SequenceBatch(users=torch.zeros(len(t(lengths)), dtype=torch.long), items=t(items),
+                         timestamps=t(timestamps), lengths=t(lengths), target_times=t(target_times),
+                         **{k: t(v) for k, v in kw.items()})
 
 
 def small(n_items=40, **kw):
@@ -47,32 +54,26 @@ def test_all_positions_equal_per_prefix_samples():
     items = rng.integers(1, 40, n)
     times = np.cumsum(rng.choice([0, 0, 30, 3600, 86400 * 3], n)) + 10**9
     seqs = Sequences(np.array([1]), np.array([0, n]), items, times, np.ones(n, np.float32), np.arange(n))
-    w = {k: torch.from_numpy(v) for k, v in sequence_windows(seqs, max_len=10).items()}
-    assert w["lengths"].tolist() == [n - 1]
-    h = m.encode(w["items"], w["timestamps"], w["lengths"], w["target_times"])
+    w = training_windows(seqs, max_len=10)
+    assert w.lengths.tolist() == [n - 1]
+    h = m.encode(w.items, w.timestamps, w.lengths, w.target_times)
     all_pos = h[0, :n - 1] @ m.item_embedding.weight.T
     for j in range(n - 1):  # prefix items[:j+1] predicting items[j+1] at time times[j+1]
-        case = {"items": torch.from_numpy(items[None, :j + 1]), "timestamps": torch.from_numpy(times[None, :j + 1]),
-                "lengths": torch.tensor([j + 1]), "target_times": torch.tensor([times[j + 1]])}
-        torch.testing.assert_close(m.score_cases(case)[0], all_pos[j], rtol=1e-10, atol=1e-10)
+        prefix = case(items[None, :j + 1], times[None, :j + 1], [j + 1], [times[j + 1]])
+        torch.testing.assert_close(m.score(prefix)[0], all_pos[j], rtol=1e-10, atol=1e-10)
 
 
 def test_right_padding_does_not_change_scores():
     m = small()
-    a = {"items": torch.tensor([[3, 7, 9]]), "timestamps": torch.tensor([[100, 160, 400]]),
-         "lengths": torch.tensor([3]), "target_times": torch.tensor([1000])}
-    padded = {"items": torch.tensor([[3, 7, 9, 0, 0], [5, 0, 0, 0, 0]]),
-              "timestamps": torch.tensor([[100, 160, 400, 0, 0], [50, 0, 0, 0, 0]]),
-              "lengths": torch.tensor([3, 1]), "target_times": torch.tensor([1000, 70])}
-    torch.testing.assert_close(m.score_cases(a)[0], m.score_cases(padded)[0], rtol=1e-10, atol=1e-10)
+    a = case([[3, 7, 9]], [[100, 160, 400]], [3], [1000])
+    padded = case([[3, 7, 9, 0, 0], [5, 0, 0, 0, 0]], [[100, 160, 400, 0, 0], [50, 0, 0, 0, 0]], [3, 1], [1000, 70])
+    torch.testing.assert_close(m.score(a)[0], m.score(padded)[0], rtol=1e-10, atol=1e-10)
 
 
 def test_time_gap_changes_the_prediction():
     m = small()
-    base = {"items": torch.tensor([[3, 7, 9]]), "timestamps": torch.tensor([[100, 160, 400]]),
-            "lengths": torch.tensor([3])}
-    soon = m.score_cases({**base, "target_times": torch.tensor([401])})
-    later = m.score_cases({**base, "target_times": torch.tensor([401 + 86400 * 30])})
+    soon = m.score(case([[3, 7, 9]], [[100, 160, 400]], [3], [401]))
+    later = m.score(case([[3, 7, 9]], [[100, 160, 400]], [3], [401 + 86400 * 30]))
     assert not torch.allclose(soon, later)  # the S5 layer really sees the gap before the predicted item
 
 
@@ -136,14 +137,14 @@ def test_windows_predict_every_target_once():
     indptr = np.concatenate([[0], np.cumsum(n)])
     items = np.arange(1, indptr[-1] + 1)
     seqs = Sequences(np.arange(1, 5), indptr, items, items * 10, items.astype(np.float32), items)
-    w = sequence_windows(seqs, 5)
-    targets = sorted(w["targets"][w["targets"] > 0].tolist())
+    w = training_windows(seqs, 5)
+    targets = sorted(w.targets[w.targets > 0].tolist())
     expected = sorted(int(x) for u in range(4) for x in items[indptr[u] + 1:indptr[u + 1]])
     assert targets == expected
-    for r in range(len(w["lengths"])):  # inputs are each target's predecessor in the same user's sequence
-        L = w["lengths"][r]
-        assert (w["targets"][r, :L] == w["items"][r, :L] + 1).all()
-        assert w["target_times"][r] == w["targets"][r, L - 1] * 10
+    for r in range(len(w)):  # inputs are each target's predecessor in the same user's sequence
+        L = w.lengths[r]
+        assert (w.targets[r, :L] == w.items[r, :L] + 1).all()
+        assert w.target_times[r] == w.targets[r, L - 1] * 10
 
 
 def test_training_lowers_loss_and_learns_a_sequential_pattern():
@@ -153,28 +154,26 @@ def test_training_lowers_loss_and_learns_a_sequential_pattern():
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     starts = torch.randint(1, 20, (64,))
     items = starts[:, None] + torch.arange(10)[None, :]
-    batch = {"items": items[:, :-1], "timestamps": torch.arange(9).repeat(64, 1) * 60,
-             "lengths": torch.full((64,), 9), "targets": items[:, 1:], "target_times": torch.full((64,), 540),
-             "target_ratings": torch.full((64, 9), 4.0)}
+    batch = case(items[:, :-1], torch.arange(9).repeat(64, 1) * 60, torch.full((64,), 9), torch.full((64,), 540),
+                 targets=items[:, 1:], target_ratings=torch.full((64, 9), 4.0))
     first = None
     for _ in range(150):
-        out = m(batch)
-        loss = out["loss"] + out["mse"]
+        loss = m(batch)  # CE + the rating MSE
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert loss.item() < 0.2 * first
     m.eval()
-    case = {"items": torch.tensor([[5, 6, 7]]), "timestamps": torch.tensor([[0, 60, 120]]),
-            "lengths": torch.tensor([3]), "target_times": torch.tensor([180])}
-    assert int(m.score_cases(case)[0, 1:].argmax()) + 1 == 8
-    assert abs(float(m.predict_rating(case, torch.tensor([8]))) - 4.0) < 0.3
+    after = case([[5, 6, 7]], [[0, 60, 120]], [3], [180], targets=[8])
+    assert int(m.score(after)[0, 1:].argmax()) + 1 == 8
+    assert abs(float(m.predict_rating(after)) - 4.0) < 0.3
 
 
 def test_ss4rec_run_reports_both_metric_families(tmp_path):
     from recsys.runs import RunDirectory
-    from recsys.training.runner import resolve_config, run_training
+    from recsys.config import resolve_config
+    from recsys.training.runner import run_training
 
     cfg = resolve_config("ss4rec", {}, {"hidden": 16, "d_state": 8, "s5_state": 8, "max_len": 20, "epochs": 1,
                                         "batch_size": 512, "cpu_threads": 1})
@@ -203,7 +202,7 @@ def test_prefill_then_step_equals_full_forward(n):
     cache = m.prefill(items, ts)
     for gap in (0, 30, 86400 * 40):
         now = ts[:, -1] + gap
-        full = m.score_cases({"items": items, "timestamps": ts, "lengths": torch.tensor([n]), "target_times": now})
+        full = m.score(case(items, ts, [n], now))
         torch.testing.assert_close(m.score_next(cache, now), full, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="before the last movie"):
         m.score_next(cache, ts[:, -1] - 1)

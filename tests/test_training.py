@@ -13,7 +13,8 @@ import torch
 
 from recsys.compare import scan_runs
 from recsys.runs import RunDirectory, RunError
-from recsys.training.runner import ConfigError, resolve_config, run_training
+from recsys.config import ConfigError, resolve_config
+from recsys.training.runner import run_training
 from tests.conftest import ROOT, free_port
 
 SMALL = {"gmf_dim": 8, "mlp_dims": [16, 8], "batch_size": 4096, "patience": 50, "cpu_threads": 1}
@@ -163,7 +164,7 @@ def test_distributed_two_process_gloo(tmp_path):
 
 
 def test_reevaluate_with_seen_items_masked(tmp_path):
-    from recsys.training.runner import evaluate_run
+    from recsys.training.reevaluate import evaluate_run
 
     train(tmp_path, "ncf", "ncf", epochs=1)
     info = evaluate_run(tmp_path / "ncf", tmp_path / "ncf-masked", {"mask_seen": True}, ["python", "evaluate"])

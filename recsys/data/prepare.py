@@ -110,13 +110,6 @@ class Sequences:
         return {"user": int(self.users[r]), "items": self.items[s], "timestamps": self.timestamps[s],
                 "ratings": self.ratings[s]}
 
-    def time_gaps(self) -> np.ndarray:
-        """Seconds since the same user's previous interaction (0 at each user's first)."""
-        gaps = np.diff(self.timestamps, prepend=self.timestamps[:1]) if len(self.timestamps) else self.timestamps
-        gaps = gaps.copy()
-        gaps[self.indptr[:-1][self.lengths > 0]] = 0
-        return gaps
-
 
 @dataclass
 class PreparedData:

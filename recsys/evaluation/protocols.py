@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.data.batch import SequenceBatch, evaluation_cases
 from recsys.data.prepare import PreparedData, Sequences
 from recsys.data.schema import DataValidationError
 
@@ -114,33 +115,10 @@ class LeaveOneOut:
         indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return Sequences(s.users, indptr, s.items[mask], s.timestamps[mask], s.ratings[mask], s.row_ids[mask])
 
-    def cases(self, stage: str, max_len: int) -> dict:
-        """Evaluation cases: for each evaluable user, the last `max_len` items strictly before the target.
-
-        Histories are left-aligned in [n, max_len] arrays padded with 0 on the right (RecBole's layout), with
-        their true `lengths`; validation histories end before the validation target, test histories include it.
-        """
-        tpos = self.target_pos(stage)
-        starts = self.seqs.indptr[:-1][self.eval_rows]
-        hist_start = np.maximum(starts, tpos - max_len)
-        lengths = (tpos - hist_start).astype(np.int64)
-        n = len(tpos)
-        cols = np.arange(max_len)
-        idx = hist_start[:, None] + cols[None, :]
-        valid = cols[None, :] < lengths[:, None]
-        idx = np.where(valid, idx, 0)
-        items = np.where(valid, self.seqs.items[idx], 0) if n else np.zeros((0, max_len), np.int64)
-        times = np.where(valid, self.seqs.timestamps[idx], 0) if n else np.zeros((0, max_len), np.int64)
-        return {
-            "users": self.seqs.users[self.eval_rows],
-            "items": items.astype(np.int64),
-            "timestamps": times.astype(np.int64),
-            "lengths": lengths,
-            "targets": self.seqs.items[tpos],
-            "target_times": self.seqs.timestamps[tpos],
-            "target_ratings": self.seqs.ratings[tpos],
-            "row_ids": self.seqs.row_ids[tpos],
-        }
+    def cases(self, stage: str, max_len: int) -> SequenceBatch:
+        """Evaluation cases: for each evaluable user, the last `max_len` items strictly before the target
+        (validation histories end before the validation target, test histories include it)."""
+        return evaluation_cases(self.seqs, self.eval_rows, self.target_pos(stage), max_len)
 
     def seen_items(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
         """CSR (indptr, items) of every item each evaluable user interacted with before the target (for masking)."""

@@ -1,73 +1,140 @@
 """The floors every comparison shows: global mean and regularised user+item biases (RMSE), most-popular (ranking).
 
-A model that cannot beat its floor is a bug. Floors are fitted in closed form, so they are exact and fast.
+A model that cannot beat its floor is a bug. Floors are fitted in closed form (`fit`), so they are exact and fast;
+the bias regularisation is chosen on validation RMSE, never on test.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
-from torch import nn
+
+from recsys.data.batch import SequenceBatch
+from recsys.models.base import Recommender
 
 
-class GlobalMean(nn.Module):
-    def __init__(self, mean: float = 0.0):
+@dataclass
+class GlobalMeanConfig:
+    pass
+
+
+@dataclass
+class BiasConfig:
+    bias_reg_grid: list[float] = field(default_factory=lambda: [1.0, 3.0, 10.0, 25.0])  # chosen on valid RMSE
+    iters: int = 10  # alternating ridge updates
+
+
+@dataclass
+class PopularConfig:
+    pass
+
+
+class _RatingFloor(Recommender):
+    objectives = ("rating",)
+    trainable = False
+
+    @property
+    def has_rating(self) -> bool:
+        return True
+
+    def score(self, batch: SequenceBatch) -> torch.Tensor:
+        """The predicted rating of every item for each user."""
+        n_items = self.n_items
+        users = batch.users[:, None].expand(-1, n_items)
+        return self.pair_ratings(users, torch.arange(n_items, device=users.device)[None, :].expand_as(users))
+
+    def predict_rating(self, batch: SequenceBatch) -> torch.Tensor:
+        return self.pair_ratings(batch.users, batch.targets)
+
+
+class GlobalMean(_RatingFloor):
+    name = "global-mean"
+    Config = GlobalMeanConfig
+
+    def __init__(self, n_items: int = 1, mean: float = 0.0):
         super().__init__()
+        self.n_items = n_items
         self.register_buffer("mean", torch.tensor(float(mean)))
 
     @classmethod
-    def fit(cls, ratings: np.ndarray) -> "GlobalMean":
-        return cls(float(np.mean(ratings)))
+    def from_config(cls, config, n_users: int, n_items: int) -> "GlobalMean":
+        return cls(n_items)
 
-    def forward(self, users, items):
+    def fit(self, task, device: str) -> dict:
+        self.mean.fill_(float(np.mean(task.train.target_ratings.numpy())))
+        return {}
+
+    def pair_ratings(self, users, items):
         return self.mean.expand(users.shape)
 
 
-class BiasBaseline(nn.Module):
+class BiasBaseline(_RatingFloor):
     """r = mu + b_u + b_i, fitted by alternating ridge updates (Koren 2008): b_i = sum(r-mu-b_u)/(lambda_i+n_i)."""
 
-    def __init__(self, n_users: int, n_items: int):
+    name = "bias"
+    Config = BiasConfig
+
+    def __init__(self, n_users: int, n_items: int, reg_grid=(10.0,), iters: int = 10):
         super().__init__()
+        self.n_items, self.reg_grid, self.iters = n_items, tuple(reg_grid), iters
         self.register_buffer("mean", torch.tensor(0.0))
         self.register_buffer("user_bias", torch.zeros(n_users))
         self.register_buffer("item_bias", torch.zeros(n_items))
 
     @classmethod
-    def fit(cls, users, items, ratings, n_users: int, n_items: int, reg_user: float = 10.0, reg_item: float = 10.0,
-            iters: int = 10) -> "BiasBaseline":
+    def from_config(cls, config, n_users: int, n_items: int) -> "BiasBaseline":
+        return cls(n_users, n_items, config.params.bias_reg_grid, int(config.params.iters))
+
+    def fit_reg(self, users, items, ratings, reg_user: float, reg_item: float) -> None:
         users, items = np.asarray(users), np.asarray(items)
+        n_users, n_items = len(self.user_bias), len(self.item_bias)
         r = np.asarray(ratings, dtype=np.float64)
         mu = r.mean()
         bu, bi = np.zeros(n_users), np.zeros(n_items)
         nu, ni = np.bincount(users, minlength=n_users), np.bincount(items, minlength=n_items)
-        for _ in range(iters):
+        for _ in range(self.iters):
             bi = np.bincount(items, r - mu - bu[users], minlength=n_items) / (reg_item + ni)
             bu = np.bincount(users, r - mu - bi[items], minlength=n_users) / (reg_user + nu)
-        m = cls(n_users, n_items)
-        m.mean.fill_(mu)
-        m.user_bias.copy_(torch.from_numpy(bu).float())
-        m.item_bias.copy_(torch.from_numpy(bi).float())
-        return m
+        self.mean.fill_(mu)
+        self.user_bias.copy_(torch.from_numpy(bu).float())
+        self.item_bias.copy_(torch.from_numpy(bi).float())
 
-    def forward(self, users, items):
+    def fit(self, task, device: str) -> dict:
+        t = task.train
+        best = None
+        for reg in self.reg_grid:
+            self.fit_reg(t.users.numpy(), t.targets.numpy(), t.target_ratings.numpy(), reg, reg)
+            rmse = task.evaluate(self, "valid", device)[0]["rmse"]
+            if best is None or rmse < best[0]:
+                best = (rmse, reg, {k: v.clone() for k, v in self.state_dict().items()})
+        self.load_state_dict(best[2])
+        return {"chosen_reg": best[1]}
+
+    def pair_ratings(self, users, items):
         return self.mean + self.user_bias[users] + self.item_bias[items]
 
 
-class MostPopular(nn.Module):
+class MostPopular(Recommender):
     """Scores every item by its number of training interactions, the same list for every user."""
+
+    name = "popular"
+    Config = PopularConfig
+    trainable = False
 
     def __init__(self, n_items: int):
         super().__init__()
         self.register_buffer("counts", torch.zeros(n_items))
 
     @classmethod
-    def fit(cls, items, n_items: int) -> "MostPopular":
-        m = cls(n_items)
-        m.counts.copy_(torch.from_numpy(np.bincount(np.asarray(items), minlength=n_items)).float())
-        m.counts[0] = -1.0  # padding is never recommended
-        return m
+    def from_config(cls, config, n_users: int, n_items: int) -> "MostPopular":
+        return cls(n_items)
 
-    def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        return self.counts[None, :].expand(len(users), -1)
+    def fit(self, task, device: str) -> dict:
+        n_items = len(self.counts)
+        self.counts.copy_(torch.from_numpy(np.bincount(task.train_items.numpy(), minlength=n_items)).float())
+        self.counts[0] = -1.0  # padding is never recommended
+        return {}
 
-    def score_cases(self, batch: dict) -> torch.Tensor:
-        return self.score_all(batch["users"])
+    def score(self, batch: SequenceBatch) -> torch.Tensor:
+        return self.counts[None, :].expand(len(batch.users), -1)

@@ -25,19 +25,43 @@ Named deviations (each an option, default = released behaviour unless said other
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys.data.batch import SequenceBatch
+from recsys.data.history import gaps_after
+from recsys.models.base import Recommender
 from recsys.models.mamba import Mamba
 from recsys.models.s5 import TimeAwareS5
 
-DEFAULTS = {
-    "objective": "ranking", "max_len": 200, "hidden": 64, "n_layers": 2, "ss4rec_dropout": 0.2, "d_state": 32,
-    "s5_state": 32, "d_conv": 4, "expand": 2, "dt_min": 0.001, "dt_max": 0.1, "time_unit": 1.0,
-    "time_transform": "none", "float32_timestamps": False, "mamba_dt_init": "released", "rating_head": True,
-    "rating_weight": 1.0, "logits_chunk": 8192, "lr": 0.001, "batch_size": 1024, "epochs": 200, "patience": 10,
-}
+
+@dataclass
+class SS4RecConfig:
+    hidden: int = 64                    # item embedding and block width
+    n_layers: int = 2                   # S5 + Mamba blocks
+    dropout: float = 0.2                # after S5 and after Mamba, inside each block
+    d_state: int = 32                   # Mamba state size
+    s5_state: int = 32                  # S5 state size (complex, conjugate pairs)
+    d_conv: int = 4                     # Mamba causal convolution width
+    expand: int = 2                     # Mamba inner width = expand * hidden
+    dt_min: float = 0.001               # S5 step-size initialisation range
+    dt_max: float = 0.1
+    time_unit: float = 1.0              # gaps are divided by this (1.0: raw seconds, as released)
+    time_transform: str = "none"        # none | log1p (after time_unit)
+    float32_timestamps: bool = False    # reproduce RecBole's float32 timestamp rounding (paper fidelity only)
+    mamba_dt_init: str = "released"     # released (RecBole init overwrites dt_proj) | mamba (keep Mamba's dt init)
+    rating_head: bool = True            # our addition: predicts the next rating from the state (RMSE)
+    rating_weight: float = 1.0          # weight of the rating MSE in the joint loss
+    logits_chunk: int = 8192            # rows of full-softmax logits held at once
+
+    def __post_init__(self):
+        if self.time_transform not in ("none", "log1p"):
+            raise ValueError(f"time_transform must be 'none' or 'log1p', not {self.time_transform!r}")
+        if self.mamba_dt_init not in ("released", "mamba"):
+            raise ValueError(f"mamba_dt_init must be 'released' or 'mamba', not {self.mamba_dt_init!r}")
 
 
 class SS4RecBlock(nn.Module):
@@ -58,30 +82,42 @@ class SS4RecBlock(nn.Module):
         return (out, xs) if return_states else out
 
 
-class SS4Rec(nn.Module):
-    def __init__(self, n_items: int, hidden: int = 64, n_layers: int = 2, dropout: float = 0.2, d_state: int = 32,
-                 s5_state: int = 32, d_conv: int = 4, expand: int = 2, dt_min: float = 1e-3, dt_max: float = 0.1,
-                 time_unit: float = 1.0, time_transform: str = "none", float32_timestamps: bool = False,
-                 mamba_dt_init: str = "released", rating_head: bool = True, global_mean: float = 3.5,
-                 logits_chunk: int = 8192):
+class SS4Rec(Recommender):
+    name = "ss4rec"
+    Config = SS4RecConfig
+    reads_history = True
+
+    def __init__(self, n_items: int, config: SS4RecConfig | None = None, **overrides):
+        """n_items counts index 0 (padding); `overrides` replace fields of `config` (default: the released one)."""
         super().__init__()
-        if time_transform not in ("none", "log1p"):
-            raise ValueError(f"time_transform must be 'none' or 'log1p', not {time_transform!r}")
-        if mamba_dt_init not in ("released", "mamba"):
-            raise ValueError(f"mamba_dt_init must be 'released' or 'mamba', not {mamba_dt_init!r}")
-        self.n_items, self.hidden = n_items, hidden
-        self.time_unit, self.time_transform = float(time_unit), time_transform
-        self.float32_timestamps, self.logits_chunk = float32_timestamps, logits_chunk
-        self.item_embedding = nn.Embedding(n_items, hidden, padding_idx=0)
-        self.blocks = nn.ModuleList(SS4RecBlock(hidden, s5_state, dt_min, dt_max, d_state, d_conv, expand, dropout)
-                                    for _ in range(n_layers))
-        self.has_rating_head = rating_head
-        if rating_head:
+        cfg = replace(config or SS4RecConfig(), **overrides)
+        self.config = cfg
+        self.n_items, self.hidden = n_items, cfg.hidden
+        self.time_unit, self.time_transform = float(cfg.time_unit), cfg.time_transform
+        self.float32_timestamps, self.logits_chunk = cfg.float32_timestamps, cfg.logits_chunk
+        self.item_embedding = nn.Embedding(n_items, cfg.hidden, padding_idx=0)
+        self.blocks = nn.ModuleList(SS4RecBlock(cfg.hidden, cfg.s5_state, cfg.dt_min, cfg.dt_max, cfg.d_state,
+                                                cfg.d_conv, cfg.expand, cfg.dropout) for _ in range(cfg.n_layers))
+        self.has_rating_head = cfg.rating_head
+        self.rating_weight = float(cfg.rating_weight) if cfg.rating_head else 0.0
+        if cfg.rating_head:
             # unused: reserved for a learned "no history yet" state; kept so the shipped weights still load
-            self.rating_start = nn.Parameter(torch.zeros(hidden))
-            self.rating_mlp = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-            self.register_buffer("global_mean", torch.tensor(float(global_mean)))
-        self._recbole_init(keep_mamba_dt=mamba_dt_init == "mamba")
+            self.rating_start = nn.Parameter(torch.zeros(cfg.hidden))
+            self.rating_mlp = nn.Sequential(nn.Linear(3 * cfg.hidden, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 1))
+            self.register_buffer("global_mean", torch.tensor(3.5))
+        self._recbole_init(keep_mamba_dt=cfg.mamba_dt_init == "mamba")
+
+    @classmethod
+    def from_config(cls, config, n_users: int, n_items: int) -> "SS4Rec":
+        return cls(n_items, config.params)
+
+    @property
+    def has_rating(self) -> bool:
+        return self.has_rating_head
+
+    def init_from_data(self, task) -> None:
+        if self.has_rating_head:  # the head predicts residuals around the training mean
+            self.global_mean.fill_(task.train_mean)
 
     def _recbole_init(self, keep_mamba_dt: bool):
         for name, m in self.named_modules():
@@ -108,18 +144,10 @@ class SS4Rec(nn.Module):
         return dt.to(w if w in (torch.float32, torch.float64) else torch.float32)
 
     def gaps(self, timestamps: torch.Tensor, lengths: torch.Tensor, target_times: torch.Tensor | None) -> torch.Tensor:
-        """dt [B, L]: gap after each item, t_target - t_last at the last valid position, 0 on padding."""
-        ts = self._times(timestamps)
-        bsz, length = ts.shape
-        nxt = torch.cat([ts[:, 1:], torch.zeros(bsz, 1, dtype=ts.dtype, device=ts.device)], dim=1)
-        pos = torch.arange(length, device=ts.device)[None, :]
-        last = (lengths - 1)[:, None]
-        if target_times is not None:
-            nxt = torch.where(pos == last, self._times(target_times)[:, None], nxt)
-        else:
-            nxt = torch.where(pos == last, ts, nxt)  # no known target time: the last item adds no gap
-        dt = torch.where(pos <= last, nxt - ts, torch.zeros_like(ts))
-        return self.scale_gaps(dt)
+        """dt [B, L] as fed to the S5 layers: `recsys.data.history.gaps_after` (the gap after each item, the gap to
+        the target at the last one, 0 on padding), then scaled."""
+        tt = None if target_times is None else self._times(target_times)
+        return self.scale_gaps(gaps_after(self._times(timestamps), lengths, tt))
 
     # ----------------------------------------------------------------------------------------------- encoder
     def encode(self, items, timestamps, lengths, target_times=None, return_states: bool = False):
@@ -168,7 +196,9 @@ class SS4Rec(nn.Module):
     @torch.no_grad()
     def score_next(self, cache: dict, now: torch.Tensor) -> torch.Tensor:
         """Logits [1, n_items] for the interaction at time `now` after the prefilled history."""
-        raw = self._times(now.reshape(1)) - self._times(cache["last_time"].reshape(1))
+        one = torch.ones(1, dtype=torch.long, device=now.device)
+        raw = gaps_after(self._times(cache["last_time"].reshape(1, 1)), one,
+                         self._times(now.reshape(1)))[:, 0]
         if bool(raw < 0):
             raise ValueError("'now' is before the last movie of the history")
         dt = self.scale_gaps(raw)
@@ -185,35 +215,35 @@ class SS4Rec(nn.Module):
         idx = (lengths - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
         return h.gather(1, idx).squeeze(1)
 
-    def score_cases(self, batch: dict) -> torch.Tensor:
-        """Full-catalogue logits [B, n_items] for evaluation cases (history + time of the predicted interaction)."""
-        h = self.encode(batch["items"], batch["timestamps"], batch["lengths"], batch["target_times"])
-        last = self.gather_last(h, batch["lengths"])
-        return last @ self.item_embedding.weight.T
+    def score(self, batch: SequenceBatch) -> torch.Tensor:
+        """Full-catalogue logits [B, n_items] for histories and the time of the interaction each predicts."""
+        h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times)
+        return self.gather_last(h, batch.lengths) @ self.item_embedding.weight.T
 
-    def predict_rating(self, batch: dict, target_items: torch.Tensor) -> torch.Tensor:
-        h = self.encode(batch["items"], batch["timestamps"], batch["lengths"], batch["target_times"])
-        return self.rating_from_state(self.gather_last(h, batch["lengths"]), target_items)
+    def predict_rating(self, batch: SequenceBatch) -> torch.Tensor:
+        """The rating of `batch.targets` from the state after each history (with the target's time)."""
+        if not self.has_rating_head:
+            return super().predict_rating(batch)
+        h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times)
+        return self.rating_from_state(self.gather_last(h, batch.lengths), batch.targets)
 
     def rating_from_state(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         e = self.item_embedding(items)
         return self.global_mean + self.rating_mlp(torch.cat([state, e, state * e], dim=-1)).squeeze(-1)
 
     # ----------------------------------------------------------------------------------------------- training
-    def forward(self, batch: dict) -> dict:
-        """All-positions training: position j predicts targets[:, j] from items[:, :j+1]; returns the losses."""
-        items, ts, lengths = batch["items"], batch["timestamps"], batch["lengths"]
-        h = self.encode(items, ts, lengths, batch["target_times"])
-        valid = batch["targets"] > 0
+    def forward(self, batch: SequenceBatch) -> torch.Tensor:
+        """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1]; full-softmax CE,
+        plus rating_weight x the rating MSE when the model has a rating head and the batch has ratings."""
+        h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times)
+        valid = batch.targets > 0
         hv = h[valid]
-        tv = batch["targets"][valid]
-        ce = chunked_softmax_cross_entropy(hv, self.item_embedding.weight, tv, self.logits_chunk)
-        out = {"ce": ce, "loss": ce}
-        if self.has_rating_head and "target_ratings" in batch:
+        tv = batch.targets[valid]
+        loss = chunked_softmax_cross_entropy(hv, self.item_embedding.weight, tv, self.logits_chunk)
+        if self.has_rating_head and batch.target_ratings is not None:
             pred = self.rating_from_state(hv, tv)
-            mse = F.mse_loss(pred.float(), batch["target_ratings"][valid].float())
-            out["mse"] = mse
-        return out
+            loss = loss + self.rating_weight * F.mse_loss(pred.float(), batch.target_ratings[valid].float())
+        return loss
 
 
 _CPU_LOGITS_BYTES = 6 * 1024 * 1024   # one CPU chunk of logits stays in the last-level cache (1,024 rows at ML-100K)
@@ -320,18 +350,8 @@ def chunked_softmax_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets
     return _FullSoftmaxCE.apply(h, weight, targets, rows) / n
 
 
-def build_from_config(cfg: dict, n_items: int, task) -> SS4Rec:
-    return SS4Rec(n_items, hidden=int(cfg["hidden"]), n_layers=int(cfg["n_layers"]),
-                  dropout=float(cfg["ss4rec_dropout"]), d_state=int(cfg["d_state"]), s5_state=int(cfg["s5_state"]),
-                  d_conv=int(cfg["d_conv"]), expand=int(cfg["expand"]), dt_min=float(cfg["dt_min"]),
-                  dt_max=float(cfg["dt_max"]), time_unit=float(cfg["time_unit"]),
-                  time_transform=cfg["time_transform"], float32_timestamps=bool(cfg["float32_timestamps"]),
-                  mamba_dt_init=cfg["mamba_dt_init"], rating_head=bool(cfg["rating_head"]),
-                  global_mean=getattr(task, "train_mean", 3.5), logits_chunk=int(cfg["logits_chunk"]))
-
-
 def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["SS4Rec", "DEFAULTS", "build_from_config", "chunked_softmax_cross_entropy", "n_parameters"]
+__all__ = ["SS4Rec", "SS4RecConfig", "chunked_softmax_cross_entropy", "n_parameters"]

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from recsys.config import TrainConfig
 from recsys.runs import WEIGHTS, RunDirectory, save_weights
 from recsys.training.tasks import is_better
 
@@ -84,13 +85,17 @@ def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
-def fit(model, task, cfg: dict, run: RunDirectory | None, device: str, dist_info: DistInfo | None = None,
-        resume: dict | None = None, progress: bool = True, model_meta: dict | None = None) -> FitState:
-    """Train until cfg['epochs'] or early stopping; keep the best weights in run/model.safetensors."""
+def fit(model, task, cfg: TrainConfig, run: RunDirectory | None, device: str, dist_info: DistInfo | None = None,
+        resume: dict | None = None, progress: bool = True, model_meta: dict | None = None,
+        initial_best: float | None = None) -> FitState:
+    """Train until cfg.epochs or early stopping; keep the best weights in run/model.safetensors.
+
+    `initial_best`: the validation value of the starting weights, when they must be beaten to count (a refit);
+    the caller has saved them as the best so far."""
     dist_info = dist_info or DistInfo()
     model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg.get("weight_decay", 0.0))
-    state = FitState()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = FitState(best=initial_best)
     if resume:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
@@ -100,21 +105,21 @@ def fit(model, task, cfg: dict, run: RunDirectory | None, device: str, dist_info
     if dist_info.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dist_info.local_rank] if device.startswith("cuda") else None)
-    use_bf16 = device.startswith("cuda") and cfg.get("precision", "auto") in ("auto", "bf16") \
+    use_bf16 = device.startswith("cuda") and cfg.precision in ("auto", "bf16") \
         and torch.cuda.is_bf16_supported()
-    seed, patience = int(cfg["seed"]), int(cfg.get("patience", 10))
+    seed, patience = int(cfg.seed), int(cfg.patience)
     monitor, mode = task.monitor, task.mode
-    for epoch in range(state.epoch + 1, int(cfg["epochs"])):
+    for epoch in range(state.epoch + 1, int(cfg.epochs)):
         seed_everything(seed, epoch)
         train_model.train()
         t0 = time.perf_counter()
         total, count, n_samples = 0.0, 0, 0
-        batches = list(task.batches(epoch, seed, int(cfg["batch_size"]), dist_info.rank, dist_info.world))
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg['epochs']}", leave=False,
+        batches = list(task.batches(epoch, seed, int(cfg.batch_size), dist_info.rank, dist_info.world))
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not (progress and dist_info.is_main))
         for batch in bar:
             if device.startswith("cuda"):  # pinned host memory lets the copy overlap the previous step's kernels
-                batch = {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+                batch = batch.pin_memory().to(device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 loss = task.loss(train_model, batch)
             if not torch.isfinite(loss):
@@ -122,12 +127,12 @@ def fit(model, task, cfg: dict, run: RunDirectory | None, device: str, dist_info
                                          f"(lower --lr or check the data)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["grad_clip"]))
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg.grad_clip))
             opt.step()
             total += loss.item()
             count += 1
-            n_samples += len(next(iter(batch.values())))
+            n_samples += len(batch)
             if count % 20 == 0:
                 bar.set_postfix(loss=f"{total / count:.4f}")
         train_loss = total / max(count, 1)
@@ -139,7 +144,7 @@ def fit(model, task, cfg: dict, run: RunDirectory | None, device: str, dist_info
         stop = torch.zeros(1, device=device)
         if dist_info.is_main:
             model.eval()
-            valid, _ = task.evaluate(model, "valid", device, batch_size=int(cfg.get("eval_batch_size", 1024)))
+            valid, _ = task.evaluate(model, "valid", device, batch_size=int(cfg.eval_batch_size))
             value = valid[monitor]
             state.train_seconds += seconds
             improved = is_better(value, state.best, mode)

@@ -1,8 +1,8 @@
-"""Training tasks: what a batch is, what the loss is, and how a stage (valid/test) is evaluated.
+"""Training tasks: what a batch is, which loss, and how a stage (valid/test) is evaluated.
 
-A task owns the data of one protocol; models only have to offer `forward(users, items)` (rating / pointwise
-ranking) or `score_cases(batch) -> [b, n_items]` (full ranking), so NCF, the floors and SS4Rec all train and
-evaluate through the same code.
+A task owns the data of one protocol and hands models `SequenceBatch`es; models are only called through the
+`Recommender` interface (`forward(batch)` = training loss, `score`, `predict_rating`), so NCF, the floors and
+SS4Rec all train and evaluate through the same code.
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from recsys.data.batch import SequenceBatch, rating_pairs, training_windows
+from recsys.data.history import gap_to_target
 from recsys.data.prepare import PreparedData
 from recsys.evaluation import metrics as M
 from recsys.evaluation.protocols import LeaveOneOut, RatingSplit
@@ -40,61 +41,55 @@ class RatingTask:
     def __init__(self, prepared: PreparedData, split: RatingSplit):
         inter = prepared.interactions
         self.prepared, self.split = prepared, split
-        self.arrays = {}
+        self.pairs = {}
         for stage, rows in (("train", split.train), ("valid", split.valid), ("test", split.test)):
             part = inter.loc[rows]
-            self.arrays[stage] = {
-                "users": torch.tensor(part["user_idx"].to_numpy(), dtype=torch.long),
-                "items": torch.tensor(part["item_idx"].to_numpy(), dtype=torch.long),
-                "ratings": torch.tensor(part["rating"].to_numpy(), dtype=torch.float32),
-            }
-        self.train_mean = float(self.arrays["train"]["ratings"].mean())
+            self.pairs[stage] = rating_pairs(part["user_idx"].to_numpy(), part["item_idx"].to_numpy(),
+                                             part["rating"].to_numpy())
+        self.train = self.pairs["train"]
+        self.train_mean = float(self.train.target_ratings.mean())
         self.rating_scale = (float(inter["rating"].min()), float(inter["rating"].max()))
 
     def n_train(self) -> int:
-        return len(self.arrays["train"]["users"])
+        return len(self.train)
 
-    def batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[dict]:
-        a = self.arrays["train"]
+    def batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[SequenceBatch]:
         for idx in shard(self.n_train(), epoch_rng(seed, epoch), rank, world, batch_size):
-            idx = torch.from_numpy(idx)
-            yield {k: v[idx] for k, v in a.items()}
+            yield self.train.take(idx)
 
-    def loss(self, model, batch: dict) -> torch.Tensor:
-        return F.mse_loss(model(batch["users"], batch["items"]).float(), batch["ratings"])
+    def loss(self, model, batch: SequenceBatch) -> torch.Tensor:
+        return model(batch)
 
     @torch.no_grad()
     def predict(self, model, stage: str, device, batch_size: int = 65536) -> np.ndarray:
-        a = self.arrays[stage]
-        out = []
-        for s in range(0, len(a["users"]), batch_size):
-            out.append(model(a["users"][s:s + batch_size].to(device), a["items"][s:s + batch_size].to(device))
-                       .float().cpu())
+        pairs = self.pairs[stage]
+        out = [model.predict_rating(pairs.take(slice(s, s + batch_size)).to(device)).float().cpu()
+               for s in range(0, len(pairs), batch_size)]
         pred = torch.cat(out).numpy() if out else np.zeros(0, np.float32)
         return np.clip(pred, *self.rating_scale)  # a prediction outside the scale is never better than its edge
 
     def evaluate(self, model, stage: str, device, **_) -> tuple[dict, pd.DataFrame]:
         pred = self.predict(model, stage, device)
-        a = self.arrays[stage]
-        target = a["ratings"].numpy()
-        per_row = M.rating_errors(pred, target, users=a["users"].numpy())
-        per_row.insert(1, "item", a["items"].numpy())
+        pairs = self.pairs[stage]
+        target = pairs.target_ratings.numpy()
+        per_row = M.rating_errors(pred, target, users=pairs.users.numpy())
+        per_row.insert(1, "item", pairs.targets.numpy())
         return {"rmse": M.rmse(pred, target), "mae": M.mae(pred, target), "n": int(len(target))}, per_row
 
 
 class RankingTask:
-    """Leave-one-out full ranking; trains pointwise on (user, item) with sampled negatives (BCE) or a full softmax.
+    """Leave-one-out full ranking; trains on (user, item) pairs (with sampled negatives when the model needs them).
 
-    Monitored by validation NDCG@10. Models score evaluation cases through `score_cases(batch)`.
+    Monitored by validation NDCG@10. Models score evaluation cases through `score(batch)`.
     """
 
     monitor, mode = "ndcg@10", "max"
 
     def __init__(self, prepared: PreparedData, loo: LeaveOneOut, max_len: int, mask_seen: bool = False,
-                 ks=(5, 10, 20), loss: str = "bce", num_negatives: int = 4):
+                 ks=(5, 10, 20), num_negatives: int = 0):
         self.prepared, self.loo = prepared, loo
         self.max_len, self.mask_seen, self.ks = max_len, mask_seen, tuple(ks)
-        self.loss_name, self.num_negatives = loss, num_negatives
+        self.num_negatives = num_negatives
         self.n_items = prepared.n_items + 1  # with padding
         train = loo.train_row_ids()
         inter = prepared.interactions.loc[train]
@@ -105,44 +100,33 @@ class RankingTask:
     def n_train(self) -> int:
         return len(self.train_users)
 
-    def cases(self, stage: str) -> dict:
+    def cases(self, stage: str) -> SequenceBatch:
         return self._cases[stage]
 
-    def batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[dict]:
+    def batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[SequenceBatch]:
         rng = epoch_rng(seed, epoch)
         for idx in shard(self.n_train(), rng, rank, world, batch_size):
             t = torch.from_numpy(idx)
-            batch = {"users": self.train_users[t], "items": self.train_items[t]}
-            if self.loss_name == "bce":
+            negatives = None
+            if self.num_negatives:
                 # uniform negatives over real items (1..n); a rare collision with a positive is tolerated, as in
                 # the NCF paper's sampler, and keeps sampling O(batch)
-                batch["negatives"] = torch.from_numpy(
-                    rng.integers(1, self.n_items, size=(len(idx), self.num_negatives)))
-            yield batch
+                negatives = torch.from_numpy(rng.integers(1, self.n_items, size=(len(idx), self.num_negatives)))
+            yield SequenceBatch(users=self.train_users[t], targets=self.train_items[t], negatives=negatives)
 
-    def loss(self, model, batch: dict) -> torch.Tensor:
-        users, items = batch["users"], batch["items"]
-        if self.loss_name == "softmax":
-            logits = model(users, None).float()
-            logits[:, 0] = float("-inf")
-            return F.cross_entropy(logits.float(), items)
-        pos = model(users, items).float()
-        neg = model(users[:, None].expand_as(batch["negatives"]), batch["negatives"]).float()
-        return (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="sum")
-                + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="sum")) / len(users)
+    def loss(self, model, batch: SequenceBatch) -> torch.Tensor:
+        return model(batch)
 
     @torch.no_grad()
     def ranks(self, model, stage: str, device, batch_size: int = 1024, progress: bool = False) -> np.ndarray:
         c = self.cases(stage)
-        keys = ("users", "items", "timestamps", "lengths", "target_times")
-        tensors = {k: torch.as_tensor(c[k]) for k in keys}
 
         def score_fn(rows: torch.Tensor) -> torch.Tensor:
-            rows = rows.cpu()
-            return model.score_cases({k: v[rows].to(device) for k, v in tensors.items()}).float()
+            return model.score(c.take(rows.cpu()).to(device)).float()
 
         exclude = self.loo.seen_items(stage) if self.mask_seen else None
-        return M.rank_all(score_fn, np.arange(len(c["targets"])), c["targets"], batch_size=batch_size,
+        targets = c.targets.numpy()
+        return M.rank_all(score_fn, np.arange(len(targets)), targets, batch_size=batch_size,
                           exclude=exclude, device=device, progress=progress)
 
     def evaluate(self, model, stage: str, device, batch_size: int = 1024, progress: bool = False):
@@ -150,13 +134,12 @@ class RankingTask:
         c = self.cases(stage)
         metrics = M.ranking_metrics_from_ranks(ranks, self.ks)
         metrics["n"] = int(len(ranks))
-        per_user = M.per_user_ranking(ranks, c["users"], self.ks)
-        per_user.insert(1, "target", c["targets"])
+        per_user = M.per_user_ranking(ranks, c.users.numpy(), self.ks)
+        per_user.insert(1, "target", c.targets.numpy())
         full_history = self.loo.seqs.lengths[self.loo.eval_rows] - (2 if stage == "valid" else 1)
         per_user.insert(2, "history_length", full_history)
-        gap = c["target_times"] - np.where(c["lengths"] > 0, c["timestamps"][np.arange(len(ranks)),
-                                                                                np.maximum(c["lengths"] - 1, 0)], 0)
-        per_user.insert(3, "gap_before_target", gap)
+        per_user.insert(3, "gap_before_target",
+                        gap_to_target(c.timestamps.numpy(), c.lengths.numpy(), c.target_times.numpy()))
         return metrics, per_user
 
 
@@ -166,81 +149,36 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
     return value < best if mode == "min" else value > best
 
 
-def sequence_windows(seqs, max_len: int) -> dict:
-    """Cut each training sequence into consecutive windows of max_len inputs and their next-item targets.
-
-    A user's items i_0..i_{n-1} give targets i_1..i_{n-1}, each predicted exactly once; windows are cut from the
-    end, so the most recent history is always whole. Arrays are [W, max_len], inputs left-aligned and 0-padded.
-    """
-    lengths = seqs.lengths
-    n_targets = np.maximum(lengths - 1, 0)
-    n_windows = -(-n_targets // max_len)
-    row = np.repeat(np.arange(len(lengths)), n_windows)
-    k = np.arange(len(row)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # window index from the end
-    starts = seqs.indptr[:-1][row]
-    end = starts + lengths[row] - k * max_len           # exclusive end of this window's targets (absolute)
-    first_target = np.maximum(starts + 1, end - max_len)
-    n_in = end - first_target                           # inputs == targets in count
-    cols = np.arange(max_len)
-    valid = cols[None, :] < n_in[:, None]
-    inp = np.where(valid, first_target[:, None] - 1 + cols[None, :], 0)
-    tgt = np.where(valid, first_target[:, None] + cols[None, :], 0)
-    take = lambda a, idx: np.where(valid, a[idx], 0)  # noqa: E731
-    return {
-        "items": take(seqs.items, inp).astype(np.int64),
-        "timestamps": take(seqs.timestamps, inp).astype(np.int64),
-        "lengths": n_in.astype(np.int64),
-        "targets": take(seqs.items, tgt).astype(np.int64),
-        "target_ratings": take(seqs.ratings, tgt).astype(np.float32),
-        "target_times": seqs.timestamps[end - 1].astype(np.int64),
-        "users": seqs.users[row].astype(np.int64),
-    }
-
-
 class SequenceTask(RankingTask):
-    """SS4Rec's task: all-positions next-item training on windows of each user's training sequence; evaluated by
-    full ranking (HR/NDCG/MRR) and, with a rating head, RMSE/MAE on the same held-out interactions, which are
-    exactly the rows of the chronological rating protocol."""
+    """A sequence model's task: all-positions next-item training on windows of each user's training sequence;
+    evaluated by full ranking (HR/NDCG/MRR) and, for a model with a rating, RMSE/MAE on the same held-out
+    interactions, which are exactly the rows of the chronological rating protocol."""
 
     def __init__(self, prepared: PreparedData, loo: LeaveOneOut, max_len: int, mask_seen: bool = False,
-                 ks=(5, 10, 20), rating_weight: float = 1.0):
+                 ks=(5, 10, 20)):
         super().__init__(prepared, loo, max_len, mask_seen, ks)
-        self.rating_weight = rating_weight
         train = loo.train_sequences()
-        self.windows = {k: torch.from_numpy(v) for k, v in sequence_windows(train, max_len).items()}
+        self.windows = training_windows(train, max_len)
         self.train_mean = float(train.ratings.mean())
         self.rating_scale = (float(prepared.interactions["rating"].min()),
                              float(prepared.interactions["rating"].max()))
 
     def n_train(self) -> int:
-        return len(self.windows["lengths"])
+        return len(self.windows)
 
-    def batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[dict]:
+    def batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[SequenceBatch]:
         for idx in shard(self.n_train(), epoch_rng(seed, epoch), rank, world, batch_size):
-            t = torch.from_numpy(idx)
-            batch = {k: v[t] for k, v in self.windows.items() if k != "users"}
-            width = int(batch["lengths"].max())  # trim the padding every row of this batch shares
-            for k in ("items", "timestamps", "targets", "target_ratings"):
-                batch[k] = batch[k][:, :width]
-            yield batch
-
-    def loss(self, model, batch: dict) -> torch.Tensor:
-        out = model(batch)
-        return out["loss"] + self.rating_weight * out["mse"] if "mse" in out else out["loss"]
+            yield self.windows.take(idx).trimmed()  # without the padding every row of this batch shares
 
     @torch.no_grad()
     def evaluate(self, model, stage: str, device, batch_size: int = 1024, progress: bool = False):
         metrics, per_user = super().evaluate(model, stage, device, batch_size, progress)
-        if getattr(model, "has_rating_head", False):
+        if model.has_rating:
             c = self.cases(stage)
-            preds = []
-            for s in range(0, len(c["targets"]), batch_size):
-                sl = slice(s, s + batch_size)
-                batch = {k: torch.as_tensor(c[k][sl]).to(device)
-                         for k in ("items", "timestamps", "lengths", "target_times")}
-                preds.append(model.predict_rating(batch, torch.as_tensor(c["targets"][sl]).to(device)).float().cpu())
+            preds = [model.predict_rating(c.take(slice(s, s + batch_size)).to(device)).float().cpu()
+                     for s in range(0, len(c), batch_size)]
             pred = np.clip(torch.cat(preds).numpy(), *self.rating_scale)
-            target = c["target_ratings"]
+            target = c.target_ratings.numpy()
             metrics.update(rmse=M.rmse(pred, target), mae=M.mae(pred, target))
             per_user["pred_rating"] = pred
             per_user["target_rating"] = target

@@ -1,0 +1,107 @@
+"""Train NCF or SS4Rec (or fit a floor) on a MovieLens release and write a run directory.
+
+Examples:
+  python scripts/train.py --model ncf --dataset ml-100k --objective ranking
+  python scripts/train.py --model ncf --objective rating --split ml100k-folds --fold 1 \\
+      --data-dir ../shared/movielens/ml-100k
+  python scripts/train.py --model bias --objective rating --split random --data-dir ../shared/movielens/ml-1m
+  python scripts/train.py --resume checkpoints/ncf-ranking-ml-100k-seed0      # continue a killed run
+  torchrun --nproc_per_node 2 scripts/train.py --model ncf --device cpu       # DistributedDataParallel
+
+Configuration precedence: command line > --config FILE (YAML) > the defaults in recsys/config.py (training) and
+each model's Config dataclass. Any option can also be set with --set KEY=VALUE (repeatable, YAML values:
+--set mlp_dims=[128,64,32]). Installed as the `recsys-train` command; scripts/train.py is the same program.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from recsys.config import ConfigError, RunConfig, load_config_file, parse_overrides, resolve_config
+from recsys.data.schema import DataError
+from recsys.models import MODELS
+from recsys.runs import RunDirectory, RunError
+from recsys.training.runner import run_training, summarise
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scripts/train.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=list(MODELS), help="ncf | ss4rec, or a floor: global-mean, bias (rating), "
+                                                   "popular (ranking)")
+    p.add_argument("--dataset", help="ml-100k (embedded default), ml-1m, ml-10m, ml-20m, ml-25m, ml-latest, "
+                                     "ml-latest-small")
+    p.add_argument("--data-dir", help="folder with the release's files; without it, ml-100k is the embedded copy "
+                                      "and the others are downloaded from GroupLens (md5-checked)")
+    p.add_argument("--config", help="YAML file of options (see configs/)")
+    p.add_argument("--objective", choices=("ranking", "rating"),
+                   help="ranking: leave-one-out full ranking (HR/NDCG/MRR); rating: RMSE/MAE")
+    p.add_argument("--split", choices=("chronological", "random", "kfold", "ml100k-folds"),
+                   help="rating split: chronological hold-out (default), random 90/10, k-fold, official u1..u5")
+    p.add_argument("--fold", type=int, help="fold number for kfold / ml100k-folds (1-based)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="auto picks CUDA when present")
+    p.add_argument("--seed", type=int, help="seed for splits, initialisation, batches and sampling")
+    p.add_argument("--out", help="run directory to write (default: checkpoints/<model>-<objective>-<dataset>-...)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last finished epoch, with its "
+                                                   "recorded configuration")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any option")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def default_out(cfg: RunConfig) -> Path:
+    t = cfg.train
+    parts = [cfg.model, t.objective, t.dataset]
+    if t.objective == "rating":
+        parts.append(t.split + (f"{t.fold}" if t.split in ("kfold", "ml100k-folds") else ""))
+    if MODELS[cfg.model].reads_history:
+        parts.append(f"len{t.max_len}")
+    if t.objective == "ranking" and t.mask_seen:
+        parts.append("masked")
+    parts.append(f"seed{t.seed}")
+    return ROOT / "checkpoints" / "-".join(str(p) for p in parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    prefix = ["torchrun", f"--nproc_per_node={os.environ['WORLD_SIZE']}"] if int(os.environ.get("WORLD_SIZE", 1)) > 1 \
+        else ["python"]
+    command = prefix + ["scripts/train.py"] + argv
+    try:
+        if args.resume:
+            info = RunDirectory(args.resume).info()
+            cfg, out, command = RunConfig.from_dict(info["config"]), Path(args.resume), info["command"].split(" ")
+        else:
+            if not args.model:
+                build_parser().error("--model is required (unless --resume)")
+            file_cfg = load_config_file(args.config) if args.config else {}
+            overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "objective", "split", "fold", "epochs",
+                                                        "device", "seed") if getattr(args, k) is not None}
+            overrides.update(parse_overrides(args.set))
+            cfg = resolve_config(args.model, file_cfg, overrides)
+            out = Path(args.out) if args.out else default_out(cfg)
+            if (out / "run.json").exists():
+                raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, or another --out")
+        info = run_training(cfg, out, command, resume=bool(args.resume), progress=not args.quiet)
+    except (ConfigError, DataError, RunError, RuntimeError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if info.get("status") == "complete":
+        print(summarise(info))
+        print(f"run directory: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

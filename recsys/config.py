@@ -1,0 +1,180 @@
+"""Configuration: every default lives in a dataclass (training and protocol here, each model's beside its model),
+YAML files and `--set KEY=VALUE` only override them.
+
+Precedence: the dataclass defaults < a YAML file (`--config`, e.g. a model's recipe in configs/) < the command
+line. A RunConfig is recorded flat in run.json (`as_dict`) and read back with `from_dict`, so a saved run and a
+fresh one are built by the same code.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LITERATURE_SPLITS = ("random", "kfold", "ml100k-folds")
+# names earlier runs recorded, read as today's (old run.json files keep loading)
+_LEGACY = {"ss4rec": {"ss4rec_dropout": "dropout"}}
+# what earlier runs recorded inside their config but is a fitted result, not a setting (now in run.json "fitted")
+_RECORDED_RESULTS = {"chosen_reg"}
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or out of range; the message says which and what is allowed."""
+
+
+@dataclass
+class TrainConfig:
+    # data and protocol
+    dataset: str = "ml-100k"            # release name; ml-100k without data_dir is the embedded copy
+    data_dir: str | None = None         # folder with the release's files
+    objective: str = "ranking"          # ranking (leave-one-out full ranking) | rating (RMSE/MAE)
+    split: str = "chronological"        # rating split: chronological | random | kfold | ml100k-folds
+    fold: int = 1                       # kfold / ml100k-folds fold (1-based)
+    k: int = 5                          # kfold folds
+    test_frac: float = 0.1              # random split test share
+    valid_frac: float = 0.1             # literature splits: share of train rows held out for early stopping
+    user_k: int | None = None           # k-core on users; None: 5 for leave-one-out, 1 for literature splits
+    item_k: int | None = None           # k-core on items; same rule
+    timestamped_users_only: bool = False  # drop users with any rating lacking a timestamp (ML-1M shared copy)
+    max_len: int = 50                   # history length a sequence model reads (RecBole's MAX_ITEM_LIST_LENGTH)
+    mask_seen: bool = False             # drop already-rated movies from the ranking
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])  # ranking cutoffs
+    # optimisation
+    epochs: int = 30                    # maximum epochs (early stopping may end sooner)
+    batch_size: int = 1024              # rows per step (pairs, or windows for sequence models)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 5                   # epochs without a better validation value before stopping
+    grad_clip: float = 5.0              # max gradient norm (0: off)
+    seed: int = 0
+    device: str = "auto"                # auto | cpu | cuda
+    precision: str = "auto"             # auto (bf16 on CUDA) | bf16 | fp32
+    eval_batch_size: int = 1024
+    cpu_threads: int | None = None      # None: torch's default
+
+
+@dataclass
+class RunConfig:
+    """One run's whole configuration: the model's name, the training settings and the model's parameters."""
+
+    model: str
+    train: TrainConfig
+    params: Any  # the model class's Config dataclass
+
+    def as_dict(self) -> dict:
+        """The flat form run.json records and YAML files use."""
+        return {**dataclasses.asdict(self.train), **dataclasses.asdict(self.params), "model": self.model}
+
+    @classmethod
+    def from_dict(cls, flat: dict) -> "RunConfig":
+        """A run.json's config; keys earlier versions recorded for other models are ignored."""
+        from recsys.models import MODELS
+
+        model = flat.get("model")
+        foreign = {f.name for m in MODELS.values() for f in fields(m.Config)}
+        known = {f.name for f in fields(TrainConfig)} | _model_fields(model) | set(_LEGACY.get(model, {}))
+        legacy = _LEGACY.get(model, {})
+        mine = {k: v for k, v in flat.items() if (k in known or k not in foreign) and k not in _RECORDED_RESULTS
+                and not (k in legacy.values() and any(old in flat for old in legacy))}
+        return resolve_config(model, {}, {k: v for k, v in mine.items() if k != "model"})
+
+
+def _model_fields(model: str) -> set[str]:
+    from recsys.models import model_class
+
+    return {f.name for f in fields(model_class(model).Config)}
+
+
+def parse_overrides(items) -> dict:
+    """`--set KEY=VALUE` arguments -> {key: value}; values are YAML scalars/lists: 0.001, true, [64, 32], null."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set needs KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load_config_file(path: str | Path) -> dict:
+    try:
+        cfg = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of option: value")
+    return cfg
+
+
+def _coerce(name: str, value, default):
+    """YAML reads "1e-5" as a string: coerce numbers by the default's type."""
+    if value is None or isinstance(default, bool) or not isinstance(default, (int, float)):
+        return value
+    try:
+        return int(value) if isinstance(default, int) and float(value) == int(float(value)) else float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number, not {value!r}") from None
+
+
+def _apply(obj, values: dict):
+    out = {}
+    for f in fields(obj):
+        if f.name in values:
+            out[f.name] = _coerce(f.name, values[f.name], getattr(obj, f.name))
+    try:
+        return dataclasses.replace(obj, **out)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def resolve_config(model: str, file_cfg: dict, overrides: dict) -> RunConfig:
+    """Defaults < file < command line, validated, with derived values filled (the k-core rule)."""
+    from recsys.models import MODELS
+
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    cls = MODELS[model]
+    train_names = {f.name for f in fields(TrainConfig)}
+    model_names = _model_fields(model)
+    legacy = _LEGACY.get(model, {})
+    merged: dict = {}
+    for source in (file_cfg, overrides):
+        for key, value in source.items():
+            if key == "model":
+                if value != model:
+                    raise ConfigError(f"the config is for model {value!r}, not {model!r}")
+                continue
+            key = legacy.get(key, key)
+            if key not in train_names and key not in model_names:
+                raise ConfigError(f"unknown option {key!r} for {model}; known: "
+                                  f"{', '.join(sorted(train_names | model_names))}")
+            if value is not None or key in ("data_dir", "user_k", "item_k", "cpu_threads"):
+                merged[key] = value
+    train_defaults = TrainConfig()
+    if not cls.trainable or cls.objectives == ("rating",):
+        train_defaults.objective = cls.objectives[0]
+    train = _apply(train_defaults, merged)
+    params = _apply(cls.Config(), merged)
+    if train.objective not in ("rating", "ranking"):
+        raise ConfigError(f"objective must be rating or ranking, not {train.objective!r}")
+    if train.objective not in cls.objectives:
+        if model == "ss4rec":
+            raise ConfigError("SS4Rec trains on next-item ranking; its rating head is evaluated on the chronological "
+                              "rating protocol in the same run (rating_head: true)")
+        raise ConfigError(f"the {model} {'floor' if not cls.trainable else 'model'} is a "
+                          f"{' / '.join(cls.objectives)} model")
+    if train.objective == "ranking" and train.split != "chronological":
+        raise ConfigError("the ranking protocol is leave-one-out by time; --split applies to the rating objective")
+    literature = train.split in LITERATURE_SPLITS
+    for key in ("user_k", "item_k"):
+        if getattr(train, key) is None:  # literature RMSE splits use every rating; leave-one-out uses RecBole's 5-core
+            setattr(train, key, 1 if literature else 5)
+    for key in ("epochs", "batch_size", "patience", "max_len"):
+        if int(getattr(train, key)) < 1:
+            raise ConfigError(f"{key} must be at least 1, not {getattr(train, key)}")
+    if not float(train.lr) > 0:
+        raise ConfigError(f"lr must be positive, not {train.lr}")
+    return RunConfig(model, train, params)
