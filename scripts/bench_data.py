@@ -62,7 +62,8 @@ def main() -> None:
 
     directory = args.dir or Path(os.environ.get("TMPDIR", "/tmp")) / f"synthetic-ml25m-{args.scale:g}"
     if not (directory / "ratings.csv").exists():
-        from recsys.data.synthetic import generate_ml25m_like, write_movielens_csv
+        from recsys.data.synthetic import generate_ml25m_like
+        from recsys.data.synthetic_files import write_movielens_csv
 
         t = time.perf_counter()
         print(f"generating synthetic ML-25M-shaped data (scale {args.scale:g}) into {directory} ...", flush=True)

@@ -8,9 +8,8 @@ import pandas as pd
 import pytest
 
 from recsys.data.schema import MovieLensData
-from recsys.data.synthetic import (
-    GENRES, NO_GENRES, T_MAX, T_MIN, generate_ml25m_like, main, ml25m_like_sizes, shape_stats, write_movielens_csv,
-)
+from recsys.data.synthetic import GENRES, NO_GENRES, T_MAX, T_MIN, generate_ml25m_like, ml25m_like_sizes
+from recsys.data.synthetic_files import main, shape_stats, write_movielens_csv
 
 SCALE = 0.002
 HALF_STARS = {x / 2 for x in range(1, 11)}
