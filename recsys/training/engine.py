@@ -81,10 +81,6 @@ class FitState:
     history: list = field(default_factory=list)
 
 
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
-
-
 def fit(model, task, cfg: TrainConfig, run: RunDirectory | None, device: str, dist_info: DistInfo | None = None,
         resume: dict | None = None, progress: bool = True, model_meta: dict | None = None,
         initial_best: float | None = None) -> FitState:
