@@ -1,5 +1,8 @@
-"""Entry point of the dashboard: only declares the pages (each page lives in pages/)."""
+"""Entry point of the dashboard: declares the pages (each lives in pages/) and draws the sidebar they share (runs
+folder, SS4Rec run, user: recsys.app.state), once, before the chosen page runs."""
 import streamlit as st
+
+from recsys.app import state
 
 st.set_page_config(page_title="SS4Rec vs NCF workbench", layout="wide")
 
@@ -9,4 +12,6 @@ pages = [
     st.Page("pages/trajectories.py", title="State trajectories", url_path="state-trajectories"),
     st.Page("pages/live.py", title="Live recommendations", url_path="live-recommendations"),
 ]
-st.navigation(pages).run()
+page = st.navigation(pages)
+state.sidebar()
+page.run()

@@ -1,18 +1,16 @@
 """Compare runs: metrics side by side only where comparable, learning curves, paired bootstrap, breakdowns.
 
-All logic lives in recsys.compare; this page only arranges widgets and charts.
+All logic lives in recsys.compare and every chart in recsys.charts; this page only arranges widgets. The runs folder
+is the shared sidebar's (recsys.app.state).
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from recsys import charts
 from recsys import compare as C
-from recsys.runs import TEST_RESULTS, RunDirectory, RunError
-
-ROOT = Path(__file__).resolve().parents[1]
+from recsys.app import state
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -20,25 +18,17 @@ def _test_results(path: str, stamp: float, info: dict) -> pd.DataFrame:
     return C.load_test_results(path, info)
 
 
-def _stamp(path: Path) -> float:
-    f = path / TEST_RESULTS
-    return f.stat().st_mtime if f.exists() else 0.0
-
-
 def results_or_reason(run: C.Run) -> tuple[pd.DataFrame | None, str | None]:
     try:
-        return _test_results(str(run.path), _stamp(run.path), run.info), None
-    except RunError as exc:
+        return _test_results(str(run.path), C.results_stamp(run.path), run.info), None
+    except C.RunError as exc:
         return None, str(exc)
     except Exception as exc:  # never a traceback on the page
         return None, f"{run.label}: unreadable test results ({type(exc).__name__}: {exc})"
 
 
 def history_of(run: C.Run) -> list[dict]:
-    try:
-        return RunDirectory(run.path).history()
-    except Exception:
-        return []
+    return C.read_history(run.path)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -52,13 +42,8 @@ st.title("Compare runs")
 st.caption("Runs are put side by side only when they were evaluated on the same data (dataset, fingerprint, filters) "
            "with the same protocol; every table and chart names its dataset, split and protocol.")
 
-folder = st.text_input("Runs folder", value="checkpoints", key="runs-folder",
-                       help="A folder of run directories written by scripts/train.py; relative paths start at the "
-                            "project root.")
-root = Path(folder.strip() or "checkpoints").expanduser()
-if not root.is_absolute():
-    root = ROOT / root
-scan = C.scan_runs(root)
+root = state.runs_folder()  # typed in the sidebar
+scan = state.scan()
 if scan.root_error:
     st.error(f"Cannot read the runs folder: {scan.root_error}")
     st.stop()
@@ -87,10 +72,11 @@ if running:
                 continue
             c1, c2 = st.columns(2)
             if not train.empty:
-                c1.altair_chart(C.curve_chart(train, "Training loss (training data)", "train loss"), width="stretch")
+                c1.altair_chart(charts.curve_chart(train, "Training loss (training data)", "train loss"),
+                                width="stretch")
             if not valid.empty:
-                c2.altair_chart(C.curve_chart(valid, f"Validation {C.metric_display(metric)} (validation users)",
-                                              f"valid {metric}"), width="stretch")
+                c2.altair_chart(charts.curve_chart(valid, f"Validation {C.metric_display(metric)} (validation users)",
+                                                   f"valid {metric}"), width="stretch")
             st.caption(f"Dataset: {C.dataset_summary(r.info)} · ◆ = best epoch so far.")
 
 labels = [r.label for r in scan.runs]
@@ -160,11 +146,11 @@ with tab_curves:
         train, valid = C.learning_curves(hist, metric)
         c1, c2 = st.columns(2)
         if not train.empty:
-            c1.altair_chart(C.curve_chart(train, "TRAINING loss (on training interactions)", "train loss"),
+            c1.altair_chart(charts.curve_chart(train, "TRAINING loss (on training interactions)", "train loss"),
                             width="stretch")
         if not valid.empty:
-            c2.altair_chart(C.curve_chart(valid, f"VALIDATION {C.metric_display(metric)} (validation users)",
-                                          f"valid {C.metric_display(metric)}"), width="stretch")
+            c2.altair_chart(charts.curve_chart(valid, f"VALIDATION {C.metric_display(metric)} (validation users)",
+                                               f"valid {C.metric_display(metric)}"), width="stretch")
         st.caption("Left: training loss per epoch; losses differ between models (BCE with sampled negatives, full "
                    "softmax, MSE), so compare shapes, not levels. Right: validation metric per epoch. ◆ = best "
                    "epoch (the weights that were tested; best so far for running runs). "
@@ -201,8 +187,8 @@ with tab_boot:
         else:
             ra, rb = loaded[a][0], loaded[b][0]
             try:
-                res = _bootstrap(str(ra.path), _stamp(ra.path), ra.info, str(rb.path), _stamp(rb.path), rb.info,
-                                 group.family, metric, n_boot, seed, (a, b))
+                res = _bootstrap(str(ra.path), C.results_stamp(ra.path), ra.info, str(rb.path),
+                                 C.results_stamp(rb.path), rb.info, group.family, metric, n_boot, seed, (a, b))
             except (C.ComparisonError, ValueError) as exc:
                 st.error(f"Cannot compare these runs: {exc}")
             else:
@@ -249,7 +235,7 @@ with tab_break:
                            f"{'history length' if by == 'activity' else 'time gap'} of its held-out rows "
                            f"(rating runs do not). " + C.group_caption(group, "test"))
                 continue
-            st.altair_chart(C.breakdown_chart(df, md, x_title), width="stretch")
+            st.altair_chart(charts.breakdown_chart(df, md, x_title), width="stretch")
             notes = [f"Bars: {md} of the {unit} in each bucket; the number on a bar is how many. "
                      + C.group_caption(group, "test")]
             if borrowed:

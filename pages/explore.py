@@ -1,10 +1,13 @@
 """Explore MovieLens: headline numbers, distributions, long tails, genres over time, gaps between ratings, a movie
-search and one user's timeline. Every number comes from recsys.explore; this page only arranges widgets and charts.
+search and one user's timeline. Every number comes from recsys.explore and every chart from recsys.charts; this page
+only arranges widgets. The user of the timeline is the sidebar's when the sidebar's SS4Rec run was trained on the
+dataset shown here (one user across pages); for other data the page has its own picker.
 """
-import altair as alt
 import streamlit as st
 
+from recsys import charts
 from recsys import explore as ex
+from recsys.app import state
 from recsys.app.common import cached_dataset, dataset_or_error
 
 st.title("Explore MovieLens")
@@ -87,19 +90,13 @@ with tabs[0]:
     left, right = st.columns(2)
     with left:
         st.subheader("Rating distribution")
-        st.altair_chart(alt.Chart(ov["ratings"]).mark_bar().encode(
-            x=alt.X("rating:O", title="rating"), y=alt.Y("ratings:Q", title="number of ratings"),
-            tooltip=["rating", alt.Tooltip("ratings:Q", format=","), alt.Tooltip("share:Q", format=".1%")],
-        ).properties(title=f"{name}: rating distribution"), width="stretch")
+        st.altair_chart(charts.rating_distribution_chart(ov["ratings"], name), width="stretch")
     with right:
         st.subheader("Ratings per month")
         if ov["months"].empty:
             st.info("No rating has a timestamp.")
         else:
-            st.altair_chart(alt.Chart(ov["months"]).mark_bar().encode(
-                x=alt.X("month:T", title="month (UTC)"), y=alt.Y("ratings:Q", title="number of ratings"),
-                tooltip=[alt.Tooltip("month:T", format="%Y-%m"), alt.Tooltip("ratings:Q", format=",")],
-            ).properties(title=f"{name}: ratings per month"), width="stretch")
+            st.altair_chart(charts.ratings_per_month_chart(ov["months"], name), width="stretch")
 
     st.subheader("Long tails")
     st.caption("Rank plots on log-log axes: rank 1 is the most active user / most rated movie. A straight line is a "
@@ -108,12 +105,7 @@ with tabs[0]:
     for col, key, who, line in ((left, "users", "user activity", "users_line"),
                                 (right, "items", "movie popularity", "items_line")):
         with col:
-            st.altair_chart(alt.Chart(ov[key]).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
-                x=alt.X("rank:Q", scale=alt.Scale(type="log"), title="rank (log)"),
-                y=alt.Y("ratings:Q", scale=alt.Scale(type="log"), title="ratings (log)"),
-                tooltip=[alt.Tooltip("rank:Q", format=","), alt.Tooltip("ratings:Q", format=","),
-                         alt.Tooltip("cum_share:Q", format=".1%", title="share of ratings up to this rank")],
-            ).properties(title=f"{name}: {who} (rank plot)"), width="stretch")
+            st.altair_chart(charts.long_tail_chart(ov[key], name, who), width="stretch")
             st.write(ov[line][0].upper() + ov[line][1:] + ".")
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -134,14 +126,7 @@ with tabs[1]:
             st.info("Pick at least one genre.")
         else:
             view = shares.loc[shares["genre"].isin(picked)]
-            x = (alt.X("period:O", title="year of the rating") if period == "year"
-                 else alt.X("period:T", title="month of the rating (UTC)"))
-            st.altair_chart(alt.Chart(view).mark_line(point=True).encode(
-                x=x, y=alt.Y("share:Q", title="share of that period's ratings", axis=alt.Axis(format="%")),
-                color=alt.Color("genre:N", sort=picked),
-                tooltip=["period", "genre", alt.Tooltip("share:Q", format=".1%"),
-                         alt.Tooltip("ratings:Q", format=","), alt.Tooltip("total:Q", format=",", title="all ratings")],
-            ).properties(title=f"{name}: share of ratings per genre per {period}"), width="stretch")
+            st.altair_chart(charts.genre_shares_chart(view, name, period, picked), width="stretch")
             st.caption("Share = ratings of movies in the genre / all ratings in that period. Genres come from the "
                        "item file; a movie with several genres counts for each, so shares add up to more than 100%.")
 
@@ -165,20 +150,7 @@ with tabs[2]:
                 f"stamped with the same second. Zero has no place on a log axis, so those gaps are not in the chart; "
                 f"the bars show the other {summary['positive_gaps']:,} as shares of all {summary['gaps']:,} gaps.")
         if not hist.empty:
-            bars = alt.Chart(hist).mark_bar(stroke="white", strokeWidth=0.5).encode(
-                x=alt.X("bin_lo:Q", scale=alt.Scale(type="log"), title="gap to the next rating (seconds, log scale)"),
-                x2="bin_hi:Q",
-                y=alt.Y("share:Q", title="share of all gaps", axis=alt.Axis(format="%")),
-                y2=alt.datum(0),  # with x and x2 both set, a bar needs its baseline spelled out or it has no height
-                tooltip=[alt.Tooltip("range:N", title="gap"), alt.Tooltip("gaps:Q", format=","),
-                         alt.Tooltip("share:Q", format=".2%")])
-            refs = ex.GAP_REFERENCES
-            rules = alt.Chart(refs).mark_rule(color="firebrick", strokeDash=[4, 3]).encode(
-                x="seconds:Q", tooltip=["label"])
-            labels = alt.Chart(refs).mark_text(align="left", dx=3, dy=-5, color="firebrick", baseline="top").encode(
-                x="seconds:Q", y=alt.value(0), text="label")
-            st.altair_chart(alt.layer(bars, rules, labels).properties(
-                title=f"{name}: gaps between consecutive ratings of a user (zero gaps excluded)"), width="stretch")
+            st.altair_chart(charts.gap_histogram_chart(hist, name, ex.GAP_REFERENCES), width="stretch")
 
 # ---------------------------------------------------------------------------------------------------------------
 with tabs[3]:
@@ -205,7 +177,13 @@ with tabs[4]:
     st.subheader("One user's timeline")
     ids = users(data_dir, fp)
     st.caption(f"{len(ids):,} users with ratings, ids {ids.min():,} to {ids.max():,}." if len(ids) else "No users.")
-    uid = st.number_input("User id", value=int(ids[0]) if len(ids) else 1, step=1, format="%d", key="explore_user")
+    uid = state.shared_user(fp)
+    if uid is not None:
+        st.caption(f"User {uid}: the user chosen in the sidebar (its SS4Rec run was trained on these data); change "
+                   f"it there.")
+    else:
+        uid = st.number_input("User id", value=int(ids[0]) if len(ids) else 1, step=1, format="%d",
+                              key="explore_user")
     try:
         tl = ex.user_timeline(data.interactions, data.items, int(uid))
     except ex.UnknownUserError as exc:
@@ -223,12 +201,7 @@ with tabs[4]:
             st.warning(f"{len(tl) - len(known):,} of this user's ratings have no timestamp; they are listed last "
                        f"and left out of the chart.")
         if len(known):
-            st.altair_chart(alt.Chart(known).mark_circle(size=50, opacity=0.6).encode(
-                x=alt.X("time:T", title="date (UTC)"),
-                y=alt.Y("rating:Q", title="rating", scale=alt.Scale(zero=False)),
-                tooltip=["title", "rating", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"),
-                         alt.Tooltip("gap:N", title="gap since previous")],
-            ).properties(title=f"{name}: ratings of user {int(uid)} over time"), width="stretch")
+            st.altair_chart(charts.user_timeline_chart(known, name, int(uid)), width="stretch")
         table = tl.assign(time=tl["time"].dt.strftime("%Y-%m-%d %H:%M:%S").fillna("unknown"))
         st.dataframe(table[["n", "time", "title", "rating", "gap"]].rename(columns={"gap": "gap since previous"}),
                      hide_index=True, width="stretch")

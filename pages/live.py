@@ -1,12 +1,13 @@
-"""Live recommendations: NCF and SS4Rec side by side for a user or a history you build, with a what-if on time."""
+"""Live recommendations: NCF and SS4Rec side by side for a user or a history you build, with a what-if on time.
+The runs and the user are chosen in the shared sidebar."""
 
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
-from recsys.app.runs import loaded_run_or_error, pick_run, runs_folder_input
-from recsys.inference import human_gap, score_history, user_history
+from recsys.app import state
+from recsys.app.runs import loaded_run_or_error
+from recsys.inference import human_gap, prefill, score_history, user_history
 
 GAPS = {"1 minute": 60, "1 hour": 3600, "1 day": 86400, "1 week": 7 * 86400, "1 month": 30 * 86400,
         "6 months": 182 * 86400, "2 years": 730 * 86400}
@@ -14,18 +15,15 @@ GAPS = {"1 minute": 60, "1 hour": 3600, "1 day": 86400, "1 week": 7 * 86400, "1 
 st.title("Live recommendations")
 st.caption("SS4Rec reads a history of (movie, time) and is told when the next rating happens; NCF only knows who the "
            "user is. Change the gap before the next interaction to see how SS4Rec's list moves.")
-folder = runs_folder_input("live_folder")
-c1, c2 = st.columns(2)
-with c1:
-    ss_path = pick_run(folder, ("ss4rec",), "SS4Rec run", "live_ss")
-ss = loaded_run_or_error(ss_path) if ss_path else None
+ss_path = state.require_ss4rec_run().path
+ss = loaded_run_or_error(ss_path)
 if ss is None:
     st.stop()
-dataset = ss.info["dataset"]["name"]
-with c2:
-    ncf_path = pick_run(folder, ("ncf", "popular"), "NCF (or popularity) run on the same data", "live_ncf",
-                        dataset=dataset, optional=True)
+other_run = state.chosen_run("other")
+ncf_path = other_run.path if other_run is not None else None
 other = loaded_run_or_error(ncf_path) if ncf_path else None
+st.caption(f"SS4Rec run **{ss_path.name}**" + (f" beside **{ncf_path.name}**" if ncf_path else "")
+           + " (choose the runs in the sidebar).")
 if other is not None and not np.array_equal(other.prepared.item_map.raw, ss.prepared.item_map.raw):
     st.warning("The two runs index different movie sets (different filters); side-by-side lists may differ for that "
                "reason alone.")
@@ -33,8 +31,7 @@ if other is not None and not np.array_equal(other.prepared.item_map.raw, ss.prep
 mode = st.radio("History", ["An existing user", "Build my own"], horizontal=True, key="live_mode")
 user_id = None
 if mode == "An existing user":
-    users = ss.prepared.user_map.raw
-    user_id = int(st.number_input("User id", int(users.min()), int(users.max()), int(users[0]), key="live_user"))
+    user_id = state.require_user()
     try:
         hist = user_history(ss, user_id)
     except KeyError as exc:
@@ -47,8 +44,9 @@ if mode == "An existing user":
     st.dataframe(shown[["date", "title", "rating"]], hide_index=True, width="stretch")
 else:
     titles = ss.item_columns["title"][1:]
-    picked = st.multiselect("Movies you watched, oldest first (type to search)", options=list(range(1, len(titles) + 1)),
-                            format_func=lambda i: titles[i - 1], key="live_pick", max_selections=ss.max_len)
+    picked = st.multiselect("Movies you watched, oldest first (type to search)",
+                            options=list(range(1, len(titles) + 1)), format_func=lambda i: titles[i - 1],
+                            key="live_pick", max_selections=ss.max_len)
     if not picked:
         st.info("Add at least one movie to build a history (an empty history cannot be scored).")
         st.stop()
@@ -74,13 +72,12 @@ now = int(times[-1]) + GAPS[gap_label]
 
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _prefill(run_path: str, items_key: bytes, times_key: bytes, _run=ss):
-    it = np.frombuffer(items_key, dtype=np.int64)[-_run.max_len:].copy()
-    ts = np.frombuffer(times_key, dtype=np.int64)[-_run.max_len:].copy()
-    return _run.model.prefill(torch.from_numpy(it)[None], torch.from_numpy(ts)[None])
+    return prefill(_run, np.frombuffer(items_key, dtype=np.int64).copy(),
+                   np.frombuffer(times_key, dtype=np.int64).copy())
 
 
-cache = _prefill(str(ss_path), items.tobytes(), times.tobytes())
 try:
+    cache = _prefill(str(ss_path), items.astype(np.int64).tobytes(), times.astype(np.int64).tobytes())
     res = score_history(ss, items, times, now=now, k=10, hide_seen=hide_seen, cache=cache)
     base_res = score_history(ss, items, times, now=int(times[-1]) + GAPS["1 day"], k=10, hide_seen=hide_seen,
                              cache=cache)

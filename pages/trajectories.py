@@ -1,23 +1,22 @@
-"""State trajectories: step through one user's history as SS4Rec sees it."""
+"""State trajectories: step through one user's history as SS4Rec sees it (run and user: the shared sidebar)."""
 import datetime as dt
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from recsys.app.runs import loaded_run_or_error, pick_run, runs_folder_input
+from recsys import charts
+from recsys.app import state
+from recsys.app.runs import loaded_run_or_error
 from recsys.inference import genre_affinity, human_gap, state_projection, trajectory, user_history
 
 st.title("State trajectories")
-st.caption("Pick an SS4Rec run and a user, then step through their history. At each step the time-aware S5 layer "
-           "decays its state by the real gap to the next rating (retention: 1 = nothing forgotten, 0 = reset) and "
-           "the model predicts the next movie. Only the last max_len movies are fed, as in evaluation.")
+st.caption("Pick an SS4Rec run and a user in the sidebar, then step through their history. At each step the "
+           "time-aware S5 layer decays its state by the real gap to the next rating (retention: 1 = nothing "
+           "forgotten, 0 = reset) and the model predicts the next movie. Only the last max_len movies are fed, as in "
+           "evaluation.")
 
-folder = runs_folder_input("traj_folder")
-path = pick_run(folder, ("ss4rec",), "SS4Rec run", "traj_run")
-if path is None:
-    st.stop()
+path = state.require_ss4rec_run().path
 run = loaded_run_or_error(path)
 if run is None:
     st.stop()
@@ -27,9 +26,7 @@ st.write(f"**{path.name}** · dataset {info['dataset']['name']} · max length {r
 if not run.fingerprint_matches:
     st.warning("The dataset on this machine differs from the one the run was trained on (fingerprint mismatch).")
 
-users = run.prepared.user_map.raw
-user_id = st.number_input("User id", min_value=int(users.min()), max_value=int(users.max()), value=int(users[0]),
-                          step=1, key="traj_user")
+user_id = state.require_user()
 try:
     hist = user_history(run, int(user_id))
 except KeyError as exc:
@@ -85,33 +82,17 @@ with left:
     proj = state_projection(tr["hidden"][layer - 1])
     path_df = pd.DataFrame({"pc1": proj[:, 0], "pc2": proj[:, 1], "step": np.arange(1, n + 1),
                             "title": [x["title"] for x in steps], "gap": [human_gap(x["gap_after"]) for x in steps]})
-    base = alt.Chart(path_df).encode(x=alt.X("pc1", title="PC 1"), y=alt.Y("pc2", title="PC 2"),
-                                     tooltip=["step", "title", "gap"])
-    chart = (base.mark_line(color="#bbb", order=True).encode(order="step")
-             + base.mark_circle(size=40).encode(color=alt.Color("step", scale=alt.Scale(scheme="viridis")))
-             + alt.Chart(path_df[path_df.step == step]).mark_point(size=250, color="red", filled=False,
-                                                                    strokeWidth=3).encode(x="pc1", y="pc2"))
-    st.altair_chart(chart.properties(title=f"Hidden-state path (2-D PCA, layer {layer})", height=330),
-                    width="stretch")
+    st.altair_chart(charts.state_path_chart(path_df, step, layer), width="stretch")
 with right:
     ret = pd.DataFrame({"step": np.arange(1, n + 1), "retention": [np.mean(x["retention"]) for x in steps],
-                        "gap": [human_gap(x["gap_after"]) for x in steps],
-                        "gap_s": [max(x["gap_after"], 0.5) for x in steps]})
-    bars = alt.Chart(ret).mark_bar().encode(
-        x=alt.X("step:O", axis=alt.Axis(labelOverlap=True)), y=alt.Y("retention", scale=alt.Scale(domain=[0, 1])),
-        color=alt.condition(alt.datum.step == step, alt.value("red"), alt.value("#4c78a8")),
-        tooltip=["step", "gap", alt.Tooltip("retention", format=".3f")])
-    st.altair_chart(bars.properties(title="S5 retention implied by each gap (mean over layers)", height=330),
-                    width="stretch")
+                        "gap": [human_gap(x["gap_after"]) for x in steps]})
+    st.altair_chart(charts.retention_chart(ret, step), width="stretch")
 
 all_genres = sorted({g for x in run.prepared.items["genres"] for g in x.split("|") if g})
 top_genres = pd.Series([g for x in steps for t in x["top_items"]
                         for g in run.item_columns["genres"][t].split("|") if g]).value_counts().index[:6].tolist()
 aff = genre_affinity(run, [x["top_items"] for x in steps], top_genres or all_genres[:6])
-st.altair_chart(alt.Chart(aff).mark_line(point=True).encode(
-    x="step:Q", y=alt.Y("share", title="share of the top-10", scale=alt.Scale(domain=[0, 1])),
-    color="genre", tooltip=["step", "genre", alt.Tooltip("share", format=".0%")]).properties(
-    title="Genre affinity over time: genres among the predicted top-10 at each step", height=260), width="stretch")
+st.altair_chart(charts.genre_affinity_chart(aff), width="stretch")
 
 nxt = s["next_item"]
 st.subheader(f"Top-10 predicted next movies after step {step}")

@@ -156,8 +156,8 @@ class RunDirectory:
         except (ValueError, UnicodeDecodeError) as exc:
             raise RunError(f"{f}: corrupted ({exc})") from exc
         if not isinstance(info, dict) or info.get("format") != FORMAT:
-            raise RunError(f"{f}: not a run of this workbench (format {info.get('format') if isinstance(info, dict) else None!r}, "
-                           f"expected {FORMAT!r})")
+            found = info.get("format") if isinstance(info, dict) else None
+            raise RunError(f"{f}: not a run of this workbench (format {found!r}, expected {FORMAT!r})")
         for key in ("model", "dataset", "protocol", "config"):
             if key not in info:
                 raise RunError(f"{f}: incomplete run record (no '{key}')")
@@ -175,10 +175,13 @@ class RunDirectory:
                 break  # a line cut by a kill: everything before it is intact
         return rows
 
-    def verify(self, info: dict | None = None) -> dict:
-        """Check recorded sha256 of every artefact; raise RunError on a mismatch (tampered or truncated)."""
+    def verify(self, info: dict | None = None, only: tuple[str, ...] | None = None) -> dict:
+        """Check recorded sha256 of every artefact (or of the artefacts named in `only`); raise RunError on a mismatch
+        (tampered or truncated)."""
         info = info or self.info()
         for name, digest in (info.get("artefacts") or {}).items():
+            if only is not None and name not in only:
+                continue
             p = self.path / name
             if not p.exists():
                 raise RunError(f"{p}: missing (run.json lists it)")

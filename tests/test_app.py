@@ -1,8 +1,14 @@
-"""Dashboard pages render without exceptions, on the embedded data and on bad input (AppTest, no browser)."""
+"""Dashboard pages render without exceptions, on the embedded data and on bad input, share one sidebar, and stay
+free of torch and run-directory internals (AppTest, no browser)."""
 from __future__ import annotations
 
+import re
+
+import pytest
 from streamlit.testing.v1 import AppTest
 
+from recsys import compare as C
+from recsys.app import state
 from tests.conftest import ROOT
 
 
@@ -28,3 +34,45 @@ def test_explore_bad_folder_shows_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     at.text_input[0].set_value(str(tmp_path / "empty")).run()
     assert any("no MovieLens ratings file" in e.value for e in at.error)
+
+
+def test_pages_import_neither_torch_nor_the_run_directory_internals():
+    """Pages only lay out widgets: models come through recsys.inference, runs through recsys.compare / recsys.app."""
+    pages = sorted((ROOT / "pages").glob("*.py"))
+    assert len(pages) == 4
+    for page in pages:
+        text = page.read_text()
+        assert not re.search(r"^\s*(import\s+torch|from\s+torch[\s.])", text, re.M), f"{page.name} imports torch"
+        assert not re.search(r"recsys\.runs\b|from\s+recsys\s+import\s+.*\bruns\b", text), \
+            f"{page.name} reaches into the run directory (recsys.runs)"
+
+
+def test_sidebar_is_drawn_once_and_shared_by_every_page(tmp_path):
+    at = run_app()
+    assert [t.key for t in at.sidebar.text_input] == [state.RUNS_FOLDER]
+    assert not [t for t in at.main.text_input if t.key == state.RUNS_FOLDER]
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path)).run()  # typed once, on Explore
+    for page, message in (("pages/compare.py", "No runs found"), ("pages/trajectories.py", "No complete ss4rec run"),
+                          ("pages/live.py", "No complete ss4rec run")):
+        at.switch_page(page).run()
+        assert not at.exception, page
+        assert [t.key for t in at.sidebar.text_input] == [state.RUNS_FOLDER], page  # once, in the sidebar
+        assert at.text_input(key=state.RUNS_FOLDER).value == str(tmp_path), page  # kept across page switches
+        assert any(message in i.value and str(tmp_path) in i.value for i in at.info), page
+
+
+def test_user_picker_says_when_the_id_is_not_a_user_of_the_run():
+    at = run_app()
+    if not any(box.key == state.SS4REC_RUN for box in at.selectbox):
+        pytest.skip("no SS4Rec run in checkpoints/")
+    at.number_input(key=state.USER).set_value(99999).run()
+    assert not at.exception
+    assert any("User 99999 is not one of the 943 users" in w.value for w in at.sidebar.warning)
+    assert at.number_input(key=state.USER).value == 99999  # shown as typed, not silently replaced
+
+
+def test_a_page_run_on_its_own_uses_the_sidebar_defaults():
+    at = AppTest.from_file(str(ROOT / "pages" / "compare.py"), default_timeout=60).run()
+    assert not at.exception and at.title[0].value == "Compare runs"
+    assert not at.sidebar.text_input  # no entry file, no sidebar: the defaults (checkpoints/) apply
+    assert any("Dataset: ml-100k" in c.value for c in at.caption) or not C.scan_runs(ROOT / "checkpoints").runs

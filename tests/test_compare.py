@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from recsys import charts
 from recsys import compare as C
+from recsys.app import state
+from recsys.evaluation.metrics import paired_bootstrap
 from recsys.runs import RunDirectory, RunError
 from tests.conftest import ROOT
 
@@ -132,9 +135,10 @@ def test_max_len_is_shown_and_noted_but_does_not_split_a_group():
 
 
 def test_floor_models_match_the_trainer():
-    from recsys.training.runner import FLOORS
+    from recsys.models import MODELS  # the floors are the models fitted in closed form (not trainable)
 
-    assert C.FLOOR_MODELS == FLOORS
+    floors = {name: cls.objectives for name, cls in MODELS.items() if not cls.trainable}
+    assert {name: (objective,) for name, objective in C.FLOOR_MODELS.items()} == floors
 
 
 # ---------------------------------------------------------------------------------------------- metrics table
@@ -201,7 +205,7 @@ def test_learning_curves_mark_the_best_epoch_and_separate_train_from_valid():
     assert list(train["value"]) == [2.0, 1.0, 0.0] and list(valid["value"]) == [0.01, 0.03, 0.02]
     assert list(valid["best"]) == [False, True, False] and list(train["best"]) == [False, True, False]
     assert C.valid_metric_names([hist, [{"valid_rmse": 1.0}]]) == ["ndcg@10", "hr@10", "rmse"]
-    C.curve_chart(valid, "VALIDATION", "ndcg").to_dict()  # builds
+    charts.curve_chart(valid, "VALIDATION", "ndcg").to_dict()  # builds
 
 
 # ---------------------------------------------------------------------------------------------- paired bootstrap
@@ -243,22 +247,33 @@ def test_rating_alignment_by_user_and_item_across_a_rating_head_and_a_rating_run
         C.align_pair(ranking_results(), rating, "rating")
 
 
+def rmse_bootstrap(sq_a, sq_b, **kw):
+    """The RMSE statistic of the one paired bootstrap (what compare_pair uses for metric="rmse")."""
+    return paired_bootstrap(sq_a, sq_b, statistic="rmse", **kw)
+
+
 def test_rmse_bootstrap_on_hand_computable_cases():
     # every row: sq_a = 1, sq_b = 0.25 -> every resample has RMSE 1 vs 0.5: diff 0.5 exactly, no spread
-    res = C.paired_bootstrap_rmse(np.ones(7), np.full(7, 0.25), n_boot=200)
+    res = rmse_bootstrap(np.ones(7), np.full(7, 0.25), n_boot=200)
     assert (res["mean_a"], res["mean_b"], res["diff"]) == (1.0, 0.5, 0.5)
     assert res["ci_low"] == res["ci_high"] == 0.5 and res["p_value"] == 0.0 and res["n_users"] == 7
 
     # two rows, sq_a = [4, 0], sq_b = [0, 0]: RMSE is sqrt(mean) = sqrt(2), not mean(sqrt) = 1. A resample picks
     # (row0, row0) p=1/4 -> 2, one of each p=1/2 -> sqrt(2), (row1, row1) p=1/4 -> 0.
-    res = C.paired_bootstrap_rmse([4.0, 0.0], [0.0, 0.0], n_boot=20000, seed=1)
+    res = rmse_bootstrap([4.0, 0.0], [0.0, 0.0], n_boot=20000, seed=1)
     assert res["diff"] == pytest.approx(math.sqrt(2)) and res["mean_b"] == 0.0
     assert res["ci_low"] == 0.0 and res["ci_high"] == 2.0
     assert res["p_value"] == pytest.approx(2 * 0.25, abs=0.03)  # P(diff* <= 0) = P(both row 1) = 1/4
-    again = C.paired_bootstrap_rmse([4.0, 0.0], [0.0, 0.0], n_boot=20000, seed=1, chunk_size=333)
+    again = rmse_bootstrap([4.0, 0.0], [0.0, 0.0], n_boot=20000, seed=1, chunk_size=333)
     assert again == res  # depends on the seed, not on the chunking
     with pytest.raises(ValueError, match="same rows"):
-        C.paired_bootstrap_rmse([1.0, 2.0], [1.0], n_boot=10)
+        rmse_bootstrap([1.0, 2.0], [1.0], n_boot=10)
+
+    # compare_pair's RMSE is that statistic on the aligned rows' squared errors
+    a, b = rating_results(preds=(3.0, 3.0, 4.0, 3.0)), rating_results(preds=(4.5, 2.0, 5.0, 1.5))
+    pair = C.compare_pair(a, b, "rating", "rmse", n_boot=300, seed=2)
+    direct = rmse_bootstrap(a["sq_error"].to_numpy(), b["sq_error"].to_numpy(), n_boot=300, seed=2)
+    assert {k: pair[k] for k in direct} == direct
 
 
 def test_comparison_sentence_is_plain_language():
@@ -298,7 +313,7 @@ def test_breakdown_per_run_with_counts_and_skips_rating_runs_without_gaps():
     assert math.isnan(a.loc["1 d–1 w", "value"]) and len(df) == 12 and not skipped and borrowed is None
     df, _, _ = C.breakdown(frames, "activity", "ranking", "hr@10")
     assert df[df["run"] == "B"].set_index("bucket").loc[">200", "value"] == 1.0
-    C.breakdown_chart(df, "HR@10", "activity").to_dict()
+    charts.breakdown_chart(df, "HR@10", "activity").to_dict()
 
     # a rating run records no gap: skipped with a reason ...
     df, skipped, borrowed = C.breakdown({"bias": rating_results()}, "gap", "rating", "rmse")
@@ -343,11 +358,24 @@ def test_scan_lists_load_errors_with_messages(tmp_path):
         C.load_test_results(tmp_path / "corrupt", {"status": "running"})
 
 
+def test_run_folder_helpers_for_the_pages(tmp_path):
+    hist = [{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 0.5}]
+    run = write_run(tmp_path, "r", info_for("ncf"), history=hist, results=ranking_results())
+    assert C.read_history(run.path) == hist and C.read_history(tmp_path / "missing") == []
+    assert C.results_stamp(run.path) > 0 and C.results_stamp(tmp_path / "missing") == 0.0
+    assert C.info_stamp(run.path) > 0
+    run.save_id_maps(np.array([3, 7, 9]), np.array([1, 2]))
+    assert C.run_users(run.path).tolist() == [3, 7, 9]
+    with pytest.raises(C.RunError, match="unreadable id maps"):
+        C.run_users(tmp_path / "missing")
+
+
 # ---------------------------------------------------------------------------------------------- the page
 
 
 def compare_page():
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()  # a first run registers streamlit_app.py's pages and draws its sidebar (where the runs folder is typed)
     at.switch_page("pages/compare.py")
     return at.run()
 
@@ -371,11 +399,11 @@ def test_page_renders_on_shipped_checkpoints():
 def test_page_on_an_empty_folder_and_on_a_corrupted_run(tmp_path):
     at = compare_page()
     (tmp_path / "empty").mkdir()
-    at.text_input(key="runs-folder").set_value(str(tmp_path / "empty")).run()
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path / "empty")).run()
     assert not at.exception
     assert any("No runs found" in i.value and "scripts/train.py --model ncf" in i.value for i in at.info)
 
-    at.text_input(key="runs-folder").set_value(str(tmp_path / "missing")).run()
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path / "missing")).run()
     assert not at.exception and any("no such folder" in e.value for e in at.error)
 
     bad = tmp_path / "runs"
@@ -387,7 +415,7 @@ def test_page_on_an_empty_folder_and_on_a_corrupted_run(tmp_path):
               history=[{"epoch": 1, "train_loss": 5.0, "valid_ndcg@10": 0.02, "valid_rmse": 1.1}])
     (bad / "broken").mkdir()
     (bad / "broken" / "run.json").write_text("{not json")
-    at.text_input(key="runs-folder").set_value(str(bad)).run()
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(bad)).run()
     assert not at.exception
     assert any("could not be loaded" in e.label for e in at.expander)
     assert any("broken" in t.value and "corrupted" in t.value for t in at.text)

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from recsys import explore as ex
+from recsys.app import state
 from tests.conftest import ROOT, write
 
 
@@ -283,18 +284,38 @@ def test_page_title_search():
     assert not at.exception and any("No movie title" in i.value for i in at.info)
 
 
+def user_box(at):
+    """The user id the timeline follows: the sidebar's when the sidebar's SS4Rec run was trained on the dataset shown
+    (the page then has no picker of its own), else the page's own picker."""
+    own = [box for box in at.number_input if box.key == "explore_user"]
+    return own[0] if own else at.number_input(key=state.USER)
+
+
 def test_page_user_timeline_and_unknown_user():
     at = run_app()
-    at.number_input(key="explore_user").set_value(5).run()
+    user_box(at).set_value(5).run()
     assert not at.exception
     assert any(m.value.startswith("User 5: 175 ratings") for m in at.markdown)
     history = at.dataframe[-1].value
     assert len(history) == 175 and history["gap since previous"].iloc[0] == "—"
     assert history["time"].is_monotonic_increasing
     assert any("ratings of user 5" in t for t in chart_titles(at))
-    at.number_input(key="explore_user").set_value(99999).run()
+    user_box(at).set_value(99999).run()
     assert not at.exception
     assert any("user 99999 has no ratings" in w.value for w in at.warning)
+
+
+def test_page_follows_the_sidebar_user_on_the_data_of_the_sidebar_run(tmp_path):
+    at = run_app()
+    if not any(box.key == state.SS4REC_RUN for box in at.selectbox):
+        pytest.skip("no SS4Rec run in checkpoints/")
+    # the shipped SS4Rec run was trained on the embedded ML-100K: one user picker, in the sidebar
+    assert not [box for box in at.number_input if box.key == "explore_user"]
+    at.number_input(key=state.USER).set_value(7).run()
+    assert not at.exception and any(m.value.startswith("User 7: ") for m in at.markdown)
+    # without a run on these data (an empty runs folder), the page has its own picker again
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path)).run()
+    assert not at.exception and at.number_input(key="explore_user").value == 1
 
 
 def test_page_bad_folders_show_clear_errors(tmp_path):

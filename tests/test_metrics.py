@@ -397,6 +397,31 @@ def test_paired_bootstrap_median() -> None:
     assert res["ci_low"] <= 3.0 <= res["ci_high"]
 
 
+def test_paired_bootstrap_rmse_statistic_hand_computed() -> None:
+    # squared errors a = [4, 0], b = [1, 1]: RMSE(a) = sqrt(mean) = sqrt(2) (not mean(sqrt) = 1), RMSE(b) = 1. A
+    # resample of two rows gives sqrt(mean(a*)) - 1 = 1 (row 0 twice, p = 1/4), sqrt(2) - 1 (one of each, p = 1/2)
+    # or -1 (row 1 twice, p = 1/4).
+    res = paired_bootstrap([4.0, 0.0], [1.0, 1.0], n_boot=20000, seed=0, statistic="rmse")
+    assert res["mean_a"] == pytest.approx(math.sqrt(2)) and res["mean_b"] == 1.0
+    assert res["diff"] == pytest.approx(math.sqrt(2) - 1) and res["statistic"] == "rmse"
+    assert res["ci_low"] == -1.0 and res["ci_high"] == 1.0
+    assert res["p_value"] == pytest.approx(2 * 0.25, abs=0.03)  # P(diff* <= 0) = P(row 1 twice) = 1/4
+    assert paired_bootstrap([4.0, 0.0], [1.0, 1.0], n_boot=20000, seed=0, statistic="rmse", chunk_size=7) == res
+
+    # the same replicates as a plain loop over the documented index stream (an independent implementation)
+    sq_a, sq_b = np.array([0.25, 4.0, 1.0, 0.0, 2.25]), np.array([1.0, 0.0, 0.25, 1.0, 4.0])
+    rng = np.random.default_rng(3)
+    loop = []
+    for _ in range(50):
+        idx = np.minimum((rng.random(5) * 5).astype(np.intp), 4)
+        loop.append(math.sqrt(sq_a[idx].mean()) - math.sqrt(sq_b[idx].mean()))
+    res = paired_bootstrap(sq_a, sq_b, n_boot=50, seed=3, statistic="rmse", chunk_size=1)
+    assert (res["ci_low"], res["ci_high"]) == tuple(np.quantile(loop, [0.025, 0.975]))
+    assert bootstrap_ci(sq_a, n_boot=50, statistic="rmse")["mean"] == pytest.approx(math.sqrt(sq_a.mean()))
+    with pytest.raises(ValueError, match="negative"):
+        paired_bootstrap([-1.0, 1.0], [1.0, 1.0], statistic="rmse")
+
+
 def test_bootstrap_ci_single_run() -> None:
     v = np.random.default_rng(5).random(4000)
     res = bootstrap_ci(v, n_boot=1000, seed=0)

@@ -1,11 +1,13 @@
-"""The State-trajectories and Live-recommendations pages, on small runs the tests train with the real code."""
+"""The State-trajectories and Live-recommendations pages, on small runs the tests train with the real code. The runs
+folder, the runs and the user are chosen in the sidebar streamlit_app.py draws (recsys.app.state)."""
 from __future__ import annotations
-
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from recsys.training.runner import resolve_config, run_training
+from recsys.app import state
+from recsys.config import resolve_config
+from recsys.training.runner import run_training
 from tests.conftest import ROOT
 
 
@@ -20,12 +22,12 @@ def runs_dir(tmp_path_factory):
     return root
 
 
-def app_on(page: str, folder, key: str) -> AppTest:
+def app_on(page: str, folder) -> AppTest:
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
     at.run()
     at.switch_page(page)
     at.run()
-    at.text_input(key=key).set_value(str(folder)).run()
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(folder)).run()  # the sidebar's, shared by every page
     return at
 
 
@@ -34,7 +36,7 @@ def no_exception(at):
 
 
 def test_trajectories_page_steps_through_history(runs_dir):
-    at = app_on("pages/trajectories.py", runs_dir, "traj_folder")
+    at = app_on("pages/trajectories.py", runs_dir)
     no_exception(at)
     assert any("Top-10 predicted next movies" in s.value for s in at.subheader)
     labels = [m.label for m in at.metric]
@@ -46,27 +48,32 @@ def test_trajectories_page_steps_through_history(runs_dir):
     no_exception(at)
     assert at.slider[0].value == last - 1
     assert any(m.value.startswith(f"#### Step {last - 1} of {last}:") for m in at.markdown)
-    at.number_input(key="traj_user").set_value(5).run()
+    at.number_input(key=state.USER).set_value(5).run()
     no_exception(at)
-    at.number_input(key="traj_user").set_value(99999).run()  # beyond the id range is clamped by the widget
+    assert any(m.value.startswith("#### Step") for m in at.markdown)  # user 5's history, stepped through
+    at.number_input(key=state.USER).set_value(99999).run()  # not a user of the run: said so, never kept silently
     no_exception(at)
+    assert any("User 99999 is not one of the" in w.value for w in at.sidebar.warning)
+    assert any("User 99999 is not one of the" in w.value for w in at.main.warning)
+    assert not any(s.value.startswith("Top-10 predicted") for s in at.subheader)
 
 
 def test_trajectories_page_without_runs_and_with_a_broken_run(tmp_path):
-    at = app_on("pages/trajectories.py", tmp_path, "traj_folder")
+    at = app_on("pages/trajectories.py", tmp_path)
     no_exception(at)
     assert any("No complete ss4rec run" in i.value for i in at.info)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "run.json").write_text("{oops")
-    at.text_input(key="traj_folder").set_value(str(tmp_path)).run()
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path)).run()
     no_exception(at)
     assert any("could not be read" in e.label for e in at.expander)
 
 
 def test_live_page_what_if_and_side_by_side(runs_dir):
-    at = app_on("pages/live.py", runs_dir, "live_folder")
+    at = app_on("pages/live.py", runs_dir)
     no_exception(at)
-    assert at.selectbox(key="live_ncf").value == "ncf-tiny"  # side by side from the start
+    assert at.selectbox(key=state.SS4REC_RUN).value == "ss4rec-tiny"
+    assert at.selectbox(key=state.OTHER_RUN).value == "ncf-tiny"  # side by side from the start
     no_exception(at)
     assert {"SS4Rec", "NCF"} <= {s.value for s in at.subheader}
     assert len(at.dataframe) >= 3  # history, SS4Rec list, NCF list

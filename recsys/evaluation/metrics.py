@@ -27,7 +27,8 @@ Exclude formats accepted by ``target_ranks`` / ``rank_all`` (row i of the format
 
 Bootstrap (``paired_bootstrap``, ``bootstrap_ci``): users are resampled with replacement; the resampling is done in
 chunks of replicates so memory is O(chunk * n_users), and the result depends only on ``seed`` (not on the chunk
-size), because indices come from one stream of uniform doubles consumed in a fixed order.
+size), because indices come from one stream of uniform doubles consumed in a fixed order. A resample's statistic is
+its ``mean``, ``median`` or ``rmse`` (``sqrt(mean)`` of squared errors: an RMSE is not a mean of per-row values).
 """
 from __future__ import annotations
 
@@ -359,17 +360,22 @@ def per_user_ranking(ranks: np.ndarray, users: np.ndarray, ks: Sequence[int] = D
 # Bootstrap
 # ----------------------------------------------------------------------------------------------------------------
 
-_STATISTICS = ("mean", "median")
+# The statistic of a sample (axis=None) or of each resample (axis=1); rmse takes squared errors: sqrt of their mean.
+_REDUCERS = {"mean": np.mean, "median": np.median, "rmse": lambda v, axis=None: np.sqrt(np.mean(v, axis=axis))}
+_STATISTICS = tuple(_REDUCERS)
 
 
-def _check_values(x: object, name: str) -> np.ndarray:
-    """Validate per-user values as a non-empty, finite float64 vector."""
+def _check_values(x: object, name: str, statistic: str = "mean") -> np.ndarray:
+    """Validate per-user values as a non-empty, finite float64 vector (non-negative for the RMSE's squared errors)."""
     v = _as_float64(x)
     if v.size == 0:
         raise ValueError(f"{name} is empty; a bootstrap over no users is undefined")
     n_bad = int((~np.isfinite(v)).sum())
     if n_bad:
         raise ValueError(f"{name} contains {n_bad} NaN/inf value(s); per-user metrics must be finite")
+    if statistic == "rmse" and (v < 0).any():
+        raise ValueError(f"{name} holds {int((v < 0).sum())} negative value(s); the rmse statistic takes squared "
+                         f"errors, which are never negative")
     return v
 
 
@@ -397,7 +403,7 @@ def _bootstrap_replicates(
 ) -> list[np.ndarray]:
     """Statistic of each array on ``n_boot`` shared resamples of row indices, computed chunk by chunk."""
     n = arrays[0].shape[0]
-    reduce = np.mean if statistic == "mean" else np.median
+    reduce = _REDUCERS[statistic]
     rng = np.random.default_rng(seed)
     per_chunk = _boot_chunk_rows(n, chunk_size)
     outs = [np.empty(n_boot, dtype=np.float64) for _ in arrays]
@@ -424,28 +430,29 @@ def paired_bootstrap(
     """Paired bootstrap of ``stat(a) - stat(b)`` over users (``a[i]``, ``b[i]`` = same user, two runs).
 
     Users are resampled with replacement, the same resample for both runs (that pairing is what removes
-    between-user variance). Returns ``mean_a``, ``mean_b`` (the chosen statistic; key names are fixed),
+    between-user variance); ``statistic="rmse"`` takes per-row squared errors: ``sqrt(mean(a*)) - sqrt(mean(b*))``.
+    Returns ``mean_a``, ``mean_b`` (the chosen statistic; key names are fixed),
     ``diff = mean_a - mean_b``, ``ci_low``/``ci_high`` (percentile CI of the resampled difference at level
     ``1 - alpha``), ``p_value`` = ``min(1, 2 * min(frac(diff_boot <= 0), frac(diff_boot >= 0)))`` (a bootstrap
     sign-consistency p-value, resolution 1/n_boot), ``n_users``, ``n_boot``, ``alpha``, ``statistic``.
     Memory is O(chunk * n_users); results depend on ``seed`` only, not on ``chunk_size``.
     """
     _check_boot_args(n_boot, alpha, statistic, chunk_size)
-    va, vb = _check_values(a, "a"), _check_values(b, "b")
+    va, vb = _check_values(a, "a", statistic), _check_values(b, "b", statistic)
     if va.shape[0] != vb.shape[0]:
         raise ValueError(
-            f"paired bootstrap needs the same users in both runs: a has {va.shape[0]} values, b has {vb.shape[0]}"
+            f"paired bootstrap needs the same users in both runs (the same rows of a and b, in the same order): "
+            f"a has {va.shape[0]} values, b has {vb.shape[0]}"
         )
     n_boot = int(n_boot)
     if statistic == "mean":
         # For the mean, stat(a*) - stat(b*) == mean(d*), so resampling the difference alone halves the work.
         d = va - vb
         (diff_boot,) = _bootstrap_replicates([d], n_boot, seed, statistic, chunk_size)
-        stat_a, stat_b = float(np.mean(va)), float(np.mean(vb))
     else:
         boot_a, boot_b = _bootstrap_replicates([va, vb], n_boot, seed, statistic, chunk_size)
         diff_boot = boot_a - boot_b
-        stat_a, stat_b = float(np.median(va)), float(np.median(vb))
+    stat_a, stat_b = float(_REDUCERS[statistic](va)), float(_REDUCERS[statistic](vb))
     ci_low, ci_high = np.quantile(diff_boot, [alpha / 2.0, 1.0 - alpha / 2.0])
     p = 2.0 * min(float(np.mean(diff_boot <= 0.0)), float(np.mean(diff_boot >= 0.0)))
     return {
@@ -476,11 +483,11 @@ def bootstrap_ci(
     determinism as ``paired_bootstrap``.
     """
     _check_boot_args(n_boot, alpha, statistic, chunk_size)
-    v = _check_values(values, "values")
+    v = _check_values(values, "values", statistic)
     n_boot = int(n_boot)
     (boot,) = _bootstrap_replicates([v], n_boot, seed, statistic, chunk_size)
     ci_low, ci_high = np.quantile(boot, [alpha / 2.0, 1.0 - alpha / 2.0])
-    est = float(np.mean(v)) if statistic == "mean" else float(np.median(v))
+    est = float(_REDUCERS[statistic](v))
     return {
         "mean": est,
         "ci_low": float(ci_low),

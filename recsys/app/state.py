@@ -1,0 +1,177 @@
+"""The choices every page shares, made once: the runs folder, the SS4Rec run (State trajectories, Live), the run Live
+puts beside it, and the user.
+
+`sidebar()` draws them; streamlit_app.py calls it before running the page, so the sidebar appears once on every page.
+Each choice is the value of a keyed sidebar widget, i.e. lives in st.session_state under one of the keys below, and
+persists across page switches (the widgets are drawn on every page, so Streamlit never drops their keys). Pages
+never read those keys themselves: they call the accessors (`runs_folder`, `chosen_run`, `chosen_user`, ...), which
+apply exactly the defaults the sidebar shows, so a page run on its own (AppTest.from_file("pages/x.py"), without the
+entry file) gets what a fresh app shows: checkpoints/, its first complete SS4Rec run, that run's first user.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from recsys import compare as C
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_FOLDER = "checkpoints"  # relative to the project root
+
+# st.session_state keys of the shared choices (the sidebar widgets' keys)
+RUNS_FOLDER = "runs-folder"
+SS4REC_RUN = "run-ss4rec"
+OTHER_RUN = "run-other"
+USER = "user-id"
+
+NONE = "(none)"
+KINDS = {"ss4rec": ("ss4rec",), "other": ("ncf", "popular")}  # the models each run choice offers
+
+
+def resolve_folder(text: str | None) -> Path:
+    """A runs folder as typed: ~ expanded, a relative path taken from the project root, blank = checkpoints/."""
+    path = Path((text or "").strip() or DEFAULT_FOLDER).expanduser()
+    return path if path.is_absolute() else ROOT / path
+
+
+def runs_folder() -> Path:
+    return resolve_folder(st.session_state.get(RUNS_FOLDER, DEFAULT_FOLDER))
+
+
+def scan() -> C.ScanResult:
+    """The runs of the chosen folder (reads each run.json: cheap, and never stale after a training run)."""
+    return C.scan_runs(runs_folder())
+
+
+def candidates(kind: str, found: C.ScanResult | None = None, dataset: str | None = None) -> list[C.Run]:
+    """Complete runs offered for a choice (`kind`: "ss4rec" or "other"), optionally only those on `dataset`."""
+    found = found or scan()
+    return [r for r in found.runs if r.info["model"] in KINDS[kind] and r.info.get("status") == "complete"
+            and (dataset is None or r.info["dataset"]["name"] == dataset)]
+
+
+def _pick(runs: list[C.Run], label) -> C.Run | None:
+    """The run named `label`, else the first one (what a selectbox falls back to), else None."""
+    return next((r for r in runs if r.label == label), runs[0] if runs else None)
+
+
+def chosen_run(kind: str = "ss4rec", found: C.ScanResult | None = None) -> C.Run | None:
+    """The chosen SS4Rec run (`kind="ss4rec"`), or the run shown beside it on Live (`"other"`: an NCF or popularity
+    run on the same dataset; None when "(none)" is chosen or there is none)."""
+    found = found or scan()
+    ss4rec = _pick(candidates("ss4rec", found), st.session_state.get(SS4REC_RUN))
+    if kind == "ss4rec" or ss4rec is None:
+        return ss4rec
+    choice = st.session_state.get(OTHER_RUN)
+    return None if choice == NONE else _pick(candidates("other", found, ss4rec.info["dataset"]["name"]), choice)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _run_users(path: str, stamp: float) -> np.ndarray:  # stamp: run.json's mtime, so a re-trained run reloads
+    return C.run_users(path)
+
+
+def run_users(run: C.Run | None) -> tuple[np.ndarray, str | None]:
+    """(raw user ids the run knows, None) or (empty, why they cannot be read)."""
+    if run is None:
+        return np.array([], dtype=np.int64), None
+    try:
+        return _run_users(str(run.path), C.info_stamp(run.path)), None
+    except (C.RunError, OSError) as exc:
+        return np.array([], dtype=np.int64), f"Cannot read the users of {run.label}: {exc}"
+
+
+def entered_user() -> int:
+    """The user id as typed in the sidebar (not checked), or the default: the chosen run's first user (else 1)."""
+    value = st.session_state.get(USER)
+    if value is None:
+        users, _ = run_users(chosen_run("ss4rec"))
+        return int(users[0]) if len(users) else 1
+    return int(value)
+
+
+def user_problem() -> str | None:
+    """Why the typed user id cannot be used with the chosen SS4Rec run (unknown id, unreadable run); None if it can
+    or there is no run to check it against."""
+    run = chosen_run("ss4rec")
+    users, error = run_users(run)
+    if run is None or error:
+        return error
+    uid = entered_user()
+    if not len(users) or not np.isin(uid, users):
+        span = f"ids {int(users.min())}..{int(users.max())}" if len(users) else "no users"
+        return (f"User {uid} is not one of the {len(users):,} users of {run.label} ({span}); pick another id in the "
+                f"sidebar.")
+    return None
+
+
+def chosen_user() -> int | None:
+    """The sidebar's user when the chosen SS4Rec run knows it (or there is no run to check against), else None."""
+    return None if user_problem() else entered_user()
+
+
+def shared_user(fingerprint: str | None) -> int | None:
+    """The sidebar's user (as typed) when the chosen SS4Rec run was trained on the data with this fingerprint, so
+    a page exploring that dataset follows the same user; None for other data."""
+    run = chosen_run("ss4rec")
+    if run is None or not fingerprint or run.info["dataset"].get("fingerprint") != fingerprint:
+        return None
+    return entered_user()
+
+
+def sidebar() -> None:
+    """Draw the shared choices in the sidebar; streamlit_app.py calls this once per script run, before the page."""
+    with st.sidebar:
+        st.text_input("Runs folder", value=DEFAULT_FOLDER, key=RUNS_FOLDER,
+                      help="A folder of run directories written by scripts/train.py; relative paths start at the "
+                           "project root. Every page uses it.")
+        found = scan()
+        if found.root_error:
+            st.caption(f"⚠️ {found.root_error}")
+        ss4rec_runs = candidates("ss4rec", found)
+        if ss4rec_runs:
+            st.selectbox("SS4Rec run", [r.label for r in ss4rec_runs], key=SS4REC_RUN,
+                         help="The run State trajectories and Live recommendations use.")
+        elif not found.root_error:
+            st.caption("No complete SS4Rec run in this folder.")
+        ss4rec = chosen_run("ss4rec", found)
+        if ss4rec is not None:
+            others = candidates("other", found, ss4rec.info["dataset"]["name"])
+            st.selectbox("Beside it on Live", [NONE] + [r.label for r in others], key=OTHER_RUN,
+                         index=1 if others else 0,  # side by side from the start
+                         help="An NCF (or popularity) run on the same dataset, for Live recommendations.")
+        users, _ = run_users(ss4rec)
+        st.number_input("User id", value=int(users[0]) if len(users) else 1, step=1, format="%d", key=USER,
+                        help="The MovieLens user id State trajectories and Live follow (and Explore, on the run's "
+                             "dataset).")
+        problem = user_problem()
+        if problem:
+            st.warning(problem)
+
+
+def require_ss4rec_run() -> C.Run:
+    """The chosen SS4Rec run; without one, say why in the page (unreadable folders, none trained) and stop it."""
+    found = scan()
+    if found.root_error:
+        st.warning(found.root_error)
+    if found.errors:
+        with st.expander(f"{len(found.errors)} run folder(s) could not be read"):
+            for p, e in found.errors:
+                st.write(f"`{p.name}`: {e}")
+    run = chosen_run("ss4rec", found)
+    if run is None:
+        st.info(f"No complete ss4rec run in `{runs_folder()}`. Train one, e.g. "
+                f"`python scripts/train.py --model ss4rec --config configs/ss4rec.yaml`.")
+        st.stop()
+    return run
+
+
+def require_user() -> int:
+    """The sidebar's user, checked against the chosen SS4Rec run; otherwise say why in the page and stop it."""
+    uid = chosen_user()
+    if uid is None:
+        st.warning(user_problem())
+        st.stop()
+    return uid

@@ -1,0 +1,168 @@
+"""Every chart of the dashboard, built in one place: plain functions from DataFrames to Altair charts.
+
+Pages compute their frames with recsys.explore / recsys.compare / recsys.inference, pass them here, and only lay the
+returned charts out, so a chart's look is defined once and each builder is tested without Streamlit
+(tests/test_charts.py). Each builder accepts an empty frame (even one without columns) and returns an empty chart
+rather than raising; field types are spelled out (``:Q``, ``:N``, ...) so nothing depends on inferring them from data.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import altair as alt
+import pandas as pd
+
+
+def _frame(df: pd.DataFrame | None, columns: Sequence[str]) -> pd.DataFrame:
+    """`df`, or an empty frame with `columns` when it has no rows and lacks some of them (a chart of nothing)."""
+    if df is None or (df.empty and not set(columns) <= set(df.columns)):
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    return df
+
+
+# ------------------------------------------------------------------------------------------------ Compare runs
+
+
+def curve_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChart:
+    """Learning curve (recsys.compare.learning_curves): a line per run over epochs; the best epoch is a large
+    diamond."""
+    df = _frame(df, ["run", "epoch", "value", "best"])
+    base = alt.Chart(df).encode(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+                                y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
+                                color=alt.Color("run:N", title="run"),
+                                tooltip=["run:N", "epoch:Q", alt.Tooltip("value:Q", format=".4f"), "best:N"])
+    lines = base.mark_line(point=True)
+    best = base.transform_filter("datum.best").mark_point(shape="diamond", size=220, filled=True, opacity=0.9)
+    return (lines + best).properties(title=title, height=300)
+
+
+def breakdown_chart(df: pd.DataFrame, y_title: str, x_title: str) -> alt.LayerChart:
+    """Breakdown (recsys.compare.breakdown): grouped bars, one per run in each bucket, with the number of users/rows
+    on top of each bar. Buckets keep their categorical order."""
+    df = _frame(df, ["run", "bucket", "value", "count"])
+    order = list(df["bucket"].cat.categories) if isinstance(df["bucket"].dtype, pd.CategoricalDtype) \
+        else list(dict.fromkeys(df["bucket"]))
+    data = df.assign(bucket=df["bucket"].astype(str)).dropna(subset=["value"])
+    base = alt.Chart(data).encode(
+        x=alt.X("bucket:N", sort=[str(o) for o in order], title=x_title, axis=alt.Axis(labelAngle=0)),
+        xOffset=alt.XOffset("run:N"),
+        y=alt.Y("value:Q", title=y_title),
+        color=alt.Color("run:N", title="run"),
+        tooltip=["run:N", "bucket:N", alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("count:Q", title="n")])
+    bars = base.mark_bar()
+    text = base.mark_text(dy=-6, fontSize=10).encode(text=alt.Text("count:Q"))
+    return (bars + text).properties(height=320)
+
+
+# ------------------------------------------------------------------------------------------------ State trajectories
+
+
+def state_path_chart(path: pd.DataFrame, step: int, layer: int) -> alt.LayerChart:
+    """The hidden state's path in 2-D (columns pc1, pc2, step, title, gap), coloured by step, the current step
+    circled in red."""
+    path = _frame(path, ["pc1", "pc2", "step", "title", "gap"])
+    base = alt.Chart(path).encode(x=alt.X("pc1:Q", title="PC 1"), y=alt.Y("pc2:Q", title="PC 2"),
+                                  tooltip=["step:Q", "title:N", "gap:N"])
+    chart = (base.mark_line(color="#bbb", order=True).encode(order="step:Q")
+             + base.mark_circle(size=40).encode(color=alt.Color("step:Q", scale=alt.Scale(scheme="viridis")))
+             + alt.Chart(path[path["step"] == step]).mark_point(size=250, color="red", filled=False,
+                                                                strokeWidth=3).encode(x="pc1:Q", y="pc2:Q"))
+    return chart.properties(title=f"Hidden-state path (2-D PCA, layer {layer})", height=330)
+
+
+def retention_chart(ret: pd.DataFrame, step: int) -> alt.Chart:
+    """S5 retention per step (columns step, retention, gap), the current step in red."""
+    ret = _frame(ret, ["step", "retention", "gap"])
+    bars = alt.Chart(ret).mark_bar().encode(
+        x=alt.X("step:O", axis=alt.Axis(labelOverlap=True)),
+        y=alt.Y("retention:Q", scale=alt.Scale(domain=[0, 1])),
+        color=alt.condition(alt.datum.step == step, alt.value("red"), alt.value("#4c78a8")),
+        tooltip=["step:O", "gap:N", alt.Tooltip("retention:Q", format=".3f")])
+    return bars.properties(title="S5 retention implied by each gap (mean over layers)", height=330)
+
+
+def genre_affinity_chart(aff: pd.DataFrame) -> alt.Chart:
+    """Share of each genre among the predicted top-10 at each step (recsys.inference.genre_affinity)."""
+    aff = _frame(aff, ["step", "genre", "share"])
+    return alt.Chart(aff).mark_line(point=True).encode(
+        x="step:Q", y=alt.Y("share:Q", title="share of the top-10", scale=alt.Scale(domain=[0, 1])),
+        color="genre:N", tooltip=["step:Q", "genre:N", alt.Tooltip("share:Q", format=".0%")]).properties(
+        title="Genre affinity over time: genres among the predicted top-10 at each step", height=260)
+
+
+# ------------------------------------------------------------------------------------------------ Explore MovieLens
+
+
+def rating_distribution_chart(df: pd.DataFrame, name: str) -> alt.Chart:
+    """Bars of recsys.explore.rating_distribution (rating, ratings, share)."""
+    df = _frame(df, ["rating", "ratings", "share"])
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("rating:O", title="rating"), y=alt.Y("ratings:Q", title="number of ratings"),
+        tooltip=["rating:O", alt.Tooltip("ratings:Q", format=","), alt.Tooltip("share:Q", format=".1%")],
+    ).properties(title=f"{name}: rating distribution")
+
+
+def ratings_per_month_chart(df: pd.DataFrame, name: str) -> alt.Chart:
+    """Bars of recsys.explore.ratings_per_month (month, ratings)."""
+    df = _frame(df, ["month", "ratings"])
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("month:T", title="month (UTC)"), y=alt.Y("ratings:Q", title="number of ratings"),
+        tooltip=[alt.Tooltip("month:T", format="%Y-%m"), alt.Tooltip("ratings:Q", format=",")],
+    ).properties(title=f"{name}: ratings per month")
+
+
+def long_tail_chart(df: pd.DataFrame, name: str, who: str) -> alt.Chart:
+    """Rank plot on log-log axes of recsys.explore.long_tail (rank, ratings, cum_share); `who` names the axis of
+    the tail, e.g. "user activity" or "movie popularity"."""
+    df = _frame(df, ["rank", "ratings", "cum_share"])
+    return alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        x=alt.X("rank:Q", scale=alt.Scale(type="log"), title="rank (log)"),
+        y=alt.Y("ratings:Q", scale=alt.Scale(type="log"), title="ratings (log)"),
+        tooltip=[alt.Tooltip("rank:Q", format=","), alt.Tooltip("ratings:Q", format=","),
+                 alt.Tooltip("cum_share:Q", format=".1%", title="share of ratings up to this rank")],
+    ).properties(title=f"{name}: {who} (rank plot)")
+
+
+def genre_shares_chart(df: pd.DataFrame, name: str, period: str, genres: Sequence[str]) -> alt.Chart:
+    """Lines of recsys.explore.genre_shares_over_time (period, genre, share, ratings, total) per `period` ("year"
+    or "month"), genres coloured in the given order."""
+    df = _frame(df, ["period", "genre", "ratings", "total", "share"])
+    x = (alt.X("period:O", title="year of the rating") if period == "year"
+         else alt.X("period:T", title="month of the rating (UTC)"))
+    return alt.Chart(df).mark_line(point=True).encode(
+        x=x, y=alt.Y("share:Q", title="share of that period's ratings", axis=alt.Axis(format="%")),
+        color=alt.Color("genre:N", sort=list(genres)),
+        tooltip=[alt.Tooltip("period:" + ("O" if period == "year" else "T")), "genre:N",
+                 alt.Tooltip("share:Q", format=".1%"), alt.Tooltip("ratings:Q", format=","),
+                 alt.Tooltip("total:Q", format=",", title="all ratings")],
+    ).properties(title=f"{name}: share of ratings per genre per {period}")
+
+
+def gap_histogram_chart(hist: pd.DataFrame, name: str, references: pd.DataFrame | None = None) -> alt.LayerChart:
+    """Log-binned histogram of recsys.explore.gap_histogram (bin_lo, bin_hi, gaps, share, range), with dashed
+    reference lines at `references` (label, seconds; e.g. recsys.explore.GAP_REFERENCES)."""
+    hist = _frame(hist, ["bin_lo", "bin_hi", "gaps", "share", "range"])
+    bars = alt.Chart(hist).mark_bar(stroke="white", strokeWidth=0.5).encode(
+        x=alt.X("bin_lo:Q", scale=alt.Scale(type="log"), title="gap to the next rating (seconds, log scale)"),
+        x2="bin_hi:Q",
+        y=alt.Y("share:Q", title="share of all gaps", axis=alt.Axis(format="%")),
+        y2=alt.datum(0),  # with x and x2 both set, a bar needs its baseline spelled out or it has no height
+        tooltip=[alt.Tooltip("range:N", title="gap"), alt.Tooltip("gaps:Q", format=","),
+                 alt.Tooltip("share:Q", format=".2%")])
+    refs = _frame(references, ["label", "seconds"])
+    rules = alt.Chart(refs).mark_rule(color="firebrick", strokeDash=[4, 3]).encode(x="seconds:Q", tooltip=["label:N"])
+    labels = alt.Chart(refs).mark_text(align="left", dx=3, dy=-5, color="firebrick", baseline="top").encode(
+        x="seconds:Q", y=alt.value(0), text="label:N")
+    return alt.layer(bars, rules, labels).properties(
+        title=f"{name}: gaps between consecutive ratings of a user (zero gaps excluded)")
+
+
+def user_timeline_chart(timeline: pd.DataFrame, name: str, user: int) -> alt.Chart:
+    """One user's ratings over time (recsys.explore.user_timeline rows that have a time)."""
+    timeline = _frame(timeline, ["time", "rating", "title", "gap"])
+    return alt.Chart(timeline).mark_circle(size=50, opacity=0.6).encode(
+        x=alt.X("time:T", title="date (UTC)"),
+        y=alt.Y("rating:Q", title="rating", scale=alt.Scale(zero=False)),
+        tooltip=["title:N", "rating:Q", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"),
+                 alt.Tooltip("gap:N", title="gap since previous")],
+    ).properties(title=f"{name}: ratings of user {int(user)} over time")

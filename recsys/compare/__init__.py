@@ -1,0 +1,90 @@
+"""Comparing finished (and running) runs: which runs may stand side by side, their metrics, learning curves, paired
+bootstrap differences and per-bucket breakdowns. Plain functions over run.json contents and per-user test results,
+so everything here is tested without Streamlit; `pages/compare.py` only arranges widgets, and recsys.charts draws.
+
+One module per concern (the package re-exports the public names, so ``from recsys import compare as C`` is all a
+caller needs):
+
+* discovery   run folders under a root, read through recsys.runs' RunDirectory (no second parser or sha256 check)
+* grouping    the comparability rule: which runs' numbers may share a table, and why two groups differ
+* describe    labels, dataset / protocol summaries, captions and the metrics table
+* curves      learning curves and the best epoch from history.jsonl
+* paired      row alignment of two runs and the paired bootstrap (recsys.evaluation.metrics.paired_bootstrap)
+* breakdowns  a metric per bucket of user activity or of the time gap before the held-out interaction
+"""
+from recsys.compare.breakdowns import ACTIVITY_LABELS, GAP_LABELS, activity_buckets, breakdown, gap_buckets
+from recsys.compare.curves import best_epoch, history_frame, learning_curves, monitored_metric, valid_metric_names
+from recsys.compare.describe import (
+    FLOOR_MODELS,
+    MODEL_NAMES,
+    available_ks,
+    dataset_summary,
+    default_selection,
+    filters_summary,
+    format_p,
+    format_table,
+    group_caption,
+    group_title,
+    is_embedded_ml100k,
+    is_floor,
+    max_len_note,
+    metric_columns,
+    metric_display,
+    metrics_table,
+    model_label,
+    protocol_summary,
+    run_metrics,
+    run_names,
+)
+from recsys.compare.discovery import (
+    FAMILIES,
+    Run,
+    RunError,
+    ScanResult,
+    info_stamp,
+    load_test_results,
+    read_history,
+    results_stamp,
+    run_users,
+    scan_runs,
+    validate_info,
+)
+from recsys.compare.grouping import (
+    ComparabilityKey,
+    Group,
+    comparability_key,
+    explain_differences,
+    families,
+    group_runs,
+    has_rating_head,
+    key_differences,
+)
+from recsys.compare.paired import (
+    ComparisonError,
+    align_pair,
+    compare_pair,
+    comparison_metrics,
+    comparison_sentence,
+    preferred_order,
+)
+
+__all__ = [
+    # discovery
+    "FAMILIES", "Run", "ScanResult", "RunError", "scan_runs", "validate_info", "load_test_results",
+    "results_stamp", "info_stamp", "read_history", "run_users",
+    # grouping
+    "ComparabilityKey", "Group", "families", "has_rating_head", "comparability_key", "group_runs",
+    "key_differences", "explain_differences",
+    # describe
+    "FLOOR_MODELS", "MODEL_NAMES", "is_floor", "is_embedded_ml100k", "default_selection", "model_label",
+    "run_names", "dataset_summary", "filters_summary", "protocol_summary", "group_title", "group_caption",
+    "max_len_note", "available_ks", "metric_columns", "run_metrics", "metrics_table", "format_table", "format_p",
+    "metric_display",
+    # curves
+    "history_frame", "valid_metric_names", "monitored_metric", "best_epoch", "learning_curves",
+    # paired
+    "ComparisonError", "align_pair", "compare_pair", "comparison_sentence", "comparison_metrics",
+    "preferred_order",
+    # breakdowns
+    "ACTIVITY_LABELS", "GAP_LABELS", "activity_buckets", "gap_buckets", "breakdown",
+]

@@ -1,0 +1,121 @@
+"""Breakdowns: a metric per bucket of user activity or of the time gap before the held-out interaction, per run
+(the numbers behind recsys.charts.breakdown_chart).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from recsys.compare.paired import ComparisonError, _rating_rows
+
+ACTIVITY_EDGES = (20, 50, 100, 200)
+ACTIVITY_LABELS = ("≤20", "21–50", "51–100", "101–200", ">200")
+_MIN, _HOUR, _DAY = 60, 3600, 86400
+GAP_EDGES = (_MIN, _HOUR, _DAY, 7 * _DAY, 30 * _DAY)
+GAP_LABELS = ("<1 min", "1 min–1 h", "1 h–1 d", "1 d–1 w", "1 w–1 mo", ">1 mo")
+
+
+def activity_buckets(history_length, scheme: str = "fixed", q: int = 4, reference=None) -> pd.Categorical:
+    """User activity (interactions before the held-out one) in buckets.
+
+    fixed: ≤20, 21–50, 51–100, 101–200, >200 (with 5-core data every test user has at least 4). quantile: `q`
+    buckets of equal size with edges from `reference` (default: the values themselves), labelled by their integer
+    ranges, so several runs of the same users get the same buckets."""
+    v = np.asarray(history_length, dtype=np.float64)
+    if scheme == "fixed":
+        codes = np.searchsorted(np.asarray(ACTIVITY_EDGES, float), v, side="left")
+        return pd.Categorical.from_codes(codes, categories=list(ACTIVITY_LABELS), ordered=True)
+    if scheme != "quantile":
+        raise ValueError(f"scheme must be fixed or quantile, not {scheme!r}")
+    ref = np.asarray(v if reference is None else reference, dtype=np.float64)
+    edges = np.unique(np.floor(np.quantile(ref, np.linspace(0, 1, int(q) + 1))))
+    if len(edges) < 2:
+        edges = np.array([edges[0], edges[0]])
+    inner = edges[1:-1]
+    labels = []
+    for i in range(len(edges) - 1):
+        lo = int(edges[0]) if i == 0 else int(edges[i]) + 1
+        hi = int(edges[i + 1])
+        labels.append(str(lo) if lo == hi else f"{lo}–{hi}")
+    if len(set(labels)) < len(labels):  # degenerate (all values equal): one bucket
+        labels, inner = [labels[0]], np.array([])
+    codes = np.searchsorted(inner, v, side="left")
+    return pd.Categorical.from_codes(codes, categories=labels, ordered=True)
+
+
+def gap_buckets(gap_seconds) -> pd.Categorical:
+    """Time between a user's previous interaction and the held-out one: <1 min, 1 min–1 h, 1 h–1 d, 1 d–1 w,
+    1 w–1 mo (30 days), >1 mo. Bins are [lower, upper): exactly 1 h goes to 1 h–1 d."""
+    v = np.asarray(gap_seconds, dtype=np.float64)
+    codes = np.searchsorted(np.asarray(GAP_EDGES, float), v, side="right")
+    return pd.Categorical.from_codes(codes, categories=list(GAP_LABELS), ordered=True)
+
+
+def _borrow_context(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], str | None]:
+    """For rating rows: history_length / gap_before_target from a run that has them for the same (user, item)
+    (the rating head of a ranking run holds them; the chronological rating rows are the same interactions)."""
+    donors = [(n, f) for n, f in frames.items() if "history_length" in f and "gap_before_target" in f]
+    if not donors:
+        return frames, None
+    dname, donor = donors[0]
+    ctx = donor[[c for c in ("user_id", "user") if c in donor][:1] + ["item", "history_length",
+                                                                        "gap_before_target"]]
+    out = {}
+    for n, f in frames.items():
+        if "history_length" in f or not set(ctx.columns[:2]) <= set(f.columns):
+            out[n] = f
+            continue
+        out[n] = f.merge(ctx.drop_duplicates(list(ctx.columns[:2])), on=list(ctx.columns[:2]), how="left")
+    return out, dname
+
+
+def breakdown(frames: dict[str, pd.DataFrame], by: str, family: str, metric: str, scheme: str = "fixed",
+              q: int = 4) -> tuple[pd.DataFrame, dict[str, str], str | None]:
+    """Metric per bucket of user activity (`by="activity"`) or of the gap before the held-out interaction
+    (`by="gap"`), per run.
+
+    `frames` maps a run name to its test results. Ranking: mean per-user `metric`; rating: RMSE (`metric="rmse"`,
+    sqrt of the mean squared error in the bucket) or MAE. Returns (long frame with run, bucket, value, count;
+    every bucket of every run, value NaN where empty), {run: why it was skipped}, and the run whose context was
+    borrowed for rating runs without it (or None)."""
+    col = {"activity": "history_length", "gap": "gap_before_target"}[by]
+    borrowed = None
+    if family == "rating":
+        rows = {}
+        skipped: dict[str, str] = {}
+        for n, f in frames.items():
+            try:
+                rows[n] = _rating_rows(f, n)
+            except ComparisonError as exc:
+                skipped[n] = str(exc)
+        rows, borrowed = _borrow_context(rows)
+    else:
+        rows, skipped = dict(frames), {}
+    usable = {}
+    for n, f in rows.items():
+        if col not in f or f[col].isna().all():
+            what = "history length" if by == "activity" else "time gap"
+            skipped[n] = f"no {what} per held-out row in its results (rating runs do not record it)"
+        elif family == "ranking" and metric not in f:
+            skipped[n] = f"no per-user {metric}"
+        else:
+            usable[n] = f[f[col].notna()]
+    reference = np.concatenate([f[col].to_numpy(float) for f in usable.values()]) if usable else None
+    parts = []
+    for n, f in usable.items():
+        buckets = (activity_buckets(f[col], scheme, q, reference) if by == "activity" else gap_buckets(f[col]))
+        if family == "ranking":
+            vals = f[metric].astype(float)
+        else:
+            vals = f["sq_error" if metric == "rmse" else "abs_error"].astype(float)
+        g = pd.DataFrame({"bucket": buckets, "v": vals.to_numpy()}).groupby("bucket", observed=False)["v"]
+        agg = g.agg(["mean", "count"]).reset_index()
+        if family == "rating" and metric == "rmse":
+            agg["mean"] = np.sqrt(agg["mean"])
+        parts.append(pd.DataFrame({"run": n, "bucket": agg["bucket"], "value": agg["mean"],
+                                   "count": agg["count"].astype(int)}))
+    out = (pd.concat(parts, ignore_index=True) if parts
+           else pd.DataFrame({"run": pd.Series(dtype=str), "bucket": pd.Series(dtype=str),
+                              "value": pd.Series(dtype=float), "count": pd.Series(dtype=int)}))
+    return out, skipped, borrowed
+

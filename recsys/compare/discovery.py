@@ -1,0 +1,146 @@
+"""Finding runs to compare: every run folder under a root, read through the run-directory contract.
+
+recsys.runs owns the contract (run.json's format, the sha256 of each artefact, how each file is parsed); this module
+only walks a folder, adds the checks the comparison relies on (`validate_info`), and turns every unreadable folder
+into a message instead of a traceback. Nothing here parses run.json or hashes a file itself: `RunDirectory.info()`,
+`.verify()`, `.history()`, `.id_maps()` and `.test_results()` do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.runs import RUN_FILE, TEST_RESULTS, RunDirectory, RunError
+
+FAMILIES = ("ranking", "rating")
+
+
+@dataclass
+class Run:
+    """A loaded run: its folder and its validated run.json."""
+
+    path: Path
+    info: dict
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+    @property
+    def status(self) -> str:
+        return str(self.info.get("status") or "unknown")
+
+
+@dataclass
+class ScanResult:
+    runs: list[Run] = field(default_factory=list)
+    errors: list[tuple[Path, str]] = field(default_factory=list)  # (folder, message): shown, never a traceback
+    root_error: str | None = None
+
+
+def objective(info: dict) -> str | None:
+    """What the run was trained for: ``ranking`` or ``rating`` (run.json's objective, else its protocol name)."""
+    obj = info.get("objective") or info.get("protocol", {}).get("name")
+    return str(obj) if obj is not None else None
+
+
+def info_of(item: Any) -> dict:
+    """The run.json of a `Run`, or the item itself (functions of this package take either)."""
+    return item.info if isinstance(item, Run) else item
+
+
+def label_of(item: Any) -> str:
+    if isinstance(item, Run):
+        return item.label
+    return str(item.get("run_id") or item.get("model") or "run")
+
+
+def validate_info(info: Any, where: str | Path = "run.json") -> dict:
+    """Check the parts of run.json this page relies on; raise RunError with a plain message otherwise."""
+    if not isinstance(info, dict):
+        raise RunError(f"{where}: malformed run record (not a JSON object)")
+    for key in ("dataset", "protocol", "config"):
+        if not isinstance(info.get(key), dict):
+            raise RunError(f"{where}: malformed run record ('{key}' is not a mapping)")
+    if not info["dataset"].get("name"):
+        raise RunError(f"{where}: malformed run record (dataset has no name)")
+    if objective(info) not in FAMILIES:
+        raise RunError(f"{where}: unknown objective {info.get('objective')!r} (expected ranking or rating)")
+    metrics = info.get("metrics")
+    if metrics is not None and (not isinstance(metrics, dict)
+                                or any(not isinstance(v, dict) for v in metrics.values())):
+        raise RunError(f"{where}: malformed run record ('metrics' must map valid/test to metric values)")
+    ks = info["protocol"].get("ks")
+    if ks is not None and (not isinstance(ks, list) or not all(isinstance(k, int) for k in ks)):
+        raise RunError(f"{where}: malformed run record (protocol ks must be a list of integers)")
+    return info
+
+
+def _load_one(path: Path) -> dict:
+    return validate_info(RunDirectory(path).info(), path / RUN_FILE)
+
+
+def scan_runs(root: str | Path) -> ScanResult:
+    """Every run folder under root (or root itself if it is a run folder).
+
+    Sub-folders that are not readable runs of this workbench (no run.json, corrupted or foreign run.json, malformed
+    record) are returned in `errors` with a message; hidden folders and ``__pycache__`` are ignored.
+    """
+    root = Path(root).expanduser()
+    out = ScanResult()
+    if not root.exists():
+        out.root_error = f"{root}: no such folder"
+        return out
+    if not root.is_dir():
+        out.root_error = f"{root}: not a folder"
+        return out
+    candidates = [root] if (root / RUN_FILE).exists() else sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    for p in candidates:
+        try:
+            out.runs.append(Run(p, _load_one(p)))
+        except RunError as exc:
+            out.errors.append((p, str(exc)))
+        except Exception as exc:  # unreadable folder, permissions...: still a message, never a traceback
+            out.errors.append((p, f"{p}: cannot read ({type(exc).__name__}: {exc})"))
+    return out
+
+
+def load_test_results(path: str | Path, info: dict | None = None) -> pd.DataFrame:
+    """Per-user / per-interaction test results, checked against the sha256 in run.json when one is recorded."""
+    run = RunDirectory(path)
+    if not (run.path / TEST_RESULTS).exists():
+        status = (info or {}).get("status")
+        why = "the run is still training" if status == "running" else "no test_results.parquet in the run folder"
+        raise RunError(f"{run.path.name}: no per-user test results ({why})")
+    if info:
+        run.verify(info, only=(TEST_RESULTS,))
+    return run.test_results()
+
+
+def results_stamp(path: str | Path) -> float:
+    """When the run's test results were last written (0.0 when there are none): a cache key that changes with them."""
+    f = Path(path) / TEST_RESULTS
+    return f.stat().st_mtime if f.exists() else 0.0
+
+
+def info_stamp(path: str | Path) -> float:
+    """When run.json was last written: a cache key that changes when a run is re-trained in the same folder."""
+    return (Path(path) / RUN_FILE).stat().st_mtime
+
+
+def read_history(path: str | Path) -> list[dict]:
+    """history.jsonl rows (one per finished epoch); [] when the run has none or it cannot be read."""
+    try:
+        return RunDirectory(path).history()
+    except Exception:  # an unreadable history only means no learning curve, never a failed page
+        return []
+
+
+def run_users(path: str | Path) -> np.ndarray:
+    """Raw MovieLens ids of the users a run knows (its id maps), without loading the model; RunError if unreadable."""
+    return RunDirectory(path).id_maps()[0]
