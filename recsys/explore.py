@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from recsys.data.history import gaps_before
 from recsys.data.prepare import chronological_order
 
 # Reference marks on the gap axis, in seconds (a "month" is 30 days).
@@ -198,8 +199,8 @@ def user_gaps(interactions: pd.DataFrame) -> pd.DataFrame:
     pos = chronological_positions(inter)
     user = inter["user"].to_numpy(dtype=np.int64)[pos]
     ts = inter["timestamp"].to_numpy(dtype=np.int64)[pos]
-    same = user[1:] == user[:-1]
-    return pd.DataFrame({"user": user[1:][same], "gap": (ts[1:] - ts[:-1])[same]})
+    later = np.r_[False, user[1:] == user[:-1]] if len(user) else np.zeros(0, bool)  # not a user's first rating
+    return pd.DataFrame({"user": user[later], "gap": gaps_before(ts, user)[later]})
 
 
 def gap_summary(gaps) -> dict:

@@ -209,6 +209,7 @@ def test_the_one_gap_definition_hand_computed():
     assert torch.equal(gaps_after(torch.from_numpy(ts), torch.from_numpy(lengths), torch.from_numpy(target)),
                        torch.from_numpy(gaps_after(ts, lengths, target)))
     assert gaps_before([10, 20, 50]).tolist() == [0, 10, 30]
+    assert gaps_before([10, 20, 5, 9], users=[1, 1, 2, 2]).tolist() == [0, 10, 0, 4]  # each user starts at 0
     assert gap_to_target(ts, lengths, target).tolist() == [30, 4]
     assert gap_to_target(np.zeros((1, 2), np.int64), np.array([0]), np.array([7])).tolist() == [0]
 

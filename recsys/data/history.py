@@ -88,10 +88,15 @@ def gaps_after(timestamps, lengths, target_times=None):
     return np.where(pos <= last, nxt - timestamps, 0)
 
 
-def gaps_before(times) -> np.ndarray:
-    """Seconds since the previous item of one chronological history (0 at the first)."""
+def gaps_before(times, users=None) -> np.ndarray:
+    """Seconds since the previous item of the same history (0 at each history's first). `times` is one
+    chronological history, or, with `users`, many histories laid end to end (sorted by user, then time)."""
     times = np.asarray(times, dtype=np.int64)
-    return np.diff(times, prepend=times[:1]) if len(times) else times.copy()
+    gaps = np.diff(times, prepend=times[:1]) if len(times) else times.copy()
+    if users is not None and len(times):
+        users = np.asarray(users)
+        gaps[1:][users[1:] != users[:-1]] = 0
+    return gaps
 
 
 def gap_to_target(timestamps, lengths, target_times) -> np.ndarray:
