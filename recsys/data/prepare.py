@@ -1,7 +1,7 @@
 """Preparation: k-core filtering, contiguous indices (0 = padding) with reversible id maps, and per-user
 chronological sequences with a stable tie-break (timestamp, then source-file order).
 
-Everything is vectorised numpy so ML-25M (25M rows) prepares in seconds.
+Everything is vectorised numpy so that ML-25M (25M rows) prepares quickly (docs/benchmarks.md has the figures).
 """
 from __future__ import annotations
 

@@ -271,8 +271,9 @@ class _FullSoftmaxCE(torch.autograd.Function):
     Padding (item 0) is left out of the softmax by using W[1:] (a view). Forward: per chunk, logits into one reused
     buffer, their logsumexp kept ([N] floats). Backward: per chunk, logits again, softmax = exp(logits - lse) in
     place, gh = P W and gW += P^T h; the target terms (-W[t] and -h) are applied once for all rows. Logits are
-    float32 or wider (matmul in the autocast dtype when autocast is on). This is 3x faster on CPU than autograd through
-    checkpointed F.cross_entropy chunks, which writes the logits, log-softmax, its gradient and a masked copy.
+    float32 or wider (matmul in the autocast dtype when autocast is on). Autograd through checkpointed
+    F.cross_entropy chunks would write the logits, log-softmax, its gradient and a masked copy instead (timings in
+    docs/benchmarks.md).
     """
 
     @staticmethod
@@ -336,7 +337,7 @@ def chunked_softmax_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets
     without holding [N, V] logits: at most ``chunk`` rows of logits at a time (on the CPU fewer, so that a chunk stays
     in cache), recomputed in the backward.
 
-    Peak memory is about chunk x n_items floats (8192 x 59k = 1.9 GB in fp32 at ML-25M size; lower `chunk` on
+    Peak memory is about chunk x n_items floats (8192 x 59k floats in fp32 at ML-25M size; lower `chunk` on
     smaller GPUs), whatever the batch and sequence length.
     """
     n = h.shape[0]
