@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recsys.data.batch import SequenceBatch
 from recsys.models import native
 from recsys.models.mamba import Mamba, selective_scan, selective_scan_reference
 from recsys.models.s5 import TimeAwareS5
@@ -134,7 +135,7 @@ def _mamba_pair(d_model, d_state, bias=False, conv_bias=True, seed=0):
                                       ((2, 1, 8, 4), {"conv_bias": False}), ((2, 3, 12, 5), {})])
 def test_native_mamba_block_matches_pure_module(shape, kw, monkeypatch):
     batch, length, d_model, d_state = shape
-    monkeypatch.setattr(native, "_CHUNK_POSITIONS", 2 * length)   # several batch chunks in both directions
+    monkeypatch.setattr(native.ops, "_CHUNK_POSITIONS", 2 * length)   # several batch chunks in both directions
     m, ref = _mamba_pair(d_model, d_state, **kw)
     x = torch.randn(batch, length, d_model)
     xi, xr = x.clone().requires_grad_(True), x.double().requires_grad_(True)
@@ -168,6 +169,38 @@ def test_native_mamba_trains_and_keeps_causality():
         opt.step()
         losses.append(float(loss.detach()))
     assert m.last_path == "native" and losses[-1] < 0.7 * losses[0]
+
+
+@needs_native
+def test_native_mamba_ignores_autocast_and_refuses_other_dtypes():
+    """The kernels are float32: under autocast (bf16 here on the CPU; what training uses on CUDA) the native path
+    switches it off and computes exactly what it computes without, with or without the state returned, and a tensor
+    of another dtype handed to the kernels directly raises instead of being misread as float32."""
+    m, _ = _mamba_pair(16, 8)
+    x = torch.randn(3, 9, 16)
+    runs = []
+    for autocast in (False, True):
+        m.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = m(xi)
+            assert m.last_path == "native"
+            y_state, (conv, ssm) = m(x, return_state=True)
+            assert m.last_path == "native"
+        y.sum().backward()
+        runs.append([y, y_state, conv, ssm, xi.grad] + [p.grad for p in m.parameters()])
+    for a, b in zip(*runs):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    u, delta, A, B, C, D, z, bias = _scan_inputs(2, 5, 8, 4)
+    with pytest.raises(TypeError, match="float32 CPU tensors"):
+        native.selective_scan(u.bfloat16(), delta, A, B, C, D, z, bias, True)
+    with pytest.raises(TypeError, match="float32 CPU tensors"):
+        native.last_state(u, delta.double(), A, B, C, bias, True)
+    bu = torch.randn(2, 5, 4, dtype=torch.complex128)
+    with pytest.raises(TypeError):
+        native.s5_states(torch.rand(2, 5), bu, torch.full((4,), -0.5 + 1j, dtype=torch.complex128),
+                         torch.zeros(4, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("shape", [(0, 5), (3, 0), (0, 0)])
@@ -255,6 +288,11 @@ def _batch(n_items=40, batch=6, length=12, seed=0):
             "target_ratings": torch.randint(1, 6, (batch, length), generator=g).float()}
 
 
+def ss4rec_loss(model, batch: dict) -> torch.Tensor:
+    """SS4Rec's whole training loss (ranking CE + rating MSE) on a batch given as a dict of its fields."""
+    return model(SequenceBatch(users=torch.zeros(len(batch["lengths"]), dtype=torch.long), **batch))
+
+
 @needs_native
 def test_ss4rec_native_paths_match_pure_paths():
     torch.manual_seed(0)
@@ -265,12 +303,12 @@ def test_ss4rec_native_paths_match_pure_paths():
         block.mamba.use_fast_path = False
         block.s5.scan = "sequential"
     batch = _batch()
-    out, out_ref = ours(batch), pure(batch)
+    loss, loss_ref = ss4rec_loss(ours, batch), ss4rec_loss(pure, batch)
     assert {b.mamba.last_path for b in ours.blocks} == {"native"}
     assert {b.mamba.last_path for b in pure.blocks} == {"pure"}
-    torch.testing.assert_close(out["loss"], out_ref["loss"], rtol=1e-5, atol=1e-6)
-    (out["loss"] + out["mse"]).backward()
-    (out_ref["loss"] + out_ref["mse"]).backward()
+    torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-6)
+    loss.backward()
+    loss_ref.backward()
     for (name, p), (_, q) in zip(ours.named_parameters(), pure.named_parameters()):
         if q.grad is not None:
             assert rel_err(p.grad, q.grad) < 1e-4, name

@@ -8,9 +8,9 @@ SS4Rec (Xiao et al. 2025) runs s5-pytorch's ``S5(64, 32, dt_min=1e-3, dt_max=0.1
     x[b, k]       = Abar[b, k] * x[b, k-1] + (Abar[b, k] - 1) / Lambda * (B u[b, k])
     y[b, k]       = Re(C x[b, k]) + D * u[b, k]
 
-s5-pytorch builds ``Bbar = (Abar - 1) / Lambda * B`` per step, a complex [B, L, P, H] tensor (about 3.4 GB per layer
-at batch 1024, length 200) and multiplies it with u.  Here ``B u`` is projected first ([B, L, P] complex) and scaled
-elementwise, so nothing of size B*L*P*H is ever allocated; the result is the same up to rounding.
+s5-pytorch builds ``Bbar = (Abar - 1) / Lambda * B`` per step, a complex [B, L, P, H] tensor, and multiplies it with u.
+Here ``B u`` is projected first ([B, L, P] complex) and scaled elementwise, so nothing of size B*L*P*H is ever
+allocated; the result is the same up to rounding.
 
 Compatibility with s5-pytorch 0.2.1 (``s5.S5``):
 
@@ -40,20 +40,21 @@ a padded position is ``Re(C x) + D u_pad`` and should be ignored by the caller. 
 underflow to exactly 0: the state is reset to ``-(B u) / Lambda``; no division by a cumulative product is done
 anywhere, so this is exact and NaN-free in values and gradients.  To reset, pass a huge finite gap, never inf.
 
-Scans (``scan=`` argument or the ``scan`` attribute):
+Scans (``scan=`` argument or the ``scan`` attribute); ``choose_scan`` is the one place "auto" is resolved, so a
+device only changes which of these runs, and each can be forced (and is tested) on a CPU:
 
 * ``"sequential"``: the reference, x_k = Abar_k x_{k-1} + b_k over ``unbind(1)`` slices (autograd stays linear in L).
 * ``"parallel"``: chunked Hillis-Steele scan: a doubling associative scan on (a, b) pairs inside chunks of
   ``chunk_size`` steps, a second one over the chunk totals, then one fix-up multiply; only products, never divisions.
+  Few, wide kernels: what a GPU wants.
 * ``"native"``: discretisation and recurrence fused in C (``recsys.models.native``, complex64 on the CPU): the
-  backward recomputes Abar and the ZOH factor from the gaps, so only B~u, the gaps and the states stay alive (a
-  fraction of the autograd loop's memory, and several times faster).
-* ``"auto"`` (default): "native" on the CPU in float32 when the C kernels could be built, else "sequential", which
-  measured 2-3x faster than "parallel" there (B=1024, L=200, H=64, P=32, float32 forward+backward on 2 cores:
-  every full-size complex temporary costs tens of ms, while the loop works on small cache-resident slices);
-  "parallel" on CUDA.
+  backward recomputes Abar and the ZOH factor from the gaps, so only B~u, the gaps and the states stay alive.
+* ``"auto"`` (default): "parallel" on CUDA; on the CPU "native" in float32 when the C kernels could be built, else
+  "sequential" (on a CPU the loop over small cache-resident slices beats the parallel scan's full-size temporaries;
+  timings in docs/benchmarks.md).
 
-The discretisation computes Abar from real exp/cos/sin: complex ``torch.exp`` is about 5x slower on CPU.
+The discretisation computes Abar from real exp/cos/sin (cheaper than complex ``torch.exp`` on CPU). Under autocast
+the projections may run in low precision; everything complex stays complex64/complex128.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ from torch import Tensor, nn
 
 from recsys.models import native as _native
 
-__all__ = ["TimeAwareS5", "hippo_legs_diagonal", "sequential_scan", "parallel_scan"]
+__all__ = ["TimeAwareS5", "choose_scan", "hippo_legs_diagonal", "sequential_scan", "parallel_scan"]
 
 StepScale = Union[float, Tensor, None]
 _SCANS = ("auto", "sequential", "parallel", "native")
@@ -191,6 +192,14 @@ def parallel_scan(a: Tensor, b: Tensor, x0: Optional[Tensor] = None, chunk_size:
     return xloc.reshape(bsz, n_chunks * t, p)[:, :length]
 
 
+def choose_scan(device, complex_dtype: torch.dtype, native_ok: bool = False) -> str:
+    """The scan "auto" means, from facts alone: "parallel" on CUDA, "native" where the C kernel can take the tensors
+    (``native_ok``: complex64 on the CPU and the kernels built), else "sequential"."""
+    if torch.device(device).type == "cuda":
+        return "parallel"
+    return "native" if native_ok and complex_dtype == torch.complex64 else "sequential"
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # The layer
 # --------------------------------------------------------------------------------------------------------------------
@@ -201,7 +210,7 @@ class TimeAwareS5(nn.Module):
         width: H, input/output features.
         state_width: P, complex state size (s5-pytorch default: ``width``).
         dt_min, dt_max: range of the initial step sizes exp(log_step).
-        scan: "auto" | "sequential" | "parallel" (see module docstring); overridable per call.
+        scan: "auto" | "sequential" | "parallel" | "native" (see module docstring); overridable per call.
         chunk_size: chunk length of the parallel scan.
         block_count, bcInit: initialisation variants of s5-pytorch (see module docstring).
         factor_rank, liquid, degree, bidir, discretization: accepted for signature compatibility; anything but the
@@ -287,7 +296,8 @@ class TimeAwareS5(nn.Module):
     def _project_in(self, u: Tensor) -> Tensor:
         """B~ u as complex [..., P] from one real matmul against the [H, 2P] view of B (real/imag interleaved)."""
         w = self.seq.B.to(self.real_dtype).permute(1, 0, 2).reshape(self.width, 2 * self.state_width)
-        return torch.view_as_complex((u @ w).reshape(*u.shape[:-1], self.state_width, 2))
+        bu = (u @ w).to(self.real_dtype)          # autocast may have run the matmul in bf16: no complex bf16 exists
+        return torch.view_as_complex(bu.reshape(*u.shape[:-1], self.state_width, 2))
 
     def _project_out(self, x: Tensor, u: Tensor) -> Tensor:
         """Re(C~ x) + D u from one real matmul against the [2P, H] view of (Re C, -Im C)."""
@@ -297,16 +307,13 @@ class TimeAwareS5(nn.Module):
         return xr @ w + self.seq.D.to(self.real_dtype) * u
 
     def _resolve_scan(self, scan: Optional[str], device: torch.device) -> str:
+        """The scan a forward on ``device`` runs: ``scan`` (default: the ``scan`` attribute), "auto" resolved."""
         scan = scan or self.scan
         if scan not in _SCANS:
             raise ValueError(f"scan must be one of {_SCANS}, got {scan!r}")
         if scan == "auto":
-            if device.type == "cuda":
-                scan = "parallel"
-            elif self.complex_dtype == torch.complex64 and _native.available():
-                scan = "native"
-            else:
-                scan = "sequential"
+            device = torch.device(device)
+            scan = choose_scan(device, self.complex_dtype, native_ok=device.type == "cpu" and _native.available())
         return scan
 
     # ----- API ---------------------------------------------------------------------------------------------------
