@@ -105,7 +105,8 @@ def user_history(run: LoadedRun, user_id: int) -> pd.DataFrame:
     items = run.prepared.items.set_index("item_idx")
     out = pd.DataFrame({
         "item": rows["item"].to_numpy(), "item_idx": rows["item_idx"].to_numpy(),
-        "title": items.loc[rows["item_idx"], "title"].to_numpy(), "genres": items.loc[rows["item_idx"], "genres"].to_numpy(),
+        "title": items.loc[rows["item_idx"], "title"].to_numpy(),
+        "genres": items.loc[rows["item_idx"], "genres"].to_numpy(),
         "rating": rows["rating"].to_numpy(), "timestamp": rows["timestamp"].to_numpy(dtype=np.int64),
     })
     out["gap_before"] = gaps_before(out["timestamp"].to_numpy())

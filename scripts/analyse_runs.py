@@ -16,12 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from recsys.analysis import gap_sensitivity, retention_table, seen_share_of_topk
 from recsys.compare import compare_pair, comparison_sentence
 from recsys.inference import load_run
 from recsys.runs import RunDirectory
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GAPS = {"1 minute": 60, "1 hour": 3600, "1 day": 86400, "1 week": 7 * 86400, "2 years": 730 * 86400}
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from recsys.inference import load_run, prefill, score_history, user_history
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -57,12 +57,21 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from recsys.benchmarking import (
+    current_rss_bytes,
+    fmt_time,
+    gb,
+    log,
+    peak_rss_bytes,
+    reset_peak_rss,
+    resolve_devices,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -221,43 +230,9 @@ def equality_check(length: int, batch: int, seed: int, n_items: int = N_ITEMS, r
 # ------------------------------------------------------------------------------------------------------------------
 # child: one variant at one size
 # ------------------------------------------------------------------------------------------------------------------
-def _proc_status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's peak-RSS mark to its current RSS (Linux: write 5 to /proc/self/clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def current_rss_bytes() -> int:
-    kib = _proc_status_kib("VmRSS")
-    return kib * 1024 if kib is not None else peak_rss_bytes()
-
-
-def peak_rss_bytes() -> int:
-    """Peak RSS of this process: VmHWM (the memory map's own high-water mark, which a reset clears), else
-    ru_maxrss. ru_maxrss alone is not enough in a child: Linux carries the parent's high-water mark over exec."""
-    kib = _proc_status_kib("VmHWM")
-    return kib * 1024 if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def measure(spec: dict) -> dict:
-    import torch
-
     import s5  # noqa: F401  (both variants import the same modules, so their baselines match)
+    import torch
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
@@ -351,7 +326,8 @@ def profile_step(length: int, batch: int, seed: int, n_items: int, rating_head: 
                    for k in keys if k in rows) / 1e6
 
     print(f"profile: ours, batch {batch}, length {length}, {torch.get_num_threads()} threads: one step "
-          f"{wall:.2f} s under the profiler; activations saved for the backward {sum(storages.values()) / 2**20:.0f} MB")
+          f"{wall:.2f} s under the profiler; activations saved for the backward "
+          f"{sum(storages.values()) / 2**20:.0f} MB")
     print("\n| part of the step | seconds |\n| --- | --- |")
     named = 0.0
     for label, keys in PROFILE_PARTS.items():
@@ -441,32 +417,6 @@ def epoch_windows(length: int, ml1m_dir: Path | None) -> tuple[int, str]:
 # ------------------------------------------------------------------------------------------------------------------
 # report
 # ------------------------------------------------------------------------------------------------------------------
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def resolve_devices(parser: argparse.ArgumentParser, args) -> list:
-    """Apply --threads to torch and turn --device into the devices to measure (a parser error if unavailable)."""
-    import torch
-
-    from recsys.training.engine import benchmark_devices
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return benchmark_devices(args.device)
-    except ValueError as exc:
-        parser.error(str(exc))
-
-
-def gb(n: float) -> float:
-    return n / 1024**3
-
-
-def fmt_time(s: float) -> str:
-    return f"{s:.3g}" if s < 100 else f"{s:,.0f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "both"),
@@ -589,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
         if "error" not in r:
             base = "CUDA memory before the first step" if r["device"] == "cuda" else "RSS before the first step"
             print(f"{r['variant']} ({r['device']}, L={r['length']}): {base} {gb(r['baseline_bytes']):.2f} GB, "
-                  f"Mamba path {r['mamba_path']}, S5 scan {r['s5_path']}, {r['threads']} threads, steps measured at batch "
+                  f"Mamba path {r['mamba_path']}, S5 scan {r['s5_path']}, {r['threads']} threads, "
+                  f"steps measured at batch "
                   f"{r['measured_batch']}: {', '.join(f'{s:.3g}' for s in r['all_steps_s'])} s"
                   + (f"; {r['above_note']}" if "above_note" in r else ""))
     if verdicts:

@@ -34,21 +34,18 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from recsys.benchmarking import current_rss_bytes, gb, log, peak_rss_bytes, reset_peak_rss, resolve_devices
 
-from bench_ss4rec import (
-    current_rss_bytes, gb, log, peak_rss_bytes, reset_peak_rss, resolve_devices,
-)
+ROOT = Path(__file__).resolve().parents[1]
 
 TARGET_SECONDS, TARGET_GB = 600.0, 40.0
 
 
 def prepare_data(scale: float, seed: int, models=("ncf", "ss4rec")) -> dict:
+    from recsys.config import load_config_file, resolve_config
     from recsys.data.prepare import prepare
     from recsys.data.synthetic import generate_ml25m_like
     from recsys.evaluation.protocols import leave_one_out
-    from recsys.config import load_config_file, resolve_config
     from recsys.models import model_class
     from recsys.training.tasks import RankingTask, SequenceTask
 
@@ -126,7 +123,7 @@ def bench_model(name: str, device: str, batch_size: int, d: dict, args) -> dict:
     base = torch.cuda.memory_allocated() if cuda else current_rss_bytes()
     clip = float(cfg.train.grad_clip or 0)
 
-    def step(b):
+    def step(b, model=model, opt=opt):
         b = b.to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
             loss = task.loss(model, b)

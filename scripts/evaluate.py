@@ -1,4 +1,4 @@
-"""Thin wrapper: the program is recsys/cli/evaluate.py (installed as `recsys-evaluate`); `python scripts/evaluate.py --help`."""
+"""Thin wrapper around recsys/cli/evaluate.py, also installed as `recsys-evaluate` (`--help` lists every option)."""
 import sys
 
 from recsys.cli.evaluate import main

@@ -1,4 +1,4 @@
-"""Thin wrapper: the program is recsys/cli/fit_rating_head.py (installed as `recsys-fit-rating-head`); `python scripts/fit_rating_head.py --help`."""
+"""Thin wrapper around recsys/cli/fit_rating_head.py, also installed as `recsys-fit-rating-head`."""
 import sys
 
 from recsys.cli.fit_rating_head import main

@@ -14,10 +14,10 @@ import statistics
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from recsys.config import RunConfig, load_config_file, resolve_config
 from recsys.training.runner import run_training
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def one(model: str, out: Path, overrides: dict) -> dict:

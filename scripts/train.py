@@ -1,4 +1,4 @@
-"""Thin wrapper: the program is recsys/cli/train.py (installed as `recsys-train`); `python scripts/train.py --help`."""
+"""Thin wrapper around recsys/cli/train.py, also installed as `recsys-train` (`--help` lists every option)."""
 import sys
 
 from recsys.cli.train import main

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.data import DataUnavailableError, DataValidationError, load_dataset, read_movielens
-from recsys.data import loader
+from recsys.data import DataUnavailableError, DataValidationError, load_dataset, loader, read_movielens
 from recsys.data.prepare import prepare
 from tests.conftest import ROOT, shared_dir, write
 

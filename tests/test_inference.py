@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
+from recsys.config import resolve_config
 from recsys.inference import human_gap, load_run, score_history, state_projection, trajectory, user_history
 from recsys.runs import RunError
-from recsys.config import resolve_config
 from recsys.training.runner import run_training
 
 TINY_SS4REC = {"hidden": 16, "d_state": 8, "s5_state": 8, "max_len": 20, "epochs": 1, "batch_size": 512,

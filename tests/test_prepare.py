@@ -9,7 +9,12 @@ from recsys.data import IdMap, MovieLensData, load_dataset, prepare
 from recsys.data.history import gaps_before
 from recsys.data.prepare import kcore_filter
 from recsys.evaluation.protocols import (
-    RankingProtocol, RatingProtocol, kfold_split, leave_one_out, random_split, rating_split,
+    RankingProtocol,
+    RatingProtocol,
+    kfold_split,
+    leave_one_out,
+    random_split,
+    rating_split,
 )
 from tests.conftest import shared_dir
 

@@ -171,8 +171,8 @@ def test_training_lowers_loss_and_learns_a_sequential_pattern():
 
 
 def test_ss4rec_run_reports_both_metric_families(tmp_path):
-    from recsys.runs import RunDirectory
     from recsys.config import resolve_config
+    from recsys.runs import RunDirectory
     from recsys.training.runner import run_training
 
     cfg = resolve_config("ss4rec", {}, {"hidden": 16, "d_state": 8, "s5_state": 8, "max_len": 20, "epochs": 1,

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from recsys.compare import scan_runs
-from recsys.runs import RunDirectory, RunError
 from recsys.config import ConfigError, resolve_config
+from recsys.runs import RunDirectory, RunError
 from recsys.training.runner import run_training
 from tests.conftest import ROOT, free_port
 

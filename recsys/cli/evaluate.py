@@ -12,9 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from recsys.config import ConfigError, parse_overrides
 from recsys.data.schema import DataError
 from recsys.runs import RunError
-from recsys.config import ConfigError, parse_overrides
 from recsys.training.reevaluate import evaluate_run
 from recsys.training.runner import summarise
 

@@ -10,9 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from recsys.config import ConfigError
 from recsys.data.schema import DataError
 from recsys.runs import RunError
-from recsys.config import ConfigError
 from recsys.training.reevaluate import refit_rating_head
 from recsys.training.runner import summarise
 

@@ -85,7 +85,8 @@ def _locate_bad_line(path: Path, text_lines, sep: str, columns: list[str], numer
         fields = next(csv.reader([line], delimiter=sep)) if sep == "," else line.split(sep)
         if len(fields) < len(columns):
             return DataValidationError(
-                f"{path}:{lineno}: expected {len(columns)} fields ({', '.join(columns)}), found {len(fields)}: {line!r}")
+                f"{path}:{lineno}: expected {len(columns)} fields ({', '.join(columns)}), "
+                f"found {len(fields)}: {line!r}")
         for col, kind in numeric.items():
             value = fields[columns.index(col)].strip()
             try:
@@ -125,8 +126,9 @@ def _read_delimited(path: Path, sep: str, columns: list[str], dtypes: dict, head
             source,
             read_options=pacsv.ReadOptions(column_names=names, encoding=encoding),
             parse_options=pacsv.ParseOptions(delimiter=sep, quote_char='"' if sep == "," else False),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.from_numpy_dtype(np.dtype(t)) for c, t in dtypes.items()},
-                                                 include_columns=list(dtypes)))
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.from_numpy_dtype(np.dtype(t)) for c, t in dtypes.items()},
+                include_columns=list(dtypes)))
         df = table.to_pandas()
     except DataValidationError:
         raise
@@ -256,7 +258,8 @@ def _read_pipe_table(path: Path, ncols: int, sep: str = "|") -> pd.DataFrame:
             continue
         fields = line.split(sep)
         if len(fields) < ncols:
-            raise DataValidationError(f"{path}:{lineno}: expected {ncols} '{sep}'-separated fields, found {len(fields)}")
+            raise DataValidationError(
+                f"{path}:{lineno}: expected {ncols} '{sep}'-separated fields, found {len(fields)}")
         rows.append(fields[:ncols])
     return pd.DataFrame(rows)
 

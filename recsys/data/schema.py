@@ -61,7 +61,8 @@ class MovieLensData:
             raise DataValidationError(
                 f"{self.name}: {purpose} needs a timestamp on every rating, but {missing:,} ratings of "
                 f"{users:,} users have none ({self.source}). Keep only users whose ratings are all timestamped "
-                f"(scripts/train.py --set timestamped_users_only=true; in code prepare(..., timestamped_only=True)); for the shared ML-1M "
+                f"(scripts/train.py --set timestamped_users_only=true; in code prepare(..., timestamped_only=True)); "
+                f"for the shared ML-1M "
                 f"copy that is users 1..2999, which is not comparable to published full-ML-1M numbers."
             )
 
