@@ -51,7 +51,9 @@ class SequenceBatch:
         if self.items is None or not len(self):
             return self
         width = max(int(self.lengths.max()), 1)
-        return self._map(lambda t: t[:, :width] if t.dim() == 2 and t is not self.negatives else t)
+        per_position = {"items", "timestamps", "targets", "target_ratings"}  # [B, L] fields (targets: windows)
+        return replace(self, **{name: getattr(self, name)[:, :width] for name in per_position
+                                if getattr(self, name) is not None and getattr(self, name).dim() == 2})
 
 
 def _t(a, dtype=None) -> torch.Tensor:
