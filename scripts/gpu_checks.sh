@@ -29,6 +29,8 @@ mkdir -p "$OUTDIR"
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
 export PYTHONUNBUFFERED=1
+# the scripts import the recsys package: installed (pip install -e .) in a `make` set-up, else from this checkout
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 SUMMARY="$OUTDIR/summary.txt"
 : > "$SUMMARY"
 

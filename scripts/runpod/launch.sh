@@ -30,6 +30,7 @@ curl -sSfI https://files.grouplens.org/datasets/movielens/ml-25m.zip.md5 >/dev/n
 python3 -m venv .venv
 .venv/bin/pip install -q -r requirements.txt
 .venv/bin/pip install -q --no-deps -r requirements-data.txt
+.venv/bin/pip install -q --no-deps --no-build-isolation -e .   # the recsys package (scripts/ import it)
 .venv/bin/python -c 'import torch; assert torch.cuda.is_available(), "torch sees no CUDA"; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.get_device_name())' \
   || die "this torch build cannot use the GPU"
 if ! .venv/bin/pip install -q --no-build-isolation -r requirements-gpu.txt; then
