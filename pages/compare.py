@@ -52,6 +52,13 @@ if scan.errors:
         for path, message in scan.errors:
             st.markdown(f"**{path.name}**")
             st.text(message)
+flagged = [r for r in scan.runs if r.problem]
+if flagged:
+    with st.expander(f"{len(flagged)} run(s) failed a check: marked in the tables, their numbers not used",
+                     icon="🚫", expanded=True):
+        for r in flagged:
+            st.markdown(f"**{r.label}** · {r.status}")
+            st.text(r.problem)
 if not scan.runs:
     st.info(f"No runs found in `{root}` — train one with `python scripts/train.py --model ncf` "
             "(or `--model ss4rec`, `--model popular`, `--model bias`, `--model global-mean`).")

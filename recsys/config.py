@@ -28,7 +28,7 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     # data and protocol
-    dataset: str = "ml-100k"            # release name; ml-100k without data_dir is the embedded copy
+    dataset: str | None = None          # release name; None: detected from data_dir, else the embedded ml-100k
     data_dir: str | None = None         # folder with the release's files
     objective: str = "ranking"          # ranking (leave-one-out full ranking) | rating (RMSE/MAE)
     split: str = "chronological"        # rating split: chronological | random | kfold | ml100k-folds

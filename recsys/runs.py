@@ -14,10 +14,15 @@ another model, a truncated file or a tampered file gets a clear RunError instead
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
+import stat
+import struct
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,19 +43,67 @@ class RunError(Exception):
     """A run directory is missing, corrupted, tampered with, or belongs to something else; shown as is."""
 
 
+# Files in a runs folder are untrusted: reads are bounded and only regular files (never a link, FIFO or device)
+# are read or hashed, so a FIFO named run.json cannot hang a page and /dev/zero cannot be hashed forever.
+MAX_RUN_JSON = 16 << 20
+MAX_HISTORY = 64 << 20
+MAX_ARTEFACT = 8 << 30
+
+
+def _open_regular(path: Path, max_bytes: int) -> tuple[int, int]:
+    """(fd, size) of a regular file opened without following a final symlink and without blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunError(f"{path}: a symbolic link; a run folder must hold plain files") from None
+        raise RunError(f"{path}: cannot open ({exc.strerror})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise RunError(f"{path}: not a regular file (a FIFO, device or folder); refused")
+    if st.st_size > max_bytes:
+        os.close(fd)
+        raise RunError(f"{path}: {st.st_size:,} bytes, more than the {max_bytes:,} a run file may hold; refused")
+    return fd, st.st_size
+
+
+def read_bytes(path: Path, max_bytes: int = MAX_ARTEFACT) -> bytes:
+    """A run file's bytes, bounded and from a regular file only (see _open_regular)."""
+    fd, size = _open_regular(path, max_bytes)
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise RunError(f"{path}: grew beyond {max_bytes:,} bytes while being read; refused")
+    return data
+
+
 def sha256_file(path: Path) -> str:
+    fd, _ = _open_regular(path, MAX_ARTEFACT)
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with os.fdopen(fd, "rb") as fh:
         while chunk := fh.read(1 << 22):
             h.update(chunk)
     return h.hexdigest()
 
 
+def _refuse_links(path: Path) -> None:
+    """Writes never go through a symlink: neither the file nor the folder that holds it may be one."""
+    for p in (path, path.parent):
+        if p.is_symlink():
+            raise RunError(f"{p}: a symbolic link; refusing to write through it")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file."""
+    """Write to a temporary file in the same folder, fsync, then rename: readers never see half a file. The rename
+    replaces a link at `path` instead of following it; the file is readable by all (0644)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _refuse_links(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -59,6 +112,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def canonical_json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default).encode()
+
+
+def content_digest(info: dict) -> str:
+    """sha256 of run.json's content without its own digest: an edit by hand no longer matches."""
+    return hashlib.sha256(canonical_json({k: v for k, v in info.items() if k != "digest"})).hexdigest()
 
 
 def atomic_write_json(path: Path, obj) -> None:
@@ -77,32 +139,97 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def save_weights(path: Path, state_dict: dict, metadata: dict | None = None) -> None:
-    from safetensors.torch import save
+_ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+              torch.bool: "BOOL", torch.complex64: "C64"}
 
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+
+def safetensors_bytes(tensors: dict, metadata: dict) -> bytes:
+    """The safetensors format written deterministically (tensors and metadata in name order), so identical runs
+    give byte-identical weight files; safetensors' own writer orders the metadata differently from run to run."""
+    header: dict = {"__metadata__": {k: str(metadata[k]) for k in sorted(metadata)}}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        if t.dtype not in _ST_DTYPES:
+            raise TypeError(f"{name}: dtype {t.dtype} cannot be stored")
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    return struct.pack("<Q", len(head)) + head + b"".join(chunks)
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    """np.savez's format with fixed zip timestamps (np.savez stamps the current time: never byte-identical)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asarray(arrays[name]), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
+    return buf.getvalue()
+
+
+def save_weights(path: Path, state_dict: dict, metadata: dict | None = None) -> None:
     meta = {"format": FORMAT, **{k: str(v) for k, v in (metadata or {}).items()}}
-    atomic_write_bytes(path, save(tensors, metadata=meta))
+    atomic_write_bytes(path, safetensors_bytes(state_dict, meta))
+
+
+def _header_metadata(data: bytes, where: Path) -> dict:
+    n = struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else -1
+    if not 0 < n <= min(len(data) - 8, 100 << 20):
+        raise RunError(f"{where}: not a safetensors file (bad header length)")
+    try:
+        header = json.loads(data[8:8 + n])
+    except ValueError as exc:
+        raise RunError(f"{where}: not a safetensors file ({exc})") from None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def weights_metadata(path: Path) -> dict:
+    """The metadata of a safetensors file from its header alone (no tensor is read)."""
+    fd, size = _open_regular(path, MAX_ARTEFACT)
+    with os.fdopen(fd, "rb") as fh:
+        head = fh.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        data = head + (fh.read(n) if 0 < n <= min(size - 8, 100 << 20) else b"")
+    return _header_metadata(data, path)
 
 
 def load_weights(path: Path) -> tuple[dict, dict]:
     """(state_dict, metadata) from a safetensors file; any parse failure becomes a RunError."""
-    from safetensors import safe_open
+    from safetensors.torch import load
 
-    if not path.exists():
-        raise RunError(f"{path}: weights file missing")
+    data = read_bytes(path, MAX_ARTEFACT)
+    meta = _header_metadata(data, path)
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        tensors = load(data)
     except Exception as exc:
         raise RunError(f"{path}: not a readable safetensors file (truncated or corrupted?): {exc}") from exc
     return tensors, meta
 
 
+REQUIRED_ARTEFACTS = (WEIGHTS, ID_MAPS, TEST_RESULTS)
+
+
+def host_id() -> str:
+    """This machine, as a training run records it beside its pid (the boot id: a pid only means something there)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        import platform
+
+        return platform.node()
+
+
 @dataclass
 class RunDirectory:
-    """A run directory on disk; `load` validates it, the writer methods keep it consistent."""
+    """A run directory on disk; the reader methods validate what they read, the writer methods keep it consistent."""
 
     path: Path
 
@@ -111,12 +238,18 @@ class RunDirectory:
 
     # ------------------------------------------------------------------------------------------- writing
     def write_info(self, info: dict) -> None:
-        info = {"format": FORMAT, **info}
+        """run.json, with the format marker first and its own content digest last."""
+        info = {"format": FORMAT, **{k: v for k, v in info.items() if k not in ("format", "digest")}}
+        info = json.loads(canonical_json(info))  # exactly what is written, so the digest covers it
+        info = {"format": FORMAT, **{k: v for k, v in info.items() if k != "format"}}
+        info["digest"] = content_digest(info)
         atomic_write_json(self.path / RUN_FILE, info)
 
     def append_history(self, row: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / HISTORY, "a") as fh:
+        _refuse_links(self.path / HISTORY)
+        fd = os.open(self.path / HISTORY, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "a") as fh:
             fh.write(json.dumps(row, default=_json_default) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -127,32 +260,27 @@ class RunDirectory:
         atomic_write_bytes(self.path / HISTORY, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
     def save_id_maps(self, users: np.ndarray, items: np.ndarray) -> None:
-        import io
-
-        buf = io.BytesIO()
-        np.savez(buf, users=np.asarray(users, np.int64), items=np.asarray(items, np.int64))
-        atomic_write_bytes(self.path / ID_MAPS, buf.getvalue())
+        atomic_write_bytes(self.path / ID_MAPS, npz_bytes(users=np.asarray(users, np.int64),
+                                                          items=np.asarray(items, np.int64)))
 
     def save_test_results(self, df: pd.DataFrame) -> None:
-        import io
-
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         atomic_write_bytes(self.path / TEST_RESULTS, buf.getvalue())
 
     def artefact_hashes(self) -> dict:
-        return {name: sha256_file(self.path / name) for name in (WEIGHTS, ID_MAPS, TEST_RESULTS)
-                if (self.path / name).exists()}
+        return {name: sha256_file(self.path / name) for name in REQUIRED_ARTEFACTS if (self.path / name).exists()}
 
     # ------------------------------------------------------------------------------------------- reading
     def info(self) -> dict:
+        """run.json, checked: a run of this workbench, complete enough to use, and unedited since it was written."""
         f = self.path / RUN_FILE
         if not self.path.is_dir():
             raise RunError(f"{self.path}: no such run directory")
-        if not f.exists():
+        if not (f.exists() or f.is_symlink()):
             raise RunError(f"{self.path}: not a run directory of this workbench (no {RUN_FILE})")
         try:
-            info = json.loads(f.read_text())
+            info = json.loads(read_bytes(f, MAX_RUN_JSON))
         except (ValueError, UnicodeDecodeError) as exc:
             raise RunError(f"{f}: corrupted ({exc})") from exc
         if not isinstance(info, dict) or info.get("format") != FORMAT:
@@ -161,34 +289,54 @@ class RunDirectory:
         for key in ("model", "dataset", "protocol", "config"):
             if key not in info:
                 raise RunError(f"{f}: incomplete run record (no '{key}')")
+        if "digest" in info and info["digest"] != content_digest(info):
+            raise RunError(f"{f}: inconsistent: edited after the run wrote it (its content digest does not match); "
+                           f"its numbers are not used")
         return info
 
     def history(self) -> list[dict]:
+        """history.jsonl rows up to the first line that is not a JSON object (a line cut by a kill, or damage)."""
         f = self.path / HISTORY
-        if not f.exists():
+        if not (f.exists() or f.is_symlink()):
             return []
         rows = []
-        for line in f.read_text().splitlines():
+        for line in read_bytes(f, MAX_HISTORY).decode("utf-8", "replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except ValueError:
-                break  # a line cut by a kill: everything before it is intact
+                break
+            if not isinstance(row, dict):
+                break
+            rows.append(row)
         return rows
 
     def verify(self, info: dict | None = None, only: tuple[str, ...] | None = None) -> dict:
-        """Check recorded sha256 of every artefact (or of the artefacts named in `only`); raise RunError on a mismatch
-        (tampered or truncated)."""
+        """Check the recorded sha256 of every artefact (or of those named in `only`); a complete run must record
+        them all. RunError on anything missing or different (tampered, truncated or copied from another run)."""
         info = info or self.info()
-        for name, digest in (info.get("artefacts") or {}).items():
+        recorded = info.get("artefacts")
+        if info.get("status") == "complete":
+            missing = [n for n in REQUIRED_ARTEFACTS if not isinstance(recorded, dict) or n not in recorded]
+            if missing:
+                raise RunError(f"{self.path}: a complete run without the sha256 of {', '.join(missing)} in "
+                               f"{RUN_FILE}; refused (its files cannot be checked)")
+        for name, digest in (recorded or {}).items():
             if only is not None and name not in only:
                 continue
             p = self.path / name
-            if not p.exists():
+            if not (p.exists() or p.is_symlink()):
                 raise RunError(f"{p}: missing (run.json lists it)")
             if sha256_file(p) != digest:
                 raise RunError(f"{p}: contents differ from the sha256 recorded in run.json (modified, truncated "
                                f"or copied from another run)")
         return info
+
+    def check_weights_model(self, info: dict) -> None:
+        """The weights say which model and tool wrote them; RunError unless that is run.json's model."""
+        meta = weights_metadata(self.path / WEIGHTS)
+        if meta.get("format") != FORMAT or meta.get("model", info["model"]) != info["model"]:
+            raise RunError(f"{self.path / WEIGHTS}: weights belong to another model or tool "
+                           f"({meta.get('model')!r}, format {meta.get('format')!r}), not this {info['model']} run")
 
     def load_weights(self, expected_model: str | None = None) -> tuple[dict, dict]:
         info = self.verify()
@@ -203,32 +351,101 @@ class RunDirectory:
     def id_maps(self) -> tuple[np.ndarray, np.ndarray]:
         f = self.path / ID_MAPS
         try:
-            with np.load(f, allow_pickle=False) as z:
+            with np.load(io.BytesIO(read_bytes(f)), allow_pickle=False) as z:
                 return z["users"], z["items"]
+        except RunError as exc:  # missing, a link, not a regular file, too large
+            raise RunError(f"{f}: unreadable id maps ({str(exc).split(': ', 1)[-1]})") from None
         except Exception as exc:
             raise RunError(f"{f}: unreadable id maps ({exc})") from exc
 
     def test_results(self) -> pd.DataFrame:
         f = self.path / TEST_RESULTS
         try:
-            return pd.read_parquet(f)
+            return pd.read_parquet(io.BytesIO(read_bytes(f)))
+        except RunError as exc:  # missing, a link, not a regular file, too large
+            raise RunError(f"{f}: unreadable per-user results ({str(exc).split(': ', 1)[-1]})") from None
         except Exception as exc:
             raise RunError(f"{f}: unreadable per-user results ({exc})") from exc
 
     # ------------------------------------------------------------------------------------------- resume state
     def save_resume(self, state: dict) -> None:
         """Last-epoch training state: tensors, numbers and strings only, so it loads with weights_only=True."""
-        import io
-
+        resume = self.path / RESUME_DIR
+        if resume.is_symlink():
+            raise RunError(f"{resume}: a symbolic link; refusing to write through it")
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.path / RESUME_DIR / "state.pt", buf.getvalue())
+        atomic_write_bytes(resume / "state.pt", buf.getvalue())
+
+    def has_resume(self) -> bool:
+        return (self.path / RESUME_DIR / "state.pt").exists()
 
     def load_resume(self) -> dict:
         f = self.path / RESUME_DIR / "state.pt"
-        if not f.exists():
-            raise RunError(f"{self.path}: nothing to resume (no {RESUME_DIR}/state.pt); start a new run instead")
+        if not self.has_resume():
+            raise RunError(f"{self.path}: nothing to resume (no {RESUME_DIR}/state.pt)")
         try:
-            return torch.load(f, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise RunError(f"{f}: cannot resume from it (corrupted, or not plain tensors: {exc})") from exc
+            state = torch.load(io.BytesIO(read_bytes(f)), map_location="cpu", weights_only=True)
+        except RunError:
+            raise
+        except Exception as exc:  # torch's own text advises weights_only=False, which would run code: not repeated
+            text = str(exc)
+            why = ("it holds objects other than plain tensors and numbers, and loading those could run code"
+                   if "weights_only" in text or "Unsupported global" in text else
+                   (text.strip().splitlines() or [type(exc).__name__])[0][:200])
+            raise RunError(f"{f}: cannot resume from it ({why})") from None
+        missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise RunError(f"{f}: not a resume state of this workbench (missing {', '.join(missing)})")
+        return state
+
+
+def clear_run(path: Path) -> None:
+    """Remove the files a run wrote in `path` (and only those), so a new run can take the folder (--overwrite)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise RunError(f"{path}: a symbolic link; refusing to clear it")
+    for name in (RUN_FILE, HISTORY, WEIGHTS, ID_MAPS, TEST_RESULTS, f"{RESUME_DIR}/state.pt"):
+        (path / name).unlink(missing_ok=True)
+    if (path / RESUME_DIR).is_dir() and not any((path / RESUME_DIR).iterdir()):
+        (path / RESUME_DIR).rmdir()
+
+
+RESUME_KEYS = ("epoch", "model", "optimizer", "best", "best_epoch", "bad_epochs", "train_seconds")
+
+
+def recomputed_test_metrics(per_user: pd.DataFrame, names) -> dict:
+    """The test metrics `names` recomputed from the per-user (per-row) results they were averaged from; a name
+    with no source column is left out."""
+    out = {"n": int(len(per_user))}
+    for name in names:
+        if name in per_user.columns and name.split("@")[0] in ("hr", "ndcg", "mrr"):
+            out[name] = float(per_user[name].astype("float64").mean())
+        elif name == "rmse" and "sq_error" in per_user.columns:
+            out[name] = float(np.sqrt(per_user["sq_error"].astype("float64").mean()))
+        elif name == "mae" and "abs_error" in per_user.columns:
+            out[name] = float(per_user["abs_error"].astype("float64").mean())
+        elif name == "mae" and {"pred_rating", "target_rating"} <= set(per_user.columns):
+            diff = per_user["pred_rating"].astype("float64") - per_user["target_rating"].astype("float64")
+            out[name] = float(diff.abs().mean())
+    return out
+
+
+def check_metrics(info: dict, per_user: pd.DataFrame, where: Path | str = RUN_FILE) -> None:
+    """RunError ("inconsistent") unless every test metric in run.json is a number equal to what its per-user
+    results give: a hand-edited metric, or one copied from another run, is never shown as real."""
+    test = (info.get("metrics") or {}).get("test") if isinstance(info.get("metrics"), dict) else None
+    if not isinstance(test, dict) or not test:
+        raise RunError(f"{where}: a complete run without test metrics")
+    bad = [k for k, v in test.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v]
+    if bad:
+        raise RunError(f"{where}: test metrics {', '.join(bad)} are missing or not numbers")
+    again = recomputed_test_metrics(per_user, [k for k in test if k != "n"])
+    unknown = sorted(set(test) - set(again))
+    if unknown:
+        raise RunError(f"{where}: inconsistent: test metrics {', '.join(unknown)} have no per-user results to check")
+    off = [k for k in test if not np.isclose(float(test[k]), again[k], rtol=1e-9, atol=1e-12)]
+    if off:
+        shown = ", ".join(f"{k} {test[k]} vs {again[k]:.6g}" for k in off[:3])
+        raise RunError(f"{where}: inconsistent: run.json's test metrics differ from its per-user results "
+                       f"({shown}); its numbers are not used")

@@ -8,13 +8,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from recsys import charts
 from recsys import compare as C
 from recsys.app import state
 from recsys.evaluation.metrics import paired_bootstrap
-from recsys.runs import RunDirectory, RunError
+from recsys.runs import WEIGHTS, RunDirectory, RunError, recomputed_test_metrics, save_weights
 from tests.conftest import ROOT
 
 FP = "a" * 64
@@ -68,12 +69,19 @@ def rating_results(users=(1, 2, 3, 4), items=(10, 20, 30, 40), ratings=(4.0, 3.0
 
 
 def write_run(root, folder, info, history=None, results=None):
+    """A run folder as training writes it: a complete run gets weights of its model, id maps, per-user results,
+    test metrics that are what those results give, and the sha256 of each artefact (what the scan checks)."""
     run = RunDirectory(root / folder)
     run.path.mkdir(parents=True, exist_ok=True)
     for row in history or []:
         run.append_history(row)
     if results is not None:
         run.save_test_results(results)
+        if info.get("status") == "complete":
+            save_weights(run.path / WEIGHTS, {"w": torch.zeros(1)}, {"model": info["model"]})
+            run.save_id_maps(np.asarray(results["user_id"]), np.arange(1, 11))
+            test = recomputed_test_metrics(results, [k for k in info["metrics"]["test"] if k != "n"])
+            info = {**info, "metrics": {**info["metrics"], "test": test}}
         info = {**info, "artefacts": run.artefact_hashes()}
     run.write_info(info)
     return run

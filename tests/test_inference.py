@@ -8,7 +8,7 @@ import pytest
 
 from recsys.config import resolve_config
 from recsys.inference import human_gap, load_run, score_history, state_projection, trajectory, user_history
-from recsys.runs import RunError
+from recsys.runs import RunError, content_digest
 from recsys.training.runner import run_training
 
 TINY_SS4REC = {"hidden": 16, "d_state": 8, "s5_state": 8, "max_len": 20, "epochs": 1, "batch_size": 512,
@@ -101,10 +101,18 @@ def test_corrupted_and_foreign_runs_refused(runs, tmp_path):
     shutil.copytree(runs["ss"], bad)
     info = json.loads((bad / "run.json").read_text())
     info["config"]["hidden"] = 32  # a run.json that does not describe its weights
-    del info["artefacts"]
+    (bad / "run.json").write_text(json.dumps(info))
+    with pytest.raises(RunError, match="inconsistent: edited after the run wrote it"):
+        load_run(bad)  # a hand edit no longer matches run.json's own digest
+    info["digest"] = content_digest(info)  # an edit that also forges the digest still meets the weights
     (bad / "run.json").write_text(json.dumps(info))
     with pytest.raises(RunError, match="do not fit"):
         load_run(bad)
+    del info["artefacts"]
+    info["digest"] = content_digest(info)
+    (bad / "run.json").write_text(json.dumps(info))
+    with pytest.raises(RunError, match="complete run without the sha256"):
+        load_run(bad)  # without its hashes a complete run is refused, not trusted
     (bad / "model.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(RunError):
         load_run(bad)

@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,7 +159,10 @@ def test_distributed_two_process_gloo(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     info = RunDirectory(tmp_path / "ddp").info()
     assert info["environment"]["world_size"] == 2 and info["status"] == "complete"
-    assert info["command"].startswith("torchrun --nproc_per_node=2 scripts/train.py")
+    # recorded as it runs again from a fresh clone: the project's venv torchrun (or a plain torchrun)
+    venv = Path(sys.executable).is_relative_to(ROOT)
+    torchrun = str(Path(sys.executable).relative_to(ROOT).with_name("torchrun")) if venv else "torchrun"
+    assert info["command"].startswith(f"{torchrun} --nproc_per_node=2 scripts/train.py")
     hist = RunDirectory(tmp_path / "ddp").history()
     assert len(hist) == 2 and hist[1]["train_loss"] < hist[0]["train_loss"]
 

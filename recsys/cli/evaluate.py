@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from recsys.cli import recorded_command
 from recsys.config import ConfigError, parse_overrides
 from recsys.data.schema import DataError
 from recsys.runs import RunError
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             out = src.parent / stem
         if (out / "run.json").exists():
             raise ConfigError(f"{out} already holds a run")
-        info = evaluate_run(src, out, overrides, ["python", "scripts/evaluate.py"] + argv)
+        info = evaluate_run(src, out, overrides, recorded_command("scripts/evaluate.py", argv))
     except (ConfigError, DataError, RunError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from recsys.cli import recorded_command
 from recsys.config import ConfigError
 from recsys.data.schema import DataError
 from recsys.runs import RunError
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if (out / "run.json").exists():
             raise ConfigError(f"{out} already holds a run")
-        info = refit_rating_head(src, out, ["python", "scripts/fit_rating_head.py"] + argv, args.epochs, args.lr)
+        info = refit_rating_head(src, out, recorded_command("scripts/fit_rating_head.py", argv), args.epochs, args.lr)
     except (ConfigError, DataError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,15 +15,15 @@ each model's Config dataclass. Any option can also be set with --set KEY=VALUE (
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
+from recsys.cli import recorded_command
 from recsys.config import ConfigError, RunConfig, load_config_file, parse_overrides, resolve_config
 from recsys.data.schema import DataError
 from recsys.models import MODELS
-from recsys.runs import RunDirectory, RunError
-from recsys.training.runner import run_training, summarise
+from recsys.runs import RUN_FILE, RunDirectory, RunError, clear_run
+from recsys.training.runner import dataset_name, run_training, summarise
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed for splits, initialisation, batches and sampling")
     p.add_argument("--out", help="run directory to write (default: checkpoints/<model>-<objective>-<dataset>-...)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last finished epoch, with its "
-                                                   "recorded configuration")
+                                                   "recorded configuration (from the start if it never finished one)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (a failed or unwanted "
+                                                             "one) instead of refusing")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any option")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def default_out(cfg: RunConfig) -> Path:
     t = cfg.train
-    parts = [cfg.model, t.objective, t.dataset]
+    parts = [cfg.model, t.objective, dataset_name(t)]
     if t.objective == "rating":
         parts.append(t.split + (f"{t.fold}" if t.split in ("kfold", "ml100k-folds") else ""))
     if MODELS[cfg.model].reads_history:
@@ -70,13 +72,18 @@ def default_out(cfg: RunConfig) -> Path:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    prefix = ["torchrun", f"--nproc_per_node={os.environ['WORLD_SIZE']}"] if int(os.environ.get("WORLD_SIZE", 1)) > 1 \
-        else ["python"]
-    command = prefix + ["scripts/train.py"] + argv
+    command = recorded_command("scripts/train.py", argv)
     try:
         if args.resume:
-            info = RunDirectory(args.resume).info()
-            cfg, out, command = RunConfig.from_dict(info["config"]), Path(args.resume), info["command"].split(" ")
+            previous = RunDirectory(args.resume).info()
+            if previous.get("status") == "complete":
+                print(f"{args.resume}: already complete; nothing to resume")
+                print(summarise(previous))
+                return 0
+            if not isinstance(previous.get("command"), str) or not previous["command"].strip():
+                raise RunError(f"{args.resume}/run.json records no command; it cannot be resumed as it was started")
+            cfg, out = RunConfig.from_dict(previous["config"]), Path(args.resume)
+            command = previous["command"].split(" ")
         else:
             if not args.model:
                 build_parser().error("--model is required (unless --resume)")
@@ -86,11 +93,19 @@ def main(argv: list[str] | None = None) -> int:
             overrides.update(parse_overrides(args.set))
             cfg = resolve_config(args.model, file_cfg, overrides)
             out = Path(args.out) if args.out else default_out(cfg)
-            if (out / "run.json").exists():
-                raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, or another --out")
+            if (out / RUN_FILE).exists() or (out / RUN_FILE).is_symlink():
+                if not args.overwrite:
+                    raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, --overwrite "
+                                      f"to replace it, or another --out")
+                clear_run(out)
         info = run_training(cfg, out, command, resume=bool(args.resume), progress=not args.quiet)
     except (ConfigError, DataError, RunError, RuntimeError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permissions: the last checkpoint is intact (every write is atomic)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; the run can be resumed from its last finished epoch once this "
+              f"is fixed", file=sys.stderr)
         return 2
     finally:
         import torch.distributed as dist

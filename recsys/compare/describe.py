@@ -44,7 +44,7 @@ def is_embedded_ml100k(info: dict) -> bool:
 
 def default_selection(runs: Sequence[Run]) -> list[str]:
     """Labels of the complete runs of the embedded ML-100K."""
-    return [r.label for r in runs if r.status == "complete" and is_embedded_ml100k(r.info)]
+    return [r.label for r in runs if r.status in ("complete", "inconsistent") and is_embedded_ml100k(r.info)]
 
 
 def filters_summary(info: dict) -> str:

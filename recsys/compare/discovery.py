@@ -7,6 +7,8 @@ into a message instead of a traceback. Nothing here parses run.json or hashes a 
 """
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,17 +16,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.runs import RUN_FILE, TEST_RESULTS, RunDirectory, RunError
+from recsys.runs import RUN_FILE, TEST_RESULTS, WEIGHTS, RunDirectory, RunError, check_metrics, host_id
 
 FAMILIES = ("ranking", "rating")
 
 
 @dataclass
 class Run:
-    """A loaded run: its folder and its validated run.json."""
+    """A loaded run: its folder and its validated run.json. A run that fails a check keeps its place in the tables
+    with `problem` set, its status "inconsistent" and no metrics: its numbers are never used."""
 
     path: Path
     info: dict
+    problem: str | None = None
 
     @property
     def label(self) -> str:
@@ -80,8 +84,59 @@ def validate_info(info: Any, where: str | Path = "run.json") -> dict:
     return info
 
 
-def _load_one(path: Path) -> dict:
-    return validate_info(RunDirectory(path).info(), path / RUN_FILE)
+def _stamp(path: Path) -> tuple:
+    out = []
+    for name in (RUN_FILE, TEST_RESULTS, WEIGHTS):
+        try:
+            st = (path / name).lstat()
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=512)
+def _checked(path: str, stamp: tuple) -> str | None:
+    """Why a complete run's numbers cannot be trusted (None when they can): its per-user results are the ones
+    run.json hashed, its weights were written for its model, and its test metrics are what those results give."""
+    run = RunDirectory(path)
+    try:
+        info = run.info()
+        run.verify(info, only=(TEST_RESULTS,))
+        run.check_weights_model(info)
+        check_metrics(info, run.test_results(), Path(path) / RUN_FILE)
+    except RunError as exc:
+        return str(exc)
+    except Exception as exc:  # anything unexpected is a failed check, never a traceback
+        return f"{path}: cannot be checked ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _process_gone(info: dict) -> bool:
+    """A run that says "running" but whose training process (recorded pid on this host) no longer exists."""
+    pid, host = info.get("pid"), info.get("host_id")
+    if not isinstance(pid, int) or host != host_id():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _load_one(path: Path) -> Run:
+    info = validate_info(RunDirectory(path).info(), path / RUN_FILE)
+    if info.get("status") == "complete":
+        problem = _checked(str(path), _stamp(path))
+        if problem:
+            return Run(path, {**info, "status": "inconsistent", "metrics": {}}, problem)
+    elif info.get("status") == "running" and _process_gone(info):
+        why = (f"{path.name}: its training process ended without finishing (killed?); continue it with "
+               f"scripts/train.py --resume {path}")
+        return Run(path, {**info, "status": "interrupted"}, why)
+    return Run(path, info)
 
 
 def scan_runs(root: str | Path) -> ScanResult:
@@ -102,7 +157,7 @@ def scan_runs(root: str | Path) -> ScanResult:
         p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
     for p in candidates:
         try:
-            out.runs.append(Run(p, _load_one(p)))
+            out.runs.append(_load_one(p))
         except RunError as exc:
             out.errors.append((p, str(exc)))
         except Exception as exc:  # unreadable folder, permissions...: still a message, never a traceback
@@ -113,6 +168,8 @@ def scan_runs(root: str | Path) -> ScanResult:
 def load_test_results(path: str | Path, info: dict | None = None) -> pd.DataFrame:
     """Per-user / per-interaction test results, checked against the sha256 in run.json when one is recorded."""
     run = RunDirectory(path)
+    if info and info.get("status") in ("inconsistent", "interrupted"):
+        raise RunError(f"{run.path.name}: its per-user results are not used (the run is {info['status']})")
     if not (run.path / TEST_RESULTS).exists():
         status = (info or {}).get("status")
         why = "the run is still training" if status == "running" else "no test_results.parquet in the run folder"

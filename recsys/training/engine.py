@@ -67,6 +67,9 @@ def benchmark_devices(choice: str) -> list[str]:
     return devices
 
 
+DIVERGED = 1e4  # a batch loss this many times the first batch's (or 1) is divergence, stopped like a NaN
+
+
 def seed_everything(seed: int, epoch: int = 0) -> None:
     torch.manual_seed(seed * 1_000_003 + epoch)
 
@@ -79,6 +82,7 @@ class FitState:
     bad_epochs: int = 0
     train_seconds: float = 0.0
     history: list = field(default_factory=list)
+    stopped: bool = False  # early stopping (or a NaN validation value) ended training: a resume trains no more
 
 
 def fit(model, task, cfg: TrainConfig, run: RunDirectory | None, device: str, dist_info: DistInfo | None = None,
@@ -96,7 +100,9 @@ def fit(model, task, cfg: TrainConfig, run: RunDirectory | None, device: str, di
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
         state = FitState(int(resume["epoch"]), resume["best"], int(resume["best_epoch"]), int(resume["bad_epochs"]),
-                         float(resume["train_seconds"]))
+                         float(resume["train_seconds"]), stopped=bool(resume.get("stopped", False)))
+        # a run checkpointed at the epoch where early stopping fired ends there, as the unbroken run did
+        state.stopped = state.stopped or state.bad_epochs >= int(cfg.patience)
     train_model = model
     if dist_info.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
@@ -105,7 +111,8 @@ def fit(model, task, cfg: TrainConfig, run: RunDirectory | None, device: str, di
         and torch.cuda.is_bf16_supported()
     seed, patience = int(cfg.seed), int(cfg.patience)
     monitor, mode = task.monitor, task.mode
-    for epoch in range(state.epoch + 1, int(cfg.epochs)):
+    first_loss = None
+    for epoch in range(state.epoch + 1 if not state.stopped else int(cfg.epochs), int(cfg.epochs)):
         seed_everything(seed, epoch)
         train_model.train()
         t0 = time.perf_counter()
@@ -118,15 +125,18 @@ def fit(model, task, cfg: TrainConfig, run: RunDirectory | None, device: str, di
                 batch = batch.pin_memory().to(device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
                 loss = task.loss(train_model, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"epoch {epoch + 1}: the training loss became {loss.item()} "
-                                         f"(lower --lr or check the data)")
+            batch_loss = loss.item()
+            first_loss = batch_loss if first_loss is None else first_loss
+            if not math.isfinite(batch_loss) or abs(batch_loss) > DIVERGED * max(abs(first_loss), 1.0):
+                what = "became" if not math.isfinite(batch_loss) else "diverged to"
+                raise FloatingPointError(f"epoch {epoch + 1}: the training loss {what} {batch_loss:.4g} (first batch "
+                                         f"{first_loss:.4g}); lower --lr or check the data")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg.grad_clip))
             opt.step()
-            total += loss.item()
+            total += batch_loss
             count += 1
             n_samples += len(batch)
             if count % 20 == 0:
@@ -157,9 +167,10 @@ def fit(model, task, cfg: TrainConfig, run: RunDirectory | None, device: str, di
             state.epoch = epoch
             if run:
                 run.append_history(row)
+                stopping = state.bad_epochs >= patience or (isinstance(value, float) and math.isnan(value))
                 run.save_resume({"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                                  "best": state.best, "best_epoch": state.best_epoch, "bad_epochs": state.bad_epochs,
-                                 "train_seconds": state.train_seconds})
+                                 "train_seconds": state.train_seconds, "stopped": stopping})
             if os.environ.get("RECSYS_CRASH_AFTER_EPOCH") == str(epoch + 1):
                 os._exit(137)  # test hook: die like `kill -9` right after this epoch's checkpoint
             if progress:
@@ -167,6 +178,7 @@ def fit(model, task, cfg: TrainConfig, run: RunDirectory | None, device: str, di
                            f"{' *' if improved else ''} ({seconds:.1f}s)")
             if state.bad_epochs >= patience or (isinstance(value, float) and math.isnan(value)):
                 stop[0] = 1
+                state.stopped = True
         else:
             state.epoch = epoch
         if dist_info.enabled:

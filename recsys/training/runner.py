@@ -6,18 +6,22 @@ run.json, so every number the dashboard shows can be traced to the command that 
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from recsys.config import ConfigError, RunConfig, TrainConfig
 from recsys.data import load_dataset, prepare
+from recsys.data.loader import EMBEDDED
+from recsys.data.readers import guess_name
 from recsys.evaluation.protocols import RankingProtocol, RatingProtocol, leave_one_out, rating_split
 from recsys.models import build_model, model_class
-from recsys.runs import WEIGHTS, RunDirectory, RunError, load_weights, save_weights
+from recsys.runs import RUN_FILE, WEIGHTS, RunDirectory, RunError, host_id, load_weights, save_weights
 from recsys.training.engine import fit, init_distributed, resolve_device, seed_everything
 from recsys.training.tasks import RankingTask, RatingTask, SequenceTask
 
@@ -57,12 +61,28 @@ def build_task(cfg: RunConfig, prepared, model):
     return RatingTask(prepared, split), desc
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else None
     except Exception:
         return None
+
+
+def git_state() -> dict:
+    """The commit the code came from and whether the working tree had uncommitted changes to tracked files."""
+    commit = _git("rev-parse", "HEAD") or None
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+def dataset_name(train: TrainConfig) -> str:
+    """The release a configuration trains on: --dataset, else the release detected from --data-dir, else the
+    embedded ML-100K."""
+    if train.dataset:
+        return str(train.dataset).lower()
+    return guess_name(Path(train.data_dir)) if train.data_dir else EMBEDDED
 
 
 def _cpu_kernels(device: str) -> str:
@@ -85,6 +105,9 @@ def run_training(cfg: RunConfig, out: str | Path, command: list[str], resume: bo
         torch.set_num_threads(int(t.cpu_threads))
     seed_everything(int(t.seed))
     run = RunDirectory(out)
+    if t.dataset is None:  # recorded as the release actually read
+        cfg = RunConfig(cfg.model, replace(t, dataset=dataset_name(t)), cfg.params)
+        t = cfg.train
     data, prepared = load_prepared(t)
     model = build_model(cfg, prepared)
     task, protocol = build_task(cfg, prepared, model)
@@ -98,12 +121,28 @@ def run_training(cfg: RunConfig, out: str | Path, command: list[str], resume: bo
         "protocol": protocol, "config": cfg.as_dict(),
         "environment": {"torch": torch.__version__, "python": platform.python_version(), "device": device,
                         "precision": "bf16" if device.startswith("cuda") and t.precision != "fp32" else "fp32",
-                        "world_size": dist_info.world, "git_commit": _git_commit(),
+                        "world_size": dist_info.world, **git_state(),
                         "host": platform.node(), "cpu_kernels": _cpu_kernels(device)},
+        "pid": os.getpid(), "host_id": host_id(),  # while running: lets the dashboard tell a killed run
     }
     if dist_info.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
         run.save_id_maps(prepared.user_map.raw, prepared.item_map.raw)
+    try:
+        return _train_and_finish(cfg, run, info, model, task, prepared, device, dist_info, resume, progress,
+                                 t_start)
+    except BaseException as exc:
+        if dist_info.is_main and (run.path / RUN_FILE).exists():
+            info.update(status="failed", failure=f"{type(exc).__name__}: {exc}".strip())
+            try:  # best effort: the disk may be what failed; the last checkpoint stays resumable either way
+                run.write_info(info)
+            except Exception:
+                pass
+        raise
+
+
+def _train_and_finish(cfg, run, info, model, task, prepared, device, dist_info, resume, progress, t_start) -> dict:
+    t = cfg.train
     if not model.trainable:
         info["fitted"] = model.fit(task, device)
         if dist_info.is_main:
@@ -112,6 +151,11 @@ def run_training(cfg: RunConfig, out: str | Path, command: list[str], resume: bo
     else:
         model.init_from_data(task)
         resume_state = None
+        if resume and not run.has_resume():  # killed before its first checkpoint: nothing to continue from
+            print(f"{run.path}: no finished epoch to resume from; training again from the start with the recorded "
+                  f"configuration", flush=True)
+            resume = False
+            run.truncate_history(0)
         if resume:
             resume_state = run.load_resume()
             previous = run.info()
@@ -136,6 +180,8 @@ def run_training(cfg: RunConfig, out: str | Path, command: list[str], resume: bo
         best_epoch, history, train_seconds = state.best_epoch + 1, run.history(), state.train_seconds
     info.update(best_epoch=best_epoch, epochs_run=len(history), train_seconds=train_seconds,
                 monitor=f"valid {task.monitor}")
+    info.pop("pid", None)
+    info.pop("host_id", None)
     finish_run(run, info, model, task, prepared, t, device)
     info["wall_seconds"] = time.time() - t_start
     run.write_info(info)
