@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -70,6 +71,18 @@ def test_parquet_nullable_timestamps_refuse_chronological(parquet_dir):
     p = prepare(d, 1, 1, timestamped_only=True)  # user 2 has an untimestamped rating: dropped whole
     assert p.interactions["user"].unique().tolist() == [1]
     assert p.interactions["timestamp"].dtype == np.int64
+
+
+def test_release_name_detected_from_the_folder(ml1m_dir, tmp_path):
+    """load_dataset(None, folder) names the release from the folder (guess_name), and the release's facts follow."""
+    data = load_dataset(None, ml1m_dir)
+    assert data.name == "ml-1m" and data.rating_scale == (1.0, 5.0)
+    upper = tmp_path / "ML-1M"
+    shutil.copytree(ml1m_dir, upper)
+    assert load_dataset(None, upper).name == "ml-1m"
+    write(upper / "ratings.dat", "1::1::4.5::978300760\n")
+    with pytest.raises(DataValidationError, match="not a whole star: ml-1m"):  # ML-1M ratings are whole stars
+        load_dataset(None, upper)
 
 
 def test_recbole_atomic_embedded_default():

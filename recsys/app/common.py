@@ -4,11 +4,18 @@ from __future__ import annotations
 import streamlit as st
 
 from recsys.data import DataError, MovieLensData, load_dataset
+from recsys.data.loader import source_stamp
 
 
-@st.cache_resource(show_spinner=False)
-def cached_dataset(name: str | None, data_dir: str | None) -> MovieLensData:
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load(name: str | None, data_dir: str | None, stamp: tuple) -> MovieLensData:
+    """Keyed by the source files' stamp too (size, mtime, ctime per file): an edited file is re-read."""
     return load_dataset(name, data_dir or None, download=False)
+
+
+def cached_dataset(name: str | None, data_dir: str | None) -> MovieLensData:
+    """The dataset, loaded once per version of its source files (a few stat calls per page run to check)."""
+    return _load(name, data_dir or None, source_stamp(name, data_dir or None))
 
 
 def dataset_or_error(name: str | None, data_dir: str | None) -> MovieLensData | None:

@@ -3,7 +3,8 @@
 Formats: ML-100K (u.data/u.item/u.user), RecBole atomic files (ml-100k.inter/.item/.user, the embedded default),
 ML-1M and ML-10M ('::'-separated .dat, latin-1), ML-20M/ML-25M/ml-latest/ml-latest-small (CSV with a header), and
 the shared ML-1M copy (ratings.parquet with nullable timestamps beside the original movies.dat/users.dat).
-Every reader validates what it read and raises DataValidationError naming the file and line of the first problem.
+Every reader validates what it read and raises DataValidationError naming the file and line of the first problem;
+a file is read whole or refused (recsys.data.integrity: empty, cut, or outside what its release documents).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from recsys.data import integrity as integ
+from recsys.data.integrity import check_text_file, source_label
 from recsys.data.schema import DataValidationError, MovieLensData
 
 ML100K_GENRES = [
@@ -76,29 +79,57 @@ def guess_name(path: Path) -> str:
 
 # --------------------------------------------------------------------------------------------- parsing helpers
 def _locate_bad_line(path: Path, text_lines, sep: str, columns: list[str], numeric: dict[str, type],
-                     first_line: int) -> DataValidationError:
+                     first_line: int, parser_error: object = "") -> DataValidationError:
     """Slow path, run only after the fast parser failed: find the first line that is malformed and say why."""
+    last = first_line + len(text_lines) - 1
     for lineno, raw in enumerate(text_lines, start=first_line):
         line = raw.rstrip("\r\n")
         if not line.strip():
             return DataValidationError(f"{path}:{lineno}: empty line")
         fields = next(csv.reader([line], delimiter=sep)) if sep == "," else line.split(sep)
         if len(fields) < len(columns):
+            cut = " (the last line: the file looks cut short; copy it again)" if lineno == last else ""
             return DataValidationError(
                 f"{path}:{lineno}: expected {len(columns)} fields ({', '.join(columns)}), "
-                f"found {len(fields)}: {line!r}")
+                f"found {len(fields)}: {line!r}{cut}")
         for col, kind in numeric.items():
             value = fields[columns.index(col)].strip()
             try:
-                kind(value)
+                number = kind(value)
             except ValueError:
-                return DataValidationError(f"{path}:{lineno}: column '{col}' is not numeric: {value!r}")
-    return DataValidationError(f"{path}: could not be parsed (no single malformed line found)")
+                whole = kind is int and _is_float(value)
+                what = "is not a whole number" if whole else "is not numeric"
+                return DataValidationError(f"{path}:{lineno}: column '{col}' {what}: {value!r}")
+            if kind is int and not -integ.INT64_MAX - 1 <= number <= integ.INT64_MAX:
+                return DataValidationError(
+                    f"{path}:{lineno}: column '{col}' value {value} is too large for a 64-bit integer "
+                    f"(ids and timestamps must lie within +-{integ.INT64_MAX:,})")
+    return DataValidationError(f"{path}: could not be parsed (no single malformed line found: {parser_error})")
+
+
+def _is_float(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _first_null(table: pa.Table, path: Path, first_line: int) -> None:
+    """A missing field (empty or NA) is reported as missing, with its line, before any conversion hides it."""
+    for col in table.column_names:
+        column = table.column(col)
+        if column.null_count:
+            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataValidationError(
+                f"{path}:{row + first_line}: missing value in column '{col.split(':')[0]}' (empty or NA; "
+                f"{column.null_count:,} in all)")
 
 
 def _read_delimited(path: Path, sep: str, columns: list[str], dtypes: dict, header: bool,
                     encoding: str = "utf-8", dat: bool = False) -> pd.DataFrame:
     """Fast numeric table read; on any failure, rescan the text to report the first bad line."""
+    check_text_file(path, " (no ratings)")  # empty or cut short: refused before parsing
     if dat:  # '::' is a multi-character separator: rewrite it to one byte so the fast parser applies
         source = io.BytesIO(path.read_bytes().replace(b"::", b"\t"))
         sep = "\t"
@@ -129,6 +160,7 @@ def _read_delimited(path: Path, sep: str, columns: list[str], dtypes: dict, head
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.from_numpy_dtype(np.dtype(t)) for c, t in dtypes.items()},
                 include_columns=list(dtypes)))
+        _first_null(table, path, first_line)
         df = table.to_pandas()
     except DataValidationError:
         raise
@@ -141,7 +173,7 @@ def _read_delimited(path: Path, sep: str, columns: list[str], dtypes: dict, head
         else:
             cols = columns
         numeric = {c: (int if np.issubdtype(np.dtype(t), np.integer) else float) for c, t in dtypes.items()}
-        err = _locate_bad_line(path, lines, sep, cols, numeric, first_line)
+        err = _locate_bad_line(path, lines, sep, cols, numeric, first_line, exc)
         raise err from exc
     if len(df) == 0:
         raise DataValidationError(f"{path}: no rows")
@@ -163,8 +195,12 @@ def _items_frame(item, title, year, genres) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------------------------- validation
 def validate(interactions: pd.DataFrame, items: pd.DataFrame, ratings_path: Path, first_line: int,
-             rating_range: tuple[float, float], unit: str = "line") -> None:
-    """Check the canonical interactions; raise naming the file and line of the first offending row."""
+             rating_range: tuple[float, float], unit: str = "line", whole_stars: str | None = None,
+             expect: integ.Expectations | None = None) -> None:
+    """Check the canonical interactions; raise naming the file and line of the first offending row.
+
+    whole_stars: the release name when its ratings are whole numbers (fractions refused); expect: the documented
+    span and count of the release the folder is (recsys.data.integrity.release_expectations)."""
     def where(row: int) -> str:
         return f"{ratings_path}:{row + first_line}" if unit == "line" else f"{ratings_path} (row {row + first_line})"
 
@@ -178,18 +214,25 @@ def validate(interactions: pd.DataFrame, items: pd.DataFrame, ratings_path: Path
     if bad.any():
         i = int(np.argmax(bad))
         raise DataValidationError(f"{where(i)}: rating {r[i]:g} is outside the release's range [{lo:g}, {hi:g}]")
+    if whole_stars:
+        integ.check_whole_stars(r, whole_stars, where)
     ts = interactions["timestamp"]
     neg = (ts < 0).fillna(False).to_numpy(dtype=bool)
     if neg.any():
         i = int(np.argmax(neg))
         raise DataValidationError(f"{where(i)}: negative timestamp {ts.iloc[i]}")
+    if unit == "line" and ts.dtype == np.int64:  # text files only: a parquet file cannot be cut mid-row
+        integ.check_last_timestamp(ts.to_numpy(), where(len(ts) - 1))
+    if expect is not None:
+        integ.check_span(ts, expect, where)
     u = interactions["user"].to_numpy()
     it = interactions["item"].to_numpy()
     if (u < 0).any() or (it < 0).any():
         i = int(np.argmax((u < 0) | (it < 0)))
         raise DataValidationError(f"{where(i)}: negative user or item id")
     # (user, item) first as one int64 key: a cheap hash; only on a hit pay for the three-column check.
-    key = pd.Series(u * (int(it.max()) + 1) + it)
+    small = len(u) and max(int(u.max()), int(it.max())) < 2**31
+    key = pd.Series(u * (int(it.max()) + 1) + it) if small else interactions[["user", "item"]]
     if key.duplicated().any():
         dup = interactions.duplicated(["user", "item", "timestamp"]).to_numpy()
         if dup.any():
@@ -206,6 +249,8 @@ def validate(interactions: pd.DataFrame, items: pd.DataFrame, ratings_path: Path
     if items["item"].duplicated().any():
         raise DataValidationError(f"{ratings_path.parent}: the item file lists item "
                                   f"{items.loc[items['item'].duplicated(), 'item'].iloc[0]} twice")
+    if expect is not None:
+        integ.check_count(len(interactions), expect, ratings_path)
 
 
 def _canonical(df: pd.DataFrame, nullable_ts: bool = False) -> pd.DataFrame:
@@ -224,7 +269,7 @@ def read_ml100k(path: Path, name: str = "ml-100k") -> MovieLensData:
     ratings = _read_delimited(path / "u.data", "\t", RATING_COLUMNS,
                               {"user": "int64", "item": "int64", "rating": "float32", "timestamp": "int64"},
                               header=False)
-    items_raw = _read_pipe_table(path / "u.item", 24)
+    items_raw = _read_pipe_table(path / "u.item", 24, needed_for=" (needed for titles and genres)")
     genre_flags = items_raw.iloc[:, 5:24].apply(pd.to_numeric, errors="coerce").fillna(0).astype(int).to_numpy()
     genres = ["|".join(g for g, f in zip(ML100K_GENRES, row) if f and g != "unknown") for row in genre_flags]
     titles = items_raw[1]
@@ -237,21 +282,28 @@ def read_ml100k(path: Path, name: str = "ml-100k") -> MovieLensData:
         users = pd.DataFrame({"user": _ids(u[0], path / "u.user"), "age": pd.to_numeric(u[1], errors="coerce"),
                               "gender": u[2], "occupation": u[3], "zip_code": u[4]})
     inter = _canonical(ratings)
-    validate(inter, items, path / "u.data", 1, (1, 5))
-    return MovieLensData(name, str(path), inter, items, users, rating_scale=(1.0, 5.0))
+    validate(inter, items, path / "u.data", 1, (1, 5), whole_stars="ml-100k",
+             expect=integ.release_expectations(name, "ml-100k", path))
+    return MovieLensData(name, source_label(path), inter, items, users, rating_scale=(1.0, 5.0))
 
 
-def _ids(col: pd.Series, path: Path) -> np.ndarray:
+def _ids(col: pd.Series, path: Path, first_line: int = 1) -> np.ndarray:
     vals = pd.to_numeric(col, errors="coerce")
     if vals.isna().any():
         i = int(np.argmax(vals.isna().to_numpy()))
-        raise DataValidationError(f"{path}:{i + 1}: id is not numeric: {col.iloc[i]!r}")
+        raise DataValidationError(f"{path}:{i + first_line}: id is not numeric: {col.iloc[i]!r}")
+    if vals.dtype != np.int64:  # floats or uint64: only whole numbers within int64 are ids
+        v = vals.to_numpy(dtype=np.float64)
+        bad = (v != np.floor(v)) | (np.abs(v) >= 2.0**63)
+        if bad.any():
+            i = int(np.argmax(bad))
+            why = "is not a whole number" if v[i] != np.floor(v[i]) else "is too large for a 64-bit integer"
+            raise DataValidationError(f"{path}:{i + first_line}: id {why}: {col.iloc[i]!r}")
     return vals.to_numpy(dtype=np.int64)
 
 
-def _read_pipe_table(path: Path, ncols: int, sep: str = "|") -> pd.DataFrame:
-    if not path.exists():
-        raise DataValidationError(f"{path}: file missing")
+def _read_pipe_table(path: Path, ncols: int, sep: str = "|", needed_for: str = "") -> pd.DataFrame:
+    check_text_file(path, needed_for)
     rows = []
     for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
         if not line.strip():
@@ -261,6 +313,8 @@ def _read_pipe_table(path: Path, ncols: int, sep: str = "|") -> pd.DataFrame:
             raise DataValidationError(
                 f"{path}:{lineno}: expected {ncols} '{sep}'-separated fields, found {len(fields)}")
         rows.append(fields[:ncols])
+    if not rows:
+        raise DataValidationError(f"{path}: no rows (the file holds only blank lines){needed_for}")
     return pd.DataFrame(rows)
 
 
@@ -268,6 +322,7 @@ def read_recbole_atomic(path: Path, name: str | None = None) -> MovieLensData:
     """RecBole atomic files: a typed header ('user_id:token', ...) then tab-separated rows."""
     path = Path(path)
     inter_path = sorted(path.glob("*.inter"))[0]
+    check_text_file(inter_path, " (no ratings)")
     stem = inter_path.stem
     header = inter_path.open(encoding="utf-8").readline().rstrip("\n").split("\t")
     fields = {h.split(":")[0]: h for h in header}
@@ -280,13 +335,15 @@ def read_recbole_atomic(path: Path, name: str | None = None) -> MovieLensData:
                           fields["rating"]: "float32", fields["timestamp"]: "float64"}, header=True)
     df = df.rename(columns={fields[k]: v for k, v in need.items()})
     ts = df["timestamp"].to_numpy()
+    if not (np.isfinite(ts).all() and np.abs(ts).max() <= 2.0**62):
+        i = int(np.argmax(~np.isfinite(ts) | (np.abs(ts) > 2.0**62)))
+        raise DataValidationError(f"{inter_path}:{i + 2}: timestamp {ts[i]} is not a usable time in seconds")
     if not np.all(ts == np.round(ts)):
         i = int(np.argmax(ts != np.round(ts)))
         raise DataValidationError(f"{inter_path}:{i + 2}: timestamp {ts[i]} is not whole seconds")
     inter = _canonical(df)
     item_path = path / f"{stem}.item"
-    if not item_path.exists():
-        raise DataValidationError(f"{item_path}: file missing (needed for titles and genres)")
+    check_text_file(item_path, " (needed for titles and genres)")
     it = pd.read_csv(item_path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE,
                      encoding="utf-8")
     it.columns = [c.split(":")[0] for c in it.columns]
@@ -299,23 +356,25 @@ def read_recbole_atomic(path: Path, name: str | None = None) -> MovieLensData:
     title = title.str.strip()
     title = title.where(year.isna() | title.str.contains(_YEAR_IN_TITLE.pattern.replace("(\\d{4})", "\\d{4}")),
                         title + " (" + year.astype(str) + ")")
-    items = _items_frame(_ids(it["item_id"], item_path), title, year, genres)
+    items = _items_frame(_ids(it["item_id"], item_path, 2), title, year, genres)
     users = None
     user_path = path / f"{stem}.user"
     if user_path.exists():
+        check_text_file(user_path)
         u = pd.read_csv(user_path, sep="\t", dtype=str, keep_default_na=False)
         u.columns = [c.split(":")[0] for c in u.columns]
-        users = pd.DataFrame({"user": _ids(u["user_id"], user_path),
+        users = pd.DataFrame({"user": _ids(u["user_id"], user_path, 2),
                               "age": pd.to_numeric(u.get("age"), errors="coerce"),
                               "gender": u.get("gender"), "occupation": u.get("occupation"),
                               "zip_code": u.get("zip_code")})
-    validate(inter, items, inter_path, 2, (1, 5))
-    return MovieLensData(name or stem, str(path), inter, items, users, rating_scale=(1.0, 5.0))
+    name = name or stem
+    validate(inter, items, inter_path, 2, (1, 5), whole_stars=name if name in integ.WHOLE_STAR_RELEASES else None,
+             expect=integ.release_expectations(name, "recbole-atomic", path))
+    return MovieLensData(name, source_label(path), inter, items, users, rating_scale=(1.0, 5.0))
 
 
 def _read_dat_movies(path: Path) -> pd.DataFrame:
-    if not path.exists():
-        raise DataValidationError(f"{path}: file missing (needed for titles and genres)")
+    check_text_file(path, " (needed for titles and genres)")
     rows = []
     for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
         if not line.strip():
@@ -324,6 +383,8 @@ def _read_dat_movies(path: Path) -> pd.DataFrame:
         if len(parts) != 3:
             raise DataValidationError(f"{path}:{lineno}: expected 3 '::'-separated fields, found {len(parts)}")
         rows.append(parts)
+    if not rows:
+        raise DataValidationError(f"{path}: no rows (the file holds only blank lines)")
     mv = pd.DataFrame(rows, columns=["item", "title", "genres"])
     genres = mv["genres"].replace("(no genres listed)", "")
     return _items_frame(_ids(mv["item"], path), mv["title"], _year_from_title(mv["title"]), genres)
@@ -346,10 +407,13 @@ def read_dat(path: Path, name: str | None = None) -> MovieLensData:
                               header=False, encoding="latin-1", dat=True)
     items = _read_dat_movies(path / "movies.dat")
     inter = _canonical(ratings)
-    half_stars = bool((inter["rating"].to_numpy() % 1 != 0).any())
+    whole = name if name in integ.WHOLE_STAR_RELEASES else None  # ML-1M: whole stars; a fraction is refused
+    half_stars = not whole and bool((inter["rating"].to_numpy() % 1 != 0).any())
     scale = (0.5, 5.0) if half_stars or name in ("ml-10m",) else (1.0, 5.0)
-    validate(inter, items, path / "ratings.dat", 1, scale)
-    return MovieLensData(name, str(path), inter, items, _read_dat_users(path / "users.dat"), rating_scale=scale)
+    validate(inter, items, path / "ratings.dat", 1, scale, whole_stars=whole,
+             expect=integ.release_expectations(name, "dat", path))
+    return MovieLensData(name, source_label(path), inter, items, _read_dat_users(path / "users.dat"),
+                         rating_scale=scale)
 
 
 def read_ml1m_parquet(path: Path, name: str = "ml-1m") -> MovieLensData:
@@ -365,10 +429,18 @@ def read_ml1m_parquet(path: Path, name: str = "ml-1m") -> MovieLensData:
     missing = [c for c in RATING_COLUMNS if c not in df.columns]
     if missing:
         raise DataValidationError(f"{pq}: missing column(s) {missing}; it has {list(df.columns)}")
+    for col in ("user", "item", "rating"):
+        if df[col].isna().any():
+            i = int(np.argmax(df[col].isna().to_numpy()))
+            raise DataValidationError(f"{pq} (row {i}): missing value in column '{col}'")
+        if df[col].dtype.kind == "u" and len(df) and int(df[col].max()) > integ.INT64_MAX:
+            raise DataValidationError(f"{pq}: column '{col}' holds a value too large for a 64-bit integer")
     inter = _canonical(df, nullable_ts=bool(df["timestamp"].isna().any()))
     items = _read_dat_movies(path / "movies.dat")
-    validate(inter, items, pq, 0, (1, 5), unit="row")
-    data = MovieLensData(name, str(path), inter, items, _read_dat_users(path / "users.dat"), rating_scale=(1.0, 5.0))
+    validate(inter, items, pq, 0, (1, 5), unit="row", whole_stars="ml-1m",
+             expect=integ.release_expectations(name, "ml-1m-parquet", path))
+    data = MovieLensData(name, source_label(path), inter, items, _read_dat_users(path / "users.dat"),
+                         rating_scale=(1.0, 5.0))
     if data.n_missing_timestamps:
         data.notes.append(
             f"{data.n_missing_timestamps:,} ratings have no timestamp: chronological protocols need "
@@ -385,17 +457,16 @@ def read_csv_release(path: Path, name: str | None = None) -> MovieLensData:
                               header=True)
     ratings = ratings.rename(columns={"userId": "user", "movieId": "item"})
     mpath = path / "movies.csv"
-    if not mpath.exists():
-        raise DataValidationError(f"{mpath}: file missing (needed for titles and genres)")
+    check_text_file(mpath, " (needed for titles and genres)")
     mv = pd.read_csv(mpath, dtype=str, keep_default_na=False, encoding="utf-8")
     missing = [c for c in ("movieId", "title", "genres") if c not in mv.columns]
     if missing:
         raise DataValidationError(f"{mpath}:1: missing column(s) {missing}; the header has {list(mv.columns)}")
-    items = _items_frame(_ids(mv["movieId"], mpath), mv["title"], _year_from_title(mv["title"]),
+    items = _items_frame(_ids(mv["movieId"], mpath, 2), mv["title"], _year_from_title(mv["title"]),
                          mv["genres"].replace("(no genres listed)", ""))
     inter = _canonical(ratings)
-    validate(inter, items, path / "ratings.csv", 2, (0.5, 5.0))
-    return MovieLensData(name, str(path), inter, items, None, rating_scale=(0.5, 5.0))
+    validate(inter, items, path / "ratings.csv", 2, (0.5, 5.0), expect=integ.release_expectations(name, "csv", path))
+    return MovieLensData(name, source_label(path), inter, items, None, rating_scale=(0.5, 5.0))
 
 
 READERS = {

@@ -33,6 +33,8 @@ class MovieLensData:
         source lacks some timestamps, as the shared ML-1M copy does).
     items: item int64, title str, year Int64 (nullable), genres str ('|'-separated, '' when none).
     users: the release's user table (user int64 + demographic columns) or None when it has none.
+    source: where the data came from, as every run.json records it: never an absolute path of this machine
+        (recsys.data.integrity.source_label: the embedded copy by package and version, a folder as the user gave it).
     """
 
     name: str
