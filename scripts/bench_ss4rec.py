@@ -408,7 +408,8 @@ def epoch_windows(length: int, ml1m_dir: Path | None) -> tuple[int, str]:
         df = pd.read_parquet(path, columns=["user_id", "movie_id"]).rename(columns={"user_id": "user",
                                                                                    "movie_id": "item"})
         n = kcore_filter(df, 5, 5).groupby("user").size().to_numpy()
-        return int(np.ceil(np.maximum(n - 3, 0) / length).sum()), f"computed from {path}"
+        shown = os.path.relpath(path, ROOT) if path.is_absolute() else str(path)  # no machine path in the docs
+        return int(np.ceil(np.maximum(n - 3, 0) / length).sum()), f"computed from {shown}"
     if length in ML1M_KNOWN_WINDOWS:
         return ML1M_KNOWN_WINDOWS[length], "known ML-1M value"
     return ML1M_USERS + math.ceil(ML1M_TARGETS / length), "upper bound users + targets/L (no ML-1M copy)"
