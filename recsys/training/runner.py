@@ -71,9 +71,11 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> dict:
-    """The commit the code came from and whether the working tree had uncommitted changes to tracked files."""
+    """The commit the code came from and whether the working tree had uncommitted changes to tracked files outside
+    checkpoints/ (run outputs are not code: `make checkpoints` replaces the shipped runs while it trains them)."""
     commit = _git("rev-parse", "HEAD") or None
-    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)checkpoints") \
+        if commit else None
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
 
 
