@@ -82,11 +82,8 @@ def read_bytes(path: Path, max_bytes: int = MAX_ARTEFACT) -> bytes:
 
 def sha256_file(path: Path) -> str:
     fd, _ = _open_regular(path, MAX_ARTEFACT)
-    h = hashlib.sha256()
     with os.fdopen(fd, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _refuse_links(path: Path) -> None:
@@ -240,8 +237,7 @@ class RunDirectory:
     def write_info(self, info: dict) -> None:
         """run.json, with the format marker first and its own content digest last."""
         info = {"format": FORMAT, **{k: v for k, v in info.items() if k not in ("format", "digest")}}
-        info = json.loads(canonical_json(info))  # exactly what is written, so the digest covers it
-        info = {"format": FORMAT, **{k: v for k, v in info.items() if k != "format"}}
+        info = json.loads(json.dumps(info, default=_json_default))  # what is written (numpy, Path -> JSON), in order
         info["digest"] = content_digest(info)
         atomic_write_json(self.path / RUN_FILE, info)
 

@@ -94,11 +94,8 @@ def source_stamp(name: str | None, data_dir: str | Path | None) -> tuple:
 
 
 def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 23):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _write_cache(entry: Path, data: MovieLensData) -> None:

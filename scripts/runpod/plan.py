@@ -173,11 +173,8 @@ def data_source(smoke: bool = False, zip_path: str | None = None, data_dir: str 
 
 
 def md5_file(path: Path) -> str:
-    h = hashlib.md5()
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 def _safe_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
