@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import recsys.models.losses as losses_mod
 import recsys.models.mamba as mamba_mod
 import recsys.models.s5 as s5_mod
-import recsys.models.ss4rec as ss4rec_mod
 from recsys.models import native
 from recsys.models.mamba import PATHS, Mamba, choose_path, selective_scan_reference
 from recsys.models.s5 import TimeAwareS5, choose_scan
@@ -209,15 +209,15 @@ class _MatmulDtypes(TorchDispatchMode):
 
 @pytest.fixture
 def lowp_spy(monkeypatch):
-    """What ``ss4rec._lowp_dtype`` answered each time the cross-entropy asked."""
+    """What ``losses._lowp_dtype`` answered each time the cross-entropy asked."""
     answers = []
-    real = ss4rec_mod._lowp_dtype
+    real = losses_mod._lowp_dtype
 
     def spy(device):
         answers.append(real(device))
         return answers[-1]
 
-    monkeypatch.setattr(ss4rec_mod, "_lowp_dtype", spy)
+    monkeypatch.setattr(losses_mod, "_lowp_dtype", spy)
     return answers
 
 
