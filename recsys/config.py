@@ -8,6 +8,7 @@ fresh one are built by the same code.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class TrainConfig:
     item_k: int | None = None           # k-core on items; same rule
     timestamped_users_only: bool = False  # drop users with any rating lacking a timestamp (ML-1M shared copy)
     max_len: int = 50                   # history length a sequence model reads (RecBole's MAX_ITEM_LIST_LENGTH)
+    window_stride: int | None = None    # sequence training windows: None = non-overlapping (runs before issue 11);
+                                        # s = overlapping, every target sees >= max_len - s + 1 items (1: per-prefix)
     mask_seen: bool = False             # drop already-rated movies from the ranking
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])  # ranking cutoffs
     # optimisation
@@ -50,6 +53,8 @@ class TrainConfig:
     patience: int = 5                   # epochs without a better validation value before stopping
     grad_clip: float = 5.0              # max gradient norm (0: off)
     seed: int = 0
+    variant: str = "default"            # a short name for this configuration of the model (e.g. SS4Rec's
+                                        # "released"); runs that differ only in seed share it
     device: str = "auto"                # auto | cpu | cuda
     precision: str = "auto"             # auto (bf16 on CUDA) | bf16 | fp32
     eval_batch_size: int = 1024
@@ -151,7 +156,7 @@ def resolve_config(model: str, file_cfg: dict, overrides: dict) -> RunConfig:
             if key not in train_names and key not in model_names:
                 raise ConfigError(f"unknown option {key!r} for {model}; known: "
                                   f"{', '.join(sorted(train_names | model_names))}")
-            if value is not None or key in ("data_dir", "user_k", "item_k", "cpu_threads"):
+            if value is not None or key in ("data_dir", "user_k", "item_k", "cpu_threads", "window_stride"):
                 merged[key] = value
     train_defaults = TrainConfig()
     if not cls.trainable or cls.objectives == ("rating",):
@@ -177,4 +182,9 @@ def resolve_config(model: str, file_cfg: dict, overrides: dict) -> RunConfig:
             raise ConfigError(f"{key} must be at least 1, not {getattr(train, key)}")
     if not float(train.lr) > 0:
         raise ConfigError(f"lr must be positive, not {train.lr}")
+    if train.window_stride is not None and not 1 <= int(train.window_stride) <= int(train.max_len):
+        raise ConfigError(f"window_stride must be null (non-overlapping windows) or in 1..max_len ({train.max_len}), "
+                          f"not {train.window_stride}")
+    if not isinstance(train.variant, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,47}", train.variant):
+        raise ConfigError(f"variant must be a short name (letters, digits, - _ . +), not {train.variant!r}")
     return RunConfig(model, train, params)

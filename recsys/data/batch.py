@@ -60,31 +60,62 @@ def _t(a, dtype=None) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a if dtype is None else np.asarray(a).astype(dtype)))
 
 
-def training_windows(seqs: Sequences, max_len: int) -> SequenceBatch:
-    """Cut each training sequence into consecutive windows of max_len inputs and their next-item targets.
+def training_windows(seqs: Sequences, max_len: int, stride: int | None = None) -> SequenceBatch:
+    """Training windows of up to max_len inputs and their next-item targets, each target in the loss exactly once.
 
-    A user's items i_0..i_{n-1} give targets i_1..i_{n-1}, each predicted exactly once; windows are cut from the
-    end, so the most recent history is always whole. `target_times` is the time of each window's last target.
+    A user's items i_0..i_{n-1} give targets i_1..i_{n-1}. Target t's history in RecBole's per-prefix samples is
+    i_{max(0, t-max_len)}..i_{t-1}.
+
+    - `stride=None` (non-overlapping, what runs before issue 11 used): consecutive windows cut from the end, every
+      position in the loss. A target early in a later window sees fewer than max_len items although more exist.
+    - `stride=s` (1 <= s <= max_len): the first window holds targets 1..min(n-1, max_len), each with its whole
+      history; later targets come in windows of exactly max_len inputs that end at their last target, cut from the
+      end every s targets, with only their last s positions (those not already covered) in the loss, so every
+      target sees at least max_len - s + 1 items of history. `stride=1` gives each target after max_len its own
+      window: exactly RecBole's per-prefix samples. Positions outside the loss have target 0.
+
+    `target_times` is the time of each window's last input's target (the last position's gap to the target).
     """
     lengths = seqs.lengths
     n_targets = np.maximum(lengths - 1, 0)
-    n_windows = -(-n_targets // max_len)
-    row = np.repeat(np.arange(len(lengths)), n_windows)
-    k = np.arange(len(row)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # window index from the end
+    if stride is None:
+        n_windows = -(-n_targets // max_len)
+        row = np.repeat(np.arange(len(lengths)), n_windows)
+        k = np.arange(len(row)) - np.repeat(np.cumsum(n_windows) - n_windows, n_windows)  # window index from end
+        last = n_targets[row] - k * max_len           # this window's last target (index within the sequence)
+        loss_from = np.zeros(len(row), np.int64)      # first window position in the loss
+    else:
+        stride = int(stride)
+        if not 1 <= stride <= max_len:
+            raise ValueError(f"window stride must be in 1..max_len ({max_len}), not {stride}")
+        extra = np.maximum(n_targets - max_len, 0)      # targets after the first window
+        n_extra = -(-extra // stride)
+        has_first = (n_targets > 0).astype(np.int64)
+        row = np.concatenate([np.flatnonzero(has_first), np.repeat(np.arange(len(lengths)), n_extra)])
+        k = np.arange(int(n_extra.sum())) - np.repeat(np.cumsum(n_extra) - n_extra, n_extra)
+        extra_rows = row[int(has_first.sum()):]
+        extra_last = n_targets[extra_rows] - k * stride
+        last = np.concatenate([np.minimum(n_targets[row[:int(has_first.sum())]], max_len), extra_last])
+        # a window's position j predicts target last - max_len + 1 + j; in the loss only targets > max(max_len,
+        # last - stride), i.e. positions j >= max(max_len, last - stride) - last + max_len
+        extra_from = np.maximum(max_len, extra_last - stride) - extra_last + max_len
+        loss_from = np.concatenate([np.zeros(int(has_first.sum()), np.int64), extra_from])
+        order = np.lexsort((-last, row))               # by user, then latest window first (like stride=None)
+        row, last, loss_from = row[order], last[order], loss_from[order]
     starts = seqs.indptr[:-1][row]
-    end = starts + lengths[row] - k * max_len           # exclusive end of this window's targets (absolute)
-    inp, n_in = history_positions(starts, end - 1, max_len)  # inputs: the max_len items before the last target
-    valid = np.arange(max_len)[None, :] < n_in[:, None]
-    tgt = np.where(valid, inp + 1, 0)
-    take = lambda a, idx: np.where(valid, a[idx], 0)  # noqa: E731
+    inp, n_in = history_positions(starts, starts + last, max_len)  # the max_len items before the last target
+    cols = np.arange(max_len)[None, :]
+    valid = cols < n_in[:, None]
+    in_loss = valid & (cols >= loss_from[:, None])
+    take = lambda a, idx, mask: np.where(mask, a[idx], 0)  # noqa: E731
     return SequenceBatch(
         users=_t(seqs.users[row], np.int64),
-        items=_t(take(seqs.items, inp), np.int64),
-        timestamps=_t(take(seqs.timestamps, inp), np.int64),
+        items=_t(take(seqs.items, inp, valid), np.int64),
+        timestamps=_t(take(seqs.timestamps, inp, valid), np.int64),
         lengths=_t(n_in, np.int64),
-        targets=_t(take(seqs.items, tgt), np.int64),
-        target_times=_t(seqs.timestamps[end - 1] if len(end) else np.zeros(0), np.int64),
-        target_ratings=_t(take(seqs.ratings, tgt), np.float32),
+        targets=_t(take(seqs.items, inp + 1, in_loss), np.int64),
+        target_times=_t(seqs.timestamps[starts + last] if len(row) else np.zeros(0), np.int64),
+        target_ratings=_t(take(seqs.ratings, inp + 1, in_loss), np.float32),
     )
 
 

@@ -43,7 +43,8 @@ def build_task(cfg: RunConfig, prepared, model):
                                 timestamped_users_only=t.timestamped_users_only, ks=tuple(t.ks))
         desc = proto.describe()
         if cls.reads_history:
-            task = SequenceTask(prepared, leave_one_out(prepared), proto.max_len, proto.mask_seen, proto.ks)
+            task = SequenceTask(prepared, leave_one_out(prepared), proto.max_len, proto.mask_seen, proto.ks,
+                               window_stride=t.window_stride)
             if model.has_rating:
                 desc["rating"] = ("rmse/mae on the same held-out interactions: each user's second-to-last (valid) "
                                   "and last (test) rating by time, predicted from strictly earlier history")

@@ -150,15 +150,16 @@ def is_better(value: float, best: float | None, mode: str) -> bool:
 
 
 class SequenceTask(RankingTask):
-    """A sequence model's task: all-positions next-item training on windows of each user's training sequence;
+    """A sequence model's task: all-positions next-item training on windows of each user's training sequence
+    (`training_windows`: non-overlapping, or overlapping with a stride so that every target sees its history);
     evaluated by full ranking (HR/NDCG/MRR) and, for a model with a rating, RMSE/MAE on the same held-out
     interactions, which are exactly the rows of the chronological rating protocol."""
 
     def __init__(self, prepared: PreparedData, loo: LeaveOneOut, max_len: int, mask_seen: bool = False,
-                 ks=(5, 10, 20)):
+                 ks=(5, 10, 20), window_stride: int | None = None):
         super().__init__(prepared, loo, max_len, mask_seen, ks)
         train = loo.train_sequences()
-        self.windows = training_windows(train, max_len)
+        self.windows = training_windows(train, max_len, window_stride)
         self.train_mean = float(train.ratings.mean())
         self.rating_scale = (float(prepared.interactions["rating"].min()),
                              float(prepared.interactions["rating"].max()))
