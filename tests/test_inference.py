@@ -12,7 +12,7 @@ from recsys.runs import RunError, content_digest
 from recsys.training.runner import run_training
 
 TINY_SS4REC = {"hidden": 16, "d_state": 8, "s5_state": 8, "max_len": 20, "epochs": 1, "batch_size": 512,
-               "cpu_threads": 1}
+               "cpu_threads": 1, "rating_head": True}
 
 
 @pytest.fixture(scope="module")

@@ -46,6 +46,27 @@ def test_gaps_hand_computed():
                           torch.log1p(torch.tensor([[1.0, 3.0, 3.0, 0.0]], dtype=torch.float64)))
 
 
+
+def test_span_normalised_gaps_use_the_data_span_and_are_saved_with_the_weights():
+    """time_normalise="span" divides gaps by the data's time span (RecBole's ml-100k normalize_all), taken from the
+    filtered data at init and restored with the weights, so a saved run scores exactly as trained."""
+    import pandas as pd
+
+    m = small(time_normalise="span")
+    task = type("T", (), {"prepared": type("P", (), {"interactions": pd.DataFrame({"timestamp": [1000, 1400, 1200]})})})
+    m.init_from_data(task)
+    ts = torch.tensor([[1000, 1100, 1300]])
+    dt = m.gaps(ts, torch.tensor([3]), torch.tensor([1400]))
+    assert torch.allclose(dt, torch.tensor([[100.0, 200.0, 100.0]], dtype=torch.float64) / 400)
+    fresh = small(time_normalise="span")
+    assert "time_span" in fresh.state_dict() and "time_span" not in small().state_dict()  # old runs still load
+    fresh.load_state_dict(m.state_dict())
+    b = case([[3, 7, 9]], ts, [3], [1400])
+    torch.testing.assert_close(fresh.score(b), m.score(b))
+    assert not torch.allclose(small().score(b), m.score(b))
+    with pytest.raises(ValueError, match="time_normalise"):
+        small(time_normalise="minmax")
+
 def test_all_positions_equal_per_prefix_samples():
     """RecBole feeds every prefix as its own sample; one causal pass over the window gives the same logits."""
     m = small()
@@ -150,7 +171,7 @@ def test_windows_predict_every_target_once():
 def test_training_lowers_loss_and_learns_a_sequential_pattern():
     # each user walks items upward: after item i comes i+1. A sequence model must find that; popularity cannot.
     torch.manual_seed(0)
-    m = SS4Rec(31, hidden=16, n_layers=1, d_state=8, s5_state=8, dropout=0.0)
+    m = SS4Rec(31, hidden=16, n_layers=1, d_state=8, s5_state=8, dropout=0.0, rating_head=True)
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)
     starts = torch.randint(1, 20, (64,))
     items = starts[:, None] + torch.arange(10)[None, :]
@@ -176,7 +197,7 @@ def test_ss4rec_run_reports_both_metric_families(tmp_path):
     from recsys.training.runner import run_training
 
     cfg = resolve_config("ss4rec", {}, {"hidden": 16, "d_state": 8, "s5_state": 8, "max_len": 20, "epochs": 1,
-                                        "batch_size": 512, "cpu_threads": 1})
+                                        "batch_size": 512, "cpu_threads": 1, "rating_head": True})
     info = run_training(cfg, tmp_path / "ss", ["python", "scripts/train.py", "--model", "ss4rec"], progress=False)
     test = info["metrics"]["test"]
     assert {"hr@10", "ndcg@10", "mrr@10", "rmse", "mae"} <= set(test) and test["n"] == 943

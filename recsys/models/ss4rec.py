@@ -12,16 +12,19 @@ the interaction it predicts happens); padding 0. Raw int64 seconds by default.
 
 Named deviations (each an option, default = released behaviour unless said otherwise):
 - time_unit / time_transform: scale dt (seconds, hours, days) or log1p it. Default raw seconds (paper).
+- time_normalise "span": dt divided by the (filtered) data's time span, which is what the released code sees on
+  ML-100K, whose RecBole dataset file sets normalize_all (min-max scaling of the timestamps); default "none": raw
+  seconds, what it sees on ML-1M.
 - float32_timestamps: round timestamps to float32 like RecBole does (64 s spacing near 1e9, reorders ties);
   default False (int64 seconds, the correct data); True only to reproduce the paper's numbers.
 - mamba_dt_init: "released" (RecBole init overwrites dt_proj, initial step softplus(0) ~ 0.69) or "mamba"
   (keep Mamba's log-uniform dt init). Default "released".
-- rating_head: not in the paper; predicts the rating of interaction k from the state before it (which already
-  integrated the gap t_k - t_{k-1}), the item's embedding and their product, trained jointly with weight
-  rating_weight. It never changes the ranking logits.
-- Training on all positions of a sequence at once (causal, so identical to RecBole's per-prefix samples for
-  sequences up to max_len + 1); longer sequences are cut into consecutive windows of max_len + 1 items, so a
-  target early in a later window sees a shorter history than RecBole's sliding prefix would give it.
+- rating_head (default off, as released): not in the paper; predicts the rating of interaction k from the state
+  before it (which already integrated the gap t_k - t_{k-1}), the item's embedding and their product, trained
+  jointly with weight rating_weight. It never changes the ranking logits.
+- Training on all positions of a window at once (causal, so identical to RecBole's per-prefix samples); how
+  windows are cut (`window_stride` in the training config, `recsys.data.batch.training_windows`) decides whether
+  every target sees its max_len items of history (stride 1: exactly RecBole's samples).
 """
 from __future__ import annotations
 
@@ -52,15 +55,19 @@ class SS4RecConfig:
     dt_max: float = 0.1
     time_unit: float = 1.0              # gaps are divided by this (1.0: raw seconds, as released)
     time_transform: str = "none"        # none | log1p (after time_unit)
+    time_normalise: str = "none"        # none | span: gaps divided by the data's time span (RecBole's ml-100k
+                                        # normalize_all: timestamps min-max scaled to [0, 1] before the gaps)
     float32_timestamps: bool = False    # reproduce RecBole's float32 timestamp rounding (paper fidelity only)
     mamba_dt_init: str = "released"     # released (RecBole init overwrites dt_proj) | mamba (keep Mamba's dt init)
-    rating_head: bool = True            # our addition: predicts the next rating from the state (RMSE)
+    rating_head: bool = False           # our addition (not released): predicts the next rating from the state
     rating_weight: float = 1.0          # weight of the rating MSE in the joint loss
     logits_chunk: int = 8192            # rows of full-softmax logits held at once
 
     def __post_init__(self):
         if self.time_transform not in ("none", "log1p"):
             raise ValueError(f"time_transform must be 'none' or 'log1p', not {self.time_transform!r}")
+        if self.time_normalise not in ("none", "span"):
+            raise ValueError(f"time_normalise must be 'none' or 'span', not {self.time_normalise!r}")
         if self.mamba_dt_init not in ("released", "mamba"):
             raise ValueError(f"mamba_dt_init must be 'released' or 'mamba', not {self.mamba_dt_init!r}")
 
@@ -99,6 +106,8 @@ class SS4Rec(Recommender):
         self.item_embedding = nn.Embedding(n_items, cfg.hidden, padding_idx=0)
         self.blocks = nn.ModuleList(SS4RecBlock(cfg.hidden, cfg.s5_state, cfg.dt_min, cfg.dt_max, cfg.d_state,
                                                 cfg.d_conv, cfg.expand, cfg.dropout) for _ in range(cfg.n_layers))
+        if cfg.time_normalise == "span":  # set from the training data (init_from_data); saved with the weights
+            self.register_buffer("time_span", torch.tensor(1.0, dtype=torch.float64))
         self.has_rating_head = cfg.rating_head
         self.rating_weight = float(cfg.rating_weight) if cfg.rating_head else 0.0
         if cfg.rating_head:
@@ -117,6 +126,9 @@ class SS4Rec(Recommender):
         return self.has_rating_head
 
     def init_from_data(self, task) -> None:
+        if self.config.time_normalise == "span":
+            ts = task.prepared.interactions["timestamp"].to_numpy()
+            self.time_span.fill_(float(max(int(ts.max()) - int(ts.min()), 1)))
         if self.has_rating_head:  # the head predicts residuals around the training mean
             self.global_mean.fill_(task.train_mean)
 
@@ -139,6 +151,8 @@ class SS4Rec(Recommender):
     def scale_gaps(self, dt: torch.Tensor) -> torch.Tensor:
         """Raw second gaps -> what the S5 layer is fed (time_unit, optional log1p), in the layers' dtype."""
         dt = dt.clamp_min(0) / self.time_unit
+        if self.config.time_normalise == "span":
+            dt = dt / self.time_span.to(dt.dtype)
         if self.time_transform == "log1p":
             dt = torch.log1p(dt)
         w = self.item_embedding.weight.dtype
