@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scripts/train.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=list(MODELS), help="ncf | ss4rec, or a floor: global-mean, bias (rating), "
-                                                   "popular (ranking)")
+    p.add_argument("--model", choices=list(MODELS), help="ss4rec, sasrec, gru4rec, ncf, or a floor: "
+                                                   "global-mean, bias (rating), popular, markov (ranking)")
     p.add_argument("--dataset", help="ml-100k (embedded default), ml-1m, ml-10m, ml-20m, ml-25m, ml-latest, "
                                      "ml-latest-small")
     p.add_argument("--data-dir", help="folder with the release's files; without it, ml-100k is the embedded copy "
@@ -65,6 +65,8 @@ def default_out(cfg: RunConfig) -> Path:
         parts.append(f"len{t.max_len}")
     if t.objective == "ranking" and t.mask_seen:
         parts.append("masked")
+    if t.variant != "default":
+        parts.append(t.variant)
     parts.append(f"seed{t.seed}")
     return ROOT / "checkpoints" / "-".join(str(p) for p in parts)
 

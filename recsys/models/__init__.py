@@ -10,15 +10,21 @@ from dataclasses import dataclass
 
 from recsys.models.base import Recommender
 from recsys.models.baselines import BiasBaseline, GlobalMean, MostPopular
+from recsys.models.gru4rec import GRU4Rec
+from recsys.models.markov import MarkovChain
 from recsys.models.ncf import NeuMF
+from recsys.models.sasrec import SASRec
 from recsys.models.ss4rec import SS4Rec
 
 MODELS: dict[str, type[Recommender]] = {
     "ncf": NeuMF,
     "ss4rec": SS4Rec,
+    "sasrec": SASRec,
+    "gru4rec": GRU4Rec,
     "global-mean": GlobalMean,
     "bias": BiasBaseline,
     "popular": MostPopular,
+    "markov": MarkovChain,
 }
 
 
