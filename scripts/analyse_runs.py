@@ -3,12 +3,16 @@
     python scripts/analyse_runs.py seen-share checkpoints/ncf-ranking-ml-100k-seed0 [more runs]
     python scripts/analyse_runs.py gap-sensitivity checkpoints/ss4rec-ranking-ml-100k-len50-seed0 [--users 200]
     python scripts/analyse_runs.py bootstrap RUN_A RUN_B [--metrics ndcg@10 hr@10] [--n-boot 2000]
+    python scripts/analyse_runs.py matrix checkpoints [more folders of runs] [--metric ndcg@10]
 
 seen-share: the share of each user's unmasked top-10 (test cases) that they have already rated.
 gap-sensitivity: for SS4Rec, the S5 retention per layer for a few gaps, and how much the top-10 for a next rating
 after each gap overlaps the top-10 one day after the last rating.
 bootstrap: paired bootstrap of metric(A) - metric(B) over the users both runs were tested on (the Compare runs
 page's computation; refused when the two runs were not evaluated on the same cases).
+matrix: every complete ranking run under the folders, runs that differ only in seed pooled: model x dataset as
+"mean ± sd (n seeds)" of the test metric, then per dataset the paired bootstrap of the reference configuration
+(SS4Rec, variant released) against each other configuration on per-user metrics averaged over seeds.
 """
 from __future__ import annotations
 
@@ -26,6 +30,43 @@ ROOT = Path(__file__).resolve().parents[1]
 GAPS = {"1 minute": 60, "1 hour": 3600, "1 day": 86400, "1 week": 7 * 86400, "2 years": 730 * 86400}
 
 
+def matrix(args) -> None:
+    from recsys.compare import load_test_results, ranking_matrix, reference_comparisons, scan_runs
+
+    runs = []
+    for root in args.roots:
+        scan = scan_runs(root)
+        if scan.root_error:
+            raise SystemExit(scan.root_error)
+        runs += [r for r in scan.runs if r.problem is None]
+    table = ranking_matrix(runs, args.metric, args.split)
+    print(f"{args.split} {args.metric}, mean ± sd over seeds (leave-one-out by time, full ranking):\n")
+    cols = list(table.columns)
+    print("| model | " + " | ".join(cols) + " |\n| --- |" + " --- |" * len(cols))
+    for name, row in table.iterrows():
+        print(f"| {name} | " + " | ".join(str(row[c]) for c in cols) + " |")
+    model, _, variant = args.reference.partition(":")
+    comp = reference_comparisons(runs, lambda r: load_test_results(r.path, r.info), (model, variant or "default"),
+                                 metrics=(args.metric, "hr@10", "mrr@10") if args.metric.endswith("@10") else
+                                 (args.metric,), n_boot=args.n_boot)
+    if comp.empty:
+        print(f"\nNo {args.reference} runs to compare with.")
+        return
+    print(f"\nPaired bootstrap ({args.n_boot} resamples over users, per-user test metrics averaged over seeds):\n")
+    print("| dataset | reference | other | metric | reference | other | diff | 95% CI | p |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in comp.to_dict("records"):
+        if isinstance(r.get("problem"), str):
+            print(f"| {r['dataset']} | {r['reference']} | {r['other']} | {r.get('metric', '')} | not comparable: "
+                  f"{r['problem']} | | | | |")
+            continue
+        p = r["p_value"]
+        p_txt = f"< {1 / args.n_boot:.4f}" if p == 0 else f"{p:.4f}"
+        print(f"| {r['dataset']} | {r['reference']} | {r['other']} ({r['seeds'].split(' vs ')[1]}) | {r['metric']} | "
+              f"{r['reference value']:.4f} | {r['other value']:.4f} | {r['diff']:+.4f} | "
+              f"{r['ci_low']:+.4f} … {r['ci_high']:+.4f} | {p_txt} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -39,12 +80,21 @@ def main() -> None:
     c.add_argument("run_b")
     c.add_argument("--metrics", nargs="+", default=["ndcg@10", "hr@10"])
     c.add_argument("--n-boot", type=int, default=2000)
+    d = sub.add_parser("matrix")
+    d.add_argument("roots", nargs="+")
+    d.add_argument("--metric", default="ndcg@10")
+    d.add_argument("--split", default="test", choices=("test", "valid"))
+    d.add_argument("--reference", default="ss4rec:released", help="MODEL:VARIANT compared with every other one")
+    d.add_argument("--n-boot", type=int, default=2000)
     args = ap.parse_args()
     print(f"$ python scripts/analyse_runs.py {' '.join(sys.argv[1:])}\n")
     if args.what == "seen-share":
         print("| run | share of the unmasked top-10 already rated (test) |\n| --- | --- |")
         for r in args.runs:
             print(f"| {Path(r).name} | {seen_share_of_topk(load_run(r)):.1%} |")
+        return
+    if args.what == "matrix":
+        matrix(args)
         return
     if args.what == "bootstrap":
         runs = [RunDirectory(r) for r in (args.run_a, args.run_b)]

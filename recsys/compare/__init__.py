@@ -11,6 +11,8 @@ caller needs):
 * curves      learning curves and the best epoch from history.jsonl
 * paired      row alignment of two runs and the paired bootstrap (recsys.evaluation.metrics.paired_bootstrap)
 * breakdowns  a metric per bucket of user activity or of the time gap before the held-out interaction
+* seeds       runs that differ only in seed as one configuration: mean +- sd, per-user means, the model x dataset
+              matrix and paired comparisons against a reference configuration
 """
 from recsys.compare.breakdowns import ACTIVITY_LABELS, GAP_LABELS, activity_buckets, breakdown, gap_buckets
 from recsys.compare.curves import best_epoch, history_frame, learning_curves, monitored_metric, valid_metric_names
@@ -67,6 +69,23 @@ from recsys.compare.paired import (
     comparison_sentence,
     preferred_order,
 )
+from recsys.compare.seeds import (
+    DETERMINISTIC,
+    SeedAlignmentError,
+    SeedGroup,
+    compare_groups,
+    configuration_key,
+    format_mean_sd,
+    format_seed_table,
+    mean_sd,
+    per_user_mean,
+    ranking_matrix,
+    reference_comparisons,
+    seed_groups,
+    seed_of,
+    seed_table,
+    variant_of,
+)
 
 __all__ = [
     # discovery
@@ -85,6 +104,10 @@ __all__ = [
     # paired
     "ComparisonError", "align_pair", "compare_pair", "comparison_sentence", "comparison_metrics",
     "preferred_order",
+    # seeds
+    "DETERMINISTIC", "SeedAlignmentError", "SeedGroup", "compare_groups", "configuration_key", "format_mean_sd",
+    "format_seed_table", "mean_sd", "per_user_mean", "ranking_matrix", "reference_comparisons", "seed_groups",
+    "seed_of", "seed_table", "variant_of",
     # breakdowns
     "ACTIVITY_LABELS", "GAP_LABELS", "activity_buckets", "gap_buckets", "breakdown",
 ]

@@ -1,0 +1,257 @@
+"""Seeds of one configuration: runs that differ only in their seed are one row (mean +- sd over seeds, how many),
+and two configurations are compared on per-user metrics averaged over their seeds.
+
+A *configuration* is (model, variant, dataset and its fingerprint, objective, protocol, every recorded setting) with
+the settings that do not change what is learned left out: the seed itself and where/how it ran (`SEED_FREE`). Two
+runs with the same `variant` name but another setting changed are two configurations, never silently pooled.
+
+Floors fitted in closed form (popularity, Markov, bias) do not depend on the seed: one run is the whole answer and
+is shown as "deterministic", with no sd.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from recsys.compare.describe import is_floor, metric_columns, model_label, run_metrics
+from recsys.compare.discovery import info_of, label_of, objective
+from recsys.evaluation.metrics import paired_bootstrap
+
+SEED_FREE = frozenset({"seed", "cpu_threads", "device", "eval_batch_size", "data_dir"})
+_PROTOCOL_FREE = frozenset({"notes", "sizes", "seed"})
+DETERMINISTIC = frozenset({"global-mean", "bias", "popular", "markov"})
+
+
+def variant_of(info: dict) -> str:
+    cfg = info.get("config") or {}
+    return str(cfg.get("variant") or info.get("variant") or "default")
+
+
+def seed_of(info: dict) -> int | None:
+    seed = (info.get("config") or {}).get("seed")
+    return int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
+
+
+def configuration_key(info: dict) -> str:
+    """Equal for runs that differ only in seed (and where they ran)."""
+    ds = info.get("dataset") or {}
+    cfg = {k: v for k, v in (info.get("config") or {}).items() if k not in SEED_FREE}
+    proto = {k: v for k, v in (info.get("protocol") or {}).items() if k not in _PROTOCOL_FREE}
+    return json.dumps({"model": info.get("model"), "objective": objective(info), "variant": variant_of(info),
+                       "dataset": [ds.get("name"), ds.get("fingerprint"), ds.get("filters")],
+                       "protocol": proto, "config": cfg}, sort_keys=True, default=str)
+
+
+@dataclass
+class SeedGroup:
+    """The runs of one configuration, ordered by seed."""
+
+    key: str
+    members: list = field(default_factory=list)
+
+    @property
+    def info(self) -> dict:
+        return info_of(self.members[0])
+
+    @property
+    def model(self) -> str:
+        return str(self.info.get("model"))
+
+    @property
+    def variant(self) -> str:
+        return variant_of(self.info)
+
+    @property
+    def seeds(self) -> list[int | None]:
+        return [seed_of(info_of(m)) for m in self.members]
+
+    @property
+    def deterministic(self) -> bool:
+        return self.model in DETERMINISTIC
+
+    @property
+    def label(self) -> str:
+        v = self.variant
+        return model_label(self.info) + ("" if v == "default" else f" · {v}")
+
+    def seeds_text(self) -> str:
+        if self.deterministic:
+            return "deterministic"
+        n = len(self.members)
+        return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def seed_groups(items: Sequence[Any]) -> list[SeedGroup]:
+    """Runs grouped by configuration (first appearance order); duplicates of one seed are kept as members."""
+    groups: dict[str, SeedGroup] = {}
+    for item in items:
+        key = configuration_key(info_of(item))
+        groups.setdefault(key, SeedGroup(key)).members.append(item)
+    for g in groups.values():
+        g.members.sort(key=lambda m: (seed_of(info_of(m)) is None, seed_of(info_of(m)) or 0, label_of(m)))
+    return list(groups.values())
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
+    """(mean, sample sd, n) of the finite values; sd is NaN for fewer than two."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if not len(v):
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, int(len(v))
+
+
+def seed_table(groups: Sequence[SeedGroup], k: int = 10, split: str = "test",
+               family: str | None = None) -> pd.DataFrame:
+    """One row per configuration: each metric's mean and sd over seeds, the number of seeds, the runs."""
+    rows = []
+    for g in groups:
+        per_run = [run_metrics(info_of(m), k, split, family) for m in g.members]
+        row: dict[str, Any] = {"model": g.label, "floor": is_floor(g.info), "seeds": g.seeds_text(),
+                               "n seeds": len(g.members)}
+        for col in metric_columns(k):
+            mean, sd, n = mean_sd([r.get(col) for r in per_run])
+            row[col] = mean
+            row[f"{col} sd"] = sd if not g.deterministic else math.nan
+        row["runs"] = ", ".join(label_of(m) for m in g.members)
+        rows.append(row)
+    cols = ["model", *[c for m in metric_columns(k) for c in (m, f"{m} sd")], "seeds", "n seeds", "floor", "runs"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def format_mean_sd(mean: float, sd: float, digits: int = 4) -> str:
+    if mean is None or not np.isfinite(mean):
+        return ""
+    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None and np.isfinite(sd) else "")
+
+
+def format_seed_table(df: pd.DataFrame, k: int = 10, digits: int = 4) -> pd.DataFrame:
+    """Display strings: "mean ± sd" per metric (no sd for one seed or a deterministic floor); empty metrics dropped."""
+    out = pd.DataFrame({"model": df["model"]})
+    for col in metric_columns(k):
+        if col in df and not df[col].isna().all():
+            out[col] = [format_mean_sd(m, s, digits) for m, s in zip(df[col], df[f"{col} sd"])]
+    out["seeds"] = df["seeds"]
+    out["floor"] = ["floor" if f else "" for f in df["floor"]]
+    out["runs"] = df["runs"]
+    return out
+
+
+class SeedAlignmentError(ValueError):
+    """The seeds of a configuration were not evaluated on the same users; the message says why."""
+
+
+def per_user_mean(frames: Sequence[pd.DataFrame], metrics: Sequence[str]) -> pd.DataFrame:
+    """Per-user metrics averaged over the seeds of one configuration (ranking results: one row per user)."""
+    if not frames:
+        raise SeedAlignmentError("no per-user results")
+    col = "user_id" if all("user_id" in f for f in frames) else "user"
+    indexed = []
+    for f in frames:
+        missing = [m for m in metrics if m not in f]
+        if missing:
+            raise SeedAlignmentError(f"per-user results lack {', '.join(missing)}")
+        if f[col].duplicated().any():
+            raise SeedAlignmentError("per-user results hold a user twice")
+        indexed.append(f.set_index(col)[list(metrics) + (["target"] if "target" in f else [])].sort_index())
+    first = indexed[0]
+    for other in indexed[1:]:
+        if not other.index.equals(first.index):
+            raise SeedAlignmentError("the seeds were tested on different users")
+        if "target" in first and "target" in other and not (other["target"] == first["target"]).all():
+            raise SeedAlignmentError("the seeds were tested on different held-out items")
+    mean = sum(f[list(metrics)] for f in indexed) / len(indexed)
+    if "target" in first:
+        mean["target"] = first["target"]
+    return mean.reset_index()
+
+
+def compare_groups(a: pd.DataFrame, b: pd.DataFrame, metric: str, n_boot: int = 2000, seed: int = 0,
+                   alpha: float = 0.05) -> dict:
+    """Paired bootstrap of metric(A) - metric(B) on per-user values averaged over each configuration's seeds,
+    on the users both hold (refused unless they hold the same users with the same held-out items)."""
+    col = "user_id" if "user_id" in a and "user_id" in b else "user"
+    ia, ib = a.set_index(col).sort_index(), b.set_index(col).sort_index()
+    if not ia.index.equals(ib.index):
+        raise SeedAlignmentError("the two configurations were tested on different users")
+    if "target" in ia and "target" in ib and not (ia["target"] == ib["target"]).all():
+        raise SeedAlignmentError("the two configurations were tested on different held-out items")
+    res = paired_bootstrap(ia[metric].to_numpy(float), ib[metric].to_numpy(float), n_boot=n_boot, alpha=alpha,
+                           seed=seed)
+    return {**res, "metric": metric, "n": int(res["n_users"]), "unit": "users", "lower_is_better": False,
+            "family": "ranking"}
+
+
+
+
+def _column(info: dict) -> str:
+    ds = str((info.get("dataset") or {}).get("name", "?"))
+    return ds + (" (masked)" if (info.get("protocol") or {}).get("mask_seen") else "")
+
+
+def _row(g: SeedGroup) -> str:
+    from recsys.models import MODELS
+
+    cls = MODELS.get(g.model)
+    length = (g.info.get("config") or {}).get("max_len") or (g.info.get("protocol") or {}).get("max_len")
+    return g.label + (f" · len{length}" if cls is not None and cls.reads_history and length else "")
+
+
+def ranking_matrix(items: Sequence[Any], metric: str = "ndcg@10", split: str = "test") -> pd.DataFrame:
+    """Model x dataset: `metric` as "mean ± sd (n seeds)" of each configuration of the complete ranking runs."""
+    groups = seed_groups([m for m in items if objective(info_of(m)) == "ranking"
+                          and info_of(m).get("status") == "complete"])
+    cells: dict[str, dict[str, str]] = {}
+    for g in groups:
+        vals = [((info_of(m).get("metrics") or {}).get(split) or {}).get(metric) for m in g.members]
+        mean, sd, _ = mean_sd(vals)
+        cell = format_mean_sd(mean, math.nan if g.deterministic else sd) + f" ({g.seeds_text()})"
+        cells.setdefault(_row(g), {})[_column(g.info)] = cell
+    df = pd.DataFrame.from_dict(cells, orient="index").fillna("")
+    df.index.name = "model"
+    return df
+
+
+def reference_comparisons(items: Sequence[Any], load_results, reference: tuple[str, str] = ("ss4rec", "released"),
+                          metrics: Sequence[str] = ("ndcg@10", "hr@10", "mrr@10"), n_boot: int = 2000,
+                          seed: int = 0) -> pd.DataFrame:
+    """For each dataset (column of `ranking_matrix`), the reference configuration (model, variant) against every
+    other configuration: paired bootstrap of per-user metrics averaged over each one's seeds.
+    `load_results(item)` returns a run's per-user test results."""
+    groups = seed_groups([m for m in items if objective(info_of(m)) == "ranking"
+                          and info_of(m).get("status") == "complete"])
+    rows = []
+    for col in sorted({_column(g.info) for g in groups}):
+        here = [g for g in groups if _column(g.info) == col]
+        refs = [g for g in here if (g.model, g.variant) == reference]
+        for ref in refs:
+            ref_mean = per_user_mean([load_results(m) for m in ref.members], metrics)
+            for other in here:
+                if other is ref:
+                    continue
+                try:
+                    oth_mean = per_user_mean([load_results(m) for m in other.members], metrics)
+                except SeedAlignmentError as exc:
+                    rows.append({"dataset": col, "reference": _row(ref), "other": _row(other), "problem": str(exc)})
+                    continue
+                for metric in metrics:
+                    try:
+                        r = compare_groups(ref_mean, oth_mean, metric, n_boot=n_boot, seed=seed)
+                    except SeedAlignmentError as exc:
+                        rows.append({"dataset": col, "reference": _row(ref), "other": _row(other),
+                                     "metric": metric, "problem": str(exc)})
+                        continue
+                    rows.append({"dataset": col, "reference": _row(ref), "other": _row(other), "metric": metric,
+                                 "reference value": r["mean_a"], "other value": r["mean_b"], "diff": r["diff"],
+                                 "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p_value": r["p_value"],
+                                 "n_users": r["n"], "seeds": f"{ref.seeds_text()} vs {other.seeds_text()}"})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["DETERMINISTIC", "SEED_FREE", "SeedAlignmentError", "SeedGroup", "compare_groups", "configuration_key",
+           "format_mean_sd", "format_seed_table", "mean_sd", "per_user_mean", "ranking_matrix",
+           "reference_comparisons", "seed_groups", "seed_of", "seed_table", "variant_of"]

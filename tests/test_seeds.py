@@ -1,0 +1,91 @@
+"""Seeds of one configuration: grouping (only the seed may differ), mean +- sd, per-user means over seeds, the paired
+comparison of two configurations, the model x dataset matrix and its command."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys import compare as C
+from recsys.evaluation.metrics import paired_bootstrap
+from tests.conftest import ROOT
+from tests.test_compare import info_for
+
+
+def run(model="sasrec", seed=0, ndcg=0.05, variant=None, **cfg) -> dict:
+    info = info_for(model, metrics={"hr@10": 2 * ndcg, "ndcg@10": ndcg, "mrr@10": ndcg / 2, "n": 4},
+                    run_id=f"{model}-{variant or 'default'}-seed{seed}-{cfg.get('lr', '')}")
+    info["config"].update({"seed": seed, "lr": 0.001, "cpu_threads": seed + 1, "device": "cpu", **cfg})
+    if variant:
+        info["config"]["variant"] = variant
+    return info
+
+
+def test_runs_that_differ_only_in_seed_are_one_configuration():
+    runs = [run(seed=2, ndcg=0.06), run(seed=0, ndcg=0.04), run(seed=1, ndcg=0.05),
+            run(seed=0, lr=0.01), run(seed=0, variant="no-head"), run("popular", seed=0), run("popular", seed=1)]
+    groups = C.seed_groups(runs)
+    assert [(g.model, g.variant, g.seeds) for g in groups] == [
+        ("sasrec", "default", [0, 1, 2]), ("sasrec", "default", [0]), ("sasrec", "no-head", [0]),
+        ("popular", "default", [0, 1])]
+    table = C.seed_table(groups, k=10)
+    first = table.iloc[0]
+    assert math.isclose(first["NDCG@10"], 0.05) and math.isclose(first["NDCG@10 sd"], 0.01)  # sd of .04 .05 .06
+    assert first["seeds"] == "3 seeds" and first["n seeds"] == 3
+    assert math.isnan(table.iloc[1]["NDCG@10 sd"]) and table.iloc[1]["seeds"] == "1 seed"
+    assert table.iloc[3]["seeds"] == "deterministic" and math.isnan(table.iloc[3]["NDCG@10 sd"])
+    shown = C.format_seed_table(table, k=10)
+    assert shown.iloc[0]["NDCG@10"] == "0.0500 ± 0.0100" and shown.iloc[1]["NDCG@10"] == "0.0500"
+    assert "RMSE" not in shown  # a family the runs do not report is left out, never shown as 0
+
+
+def test_mean_sd_of_nothing_and_of_one():
+    assert C.mean_sd([])[2] == 0 and math.isnan(C.mean_sd([])[0])
+    mean, sd, n = C.mean_sd([0.3, None, float("nan")])
+    assert (mean, n) == (0.3, 1) and math.isnan(sd)
+
+
+def frame(ndcg, users=(1, 2, 3, 4), targets=(10, 20, 30, 40)):
+    return pd.DataFrame({"user_id": list(users), "target": list(targets), "ndcg@10": list(ndcg),
+                         "hr@10": [float(x > 0) for x in ndcg]})
+
+
+def test_per_user_means_over_seeds_and_paired_comparison():
+    a = C.per_user_mean([frame([0.5, 0, 1, 0.2]), frame([0.3, 0.1, 1, 0])], ["ndcg@10", "hr@10"])
+    assert a["ndcg@10"].tolist() == pytest.approx([0.4, 0.05, 1.0, 0.1])
+    assert a["hr@10"].tolist() == pytest.approx([1.0, 0.5, 1.0, 0.5])
+    b = C.per_user_mean([frame([0.1, 0.1, 0.5, 0.0])], ["ndcg@10"])
+    res = C.compare_groups(a, b, "ndcg@10", n_boot=500, seed=3)
+    ref = paired_bootstrap(np.array([0.4, 0.05, 1.0, 0.1]), np.array([0.1, 0.1, 0.5, 0.0]), n_boot=500, seed=3)
+    assert res["diff"] == pytest.approx(ref["diff"]) and res["ci_low"] == pytest.approx(ref["ci_low"])
+    with pytest.raises(C.SeedAlignmentError, match="different users"):
+        C.per_user_mean([frame([0.5, 0, 1, 0.2]), frame([0.5, 0, 1], users=(1, 2, 5), targets=(10, 20, 30))],
+                        ["ndcg@10"])
+    with pytest.raises(C.SeedAlignmentError, match="held-out items"):
+        C.per_user_mean([frame([0.5, 0, 1, 0.2]), frame([0.5, 0, 1, 0.2], targets=(10, 20, 30, 41))], ["ndcg@10"])
+    with pytest.raises(C.SeedAlignmentError, match="different users"):
+        C.compare_groups(a, C.per_user_mean([frame([0.1, 0.2], users=(1, 2), targets=(10, 20))], ["ndcg@10"]),
+                         "ndcg@10")
+
+
+def test_matrix_and_reference_comparisons():
+    runs = [run("ss4rec", s, n, variant="released") for s, n in ((0, 0.08), (1, 0.07))]
+    runs += [run("sasrec", 0, 0.06), run("popular", 0, 0.02)]
+    m = C.ranking_matrix(runs)
+    assert m.loc["SS4Rec · released · len50", "ml-100k"] == "0.0750 ± 0.0071 (2 seeds)"
+    assert m.loc["Popular (floor)", "ml-100k"] == "0.0200 (deterministic)"
+    results = {r["run_id"]: frame([0.1, 0.0, 0.3, 0.1]) for r in runs}
+    comp = C.reference_comparisons(runs, lambda r: results[r["run_id"]], metrics=("ndcg@10",), n_boot=200)
+    assert sorted(comp["other"]) == ["Popular (floor)", "SASRec · len50"]
+    assert (comp["diff"] == 0).all() and (comp["dataset"] == "ml-100k").all()
+
+
+def test_matrix_command_on_the_shipped_runs():
+    out = subprocess.run([sys.executable, "scripts/analyse_runs.py", "matrix", "checkpoints", "--n-boot", "200"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "mean ± sd over seeds" in out.stdout and "| Popular (floor) |" in out.stdout
