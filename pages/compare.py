@@ -114,11 +114,16 @@ for g in groups:
     st.subheader(C.group_title(g))
     if any(m.status == "running" for m in g.members):
         st.badge("contains running runs: metrics appear when they finish", color="orange")
+    configs = C.seed_groups(g.members)
+    st.dataframe(C.format_seed_table(C.seed_table(configs, k=k, split=split, family=g.family), k=k),
+                 hide_index=True)
     table = C.metrics_table(g.members, k=k, split=split, family=g.family)
     # a group holds one family of metrics: the other family's columns would be blank in every row
     table = table.drop(columns=[c for c in C.metric_columns(k) if table[c].isna().all()])
-    st.dataframe(C.format_table(table), hide_index=True)
-    st.caption(C.group_caption(g, split))
+    with st.expander(f"Each run ({len(g.members)}: every seed of every configuration)"):
+        st.dataframe(C.format_table(table), hide_index=True)
+    st.caption("One row per configuration: runs that differ only in their seed are pooled as mean ± sd over seeds "
+               "(sd needs two seeds; floors fitted in closed form are deterministic). " + C.group_caption(g, split))
     note = C.max_len_note(g)
     if note:
         st.caption(note)
@@ -151,16 +156,25 @@ with tab_curves:
                               index=metrics.index(default_metric) if default_metric in metrics else 0,
                               format_func=C.metric_display, key=f"curve-metric::{gkey}")
         train, valid = C.learning_curves(hist, metric)
+        seeds = C.seed_groups(group.members)
+        label_of_run = {n: lab for n, m in zip(names, group.members)
+                        for cfg, lab in zip(seeds, C.configuration_labels(seeds)) if m in cfg.members}
+        pooled = any(len(cfg.members) > 1 for cfg in seeds) and st.toggle(
+            "Pool the seeds of each configuration (mean line, band = lowest to highest seed)", value=True,
+            key=f"curve-pool::{gkey}")
         c1, c2 = st.columns(2)
-        if not train.empty:
-            c1.altair_chart(charts.curve_chart(train, "TRAINING loss (on training interactions)", "train loss"),
-                            width="stretch")
-        if not valid.empty:
-            c2.altair_chart(charts.curve_chart(valid, f"VALIDATION {C.metric_display(metric)} (validation users)",
-                                               f"valid {C.metric_display(metric)}"), width="stretch")
+        vtitle, vaxis = f"VALIDATION {C.metric_display(metric)} (validation users)", f"valid {C.metric_display(metric)}"
+        ttitle = "TRAINING loss (on training interactions)"
+        for col, frame, title, axis in ((c1, train, ttitle, "train loss"), (c2, valid, vtitle, vaxis)):
+            if frame.empty:
+                continue
+            col.altair_chart(charts.seed_band_chart(C.seed_band(frame, label_of_run), title, axis) if pooled
+                             else charts.curve_chart(frame, title, axis), width="stretch")
         st.caption("Left: training loss per epoch; losses differ between models (BCE with sampled negatives, full "
-                   "softmax, MSE), so compare shapes, not levels. Right: validation metric per epoch. ◆ = best "
-                   "epoch (the weights that were tested; best so far for running runs). "
+                   "softmax, MSE), so compare shapes, not levels. Right: validation metric per epoch. "
+                   + ("Line = mean over the seeds that reached the epoch, band = lowest to highest seed (a seed that "
+                      "stopped early leaves the band). " if pooled else
+                      "◆ = best epoch (the weights that were tested; best so far for running runs). ")
                    + C.group_caption(group, "valid"))
     if no_hist:
         st.caption("Without per-epoch history: " + ", ".join(no_hist) + ".")

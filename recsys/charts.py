@@ -36,6 +36,22 @@ def curve_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChart:
     return (lines + best).properties(title=title, height=300)
 
 
+def seed_band_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChart:
+    """Learning curves pooled over seeds (recsys.compare.seed_band): the mean over seeds as a line, the band from
+    the lowest to the highest seed, one colour per configuration; the tooltip says how many seeds reached the epoch."""
+    df = _frame(df, ["configuration", "epoch", "mean", "low", "high", "n"])
+    base = alt.Chart(df).encode(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+                                color=alt.Color("configuration:N", title="configuration"))
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("low:Q", title=y_title, scale=alt.Scale(zero=False)),
+                                              y2="high:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False)),
+        tooltip=["configuration:N", "epoch:Q", alt.Tooltip("mean:Q", format=".4f"),
+                 alt.Tooltip("low:Q", format=".4f", title="lowest seed"),
+                 alt.Tooltip("high:Q", format=".4f", title="highest seed"), alt.Tooltip("n:Q", title="seeds")])
+    return (band + line).properties(title=title, height=300)
+
+
 def breakdown_chart(df: pd.DataFrame, y_title: str, x_title: str) -> alt.LayerChart:
     """Breakdown (recsys.compare.breakdown): grouped bars, one per run in each bucket, with the number of users/rows
     on top of each bar. Buckets keep their categorical order."""

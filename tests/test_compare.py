@@ -428,5 +428,5 @@ def test_page_on_an_empty_folder_and_on_a_corrupted_run(tmp_path):
     assert any("could not be loaded" in e.label for e in at.expander)
     assert any("broken" in t.value and "corrupted" in t.value for t in at.text)
     assert any("still training" in e.label for e in at.expander)
-    assert len(at.dataframe) == 2  # a ranking group and a rating group
+    assert len(at.dataframe) == 4  # per group (ranking, rating): the configurations pooled over seeds, each run
     assert any("NDCG@10 is" in s.value for s in [*at.success, *at.info])  # ncf vs popular, bootstrap on the first group

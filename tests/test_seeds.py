@@ -89,3 +89,41 @@ def test_matrix_command_on_the_shipped_runs():
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "mean ± sd over seeds" in out.stdout and "| Popular (floor) |" in out.stdout
+
+
+def test_compare_page_pools_seeds_and_draws_the_seed_band(tmp_path):
+    from recsys.app import state
+    from tests.test_compare import compare_page, ranking_results, write_run
+
+    for seed, ndcg in ((0, (0.5, 0.0, 1.0, 0.25)), (1, (0.3, 0.1, 1.0, 0.0))):
+        info = run("sasrec", seed, float(np.mean(ndcg)))
+        info["run_id"] = f"sasrec-seed{seed}"
+        write_run(tmp_path, info["run_id"], info, results=ranking_results(ndcg=ndcg),
+                  history=[{"epoch": e, "train_loss": 5.0 - e - seed, "valid_ndcg@10": 0.1 * e + 0.01 * seed}
+                           for e in (1, 2, 3)])
+    pop = run("popular", 0, 0.1)
+    write_run(tmp_path, "pop", pop, results=ranking_results(ndcg=(0, 0, 0.5, 0)))
+    at = compare_page()
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path)).run()
+    assert not at.exception
+    pooled = at.dataframe[0].value
+    row = pooled[pooled["model"] == "SASRec · len50"].iloc[0]
+    mean = np.mean([np.mean((0.5, 0.0, 1.0, 0.25)), np.mean((0.3, 0.1, 1.0, 0.0))])
+    assert row["seeds"] == "2 seeds" and row["NDCG@10"].startswith(f"{mean:.4f} ± ")
+    assert pooled[pooled["model"] == "Popular (floor)"].iloc[0]["seeds"] == "deterministic"
+    assert len(at.dataframe[1].value) == 3  # each run, one click away
+    assert any(t.label.startswith("Pool the seeds") and t.value for t in at.toggle)
+
+
+def test_seed_band_pools_curves_per_epoch():
+    from recsys import charts
+
+    curves = pd.DataFrame({"run": ["a", "a", "b", "b", "b", "c"], "epoch": [1, 2, 1, 2, 3, 1],
+                           "value": [0.1, 0.2, 0.3, 0.4, 0.5, 0.9], "best": False})
+    band = C.seed_band(curves, {"a": "X", "b": "X", "c": "Y"})
+    x = band[band["configuration"] == "X"].set_index("epoch")
+    assert x.loc[1, "mean"] == pytest.approx(0.2) and (x.loc[1, "low"], x.loc[1, "high"]) == (0.1, 0.3)
+    assert x.loc[3, "n"] == 1 and x.loc[3, "mean"] == 0.5  # only one seed reached epoch 3
+    assert band[band["configuration"] == "Y"]["n"].tolist() == [1]
+    spec = charts.seed_band_chart(band, "t", "y").to_dict()
+    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["area", "line"]

@@ -15,7 +15,14 @@ caller needs):
               matrix and paired comparisons against a reference configuration
 """
 from recsys.compare.breakdowns import ACTIVITY_LABELS, GAP_LABELS, activity_buckets, breakdown, gap_buckets
-from recsys.compare.curves import best_epoch, history_frame, learning_curves, monitored_metric, valid_metric_names
+from recsys.compare.curves import (
+    best_epoch,
+    history_frame,
+    learning_curves,
+    monitored_metric,
+    seed_band,
+    valid_metric_names,
+)
 from recsys.compare.describe import (
     FLOOR_MODELS,
     MODEL_NAMES,
@@ -75,6 +82,7 @@ from recsys.compare.seeds import (
     SeedGroup,
     compare_groups,
     configuration_key,
+    configuration_labels,
     format_mean_sd,
     format_seed_table,
     mean_sd,
@@ -100,12 +108,13 @@ __all__ = [
     "max_len_note", "available_ks", "metric_columns", "run_metrics", "metrics_table", "format_table", "format_p",
     "metric_display",
     # curves
-    "history_frame", "valid_metric_names", "monitored_metric", "best_epoch", "learning_curves",
+    "history_frame", "valid_metric_names", "monitored_metric", "best_epoch", "learning_curves", "seed_band",
     # paired
     "ComparisonError", "align_pair", "compare_pair", "comparison_sentence", "comparison_metrics",
     "preferred_order",
     # seeds
-    "DETERMINISTIC", "SeedAlignmentError", "SeedGroup", "compare_groups", "configuration_key", "format_mean_sd",
+    "DETERMINISTIC", "SeedAlignmentError", "SeedGroup", "compare_groups", "configuration_key", "configuration_labels",
+    "format_mean_sd",
     "format_seed_table", "mean_sd", "per_user_mean", "ranking_matrix", "reference_comparisons", "seed_groups",
     "seed_of", "seed_table", "variant_of",
     # breakdowns

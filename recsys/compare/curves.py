@@ -76,3 +76,16 @@ def learning_curves(runs: Sequence[tuple[str, dict, Sequence[dict]]], metric: st
     cat = lambda parts: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)  # noqa: E731
     return cat(train), cat(valid)
 
+
+
+def seed_band(curves: pd.DataFrame, configuration: dict[str, str]) -> pd.DataFrame:
+    """Learning curves of the seeds of each configuration pooled: per (configuration, epoch) the mean over the seeds
+    that reached that epoch, the min and max (the band) and how many seeds (`n`). `configuration` maps each run name
+    of `curves` (a frame of `learning_curves`) to its configuration's label; runs not in it are their own."""
+    cols = ["configuration", "epoch", "mean", "low", "high", "n"]
+    if curves.empty:
+        return pd.DataFrame(columns=cols)
+    df = curves.assign(configuration=[configuration.get(r, r) for r in curves["run"]])
+    out = (df.groupby(["configuration", "epoch"], sort=False)["value"]
+             .agg(mean="mean", low="min", high="max", n="count").reset_index())
+    return out[cols]

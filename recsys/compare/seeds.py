@@ -105,13 +105,25 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, int(len(v))
 
 
+def configuration_labels(groups: Sequence[SeedGroup]) -> list[str]:
+    """A distinct name per configuration: model (and variant), the history length of sequence models, and a number
+    where two configurations would still share a name (they differ in another setting; see `runs`)."""
+    names = [_row(g) for g in groups]
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if names.count(n) == 1 else f"{n} #{seen[n]}")
+    return out
+
+
 def seed_table(groups: Sequence[SeedGroup], k: int = 10, split: str = "test",
                family: str | None = None) -> pd.DataFrame:
     """One row per configuration: each metric's mean and sd over seeds, the number of seeds, the runs."""
     rows = []
-    for g in groups:
+    for g, name in zip(groups, configuration_labels(groups)):
         per_run = [run_metrics(info_of(m), k, split, family) for m in g.members]
-        row: dict[str, Any] = {"model": g.label, "floor": is_floor(g.info), "seeds": g.seeds_text(),
+        row: dict[str, Any] = {"model": name, "floor": is_floor(g.info), "seeds": g.seeds_text(),
                                "n seeds": len(g.members)}
         for col in metric_columns(k):
             mean, sd, n = mean_sd([r.get(col) for r in per_run])
@@ -253,5 +265,5 @@ def reference_comparisons(items: Sequence[Any], load_results, reference: tuple[s
 
 
 __all__ = ["DETERMINISTIC", "SEED_FREE", "SeedAlignmentError", "SeedGroup", "compare_groups", "configuration_key",
-           "format_mean_sd", "format_seed_table", "mean_sd", "per_user_mean", "ranking_matrix",
-           "reference_comparisons", "seed_groups", "seed_of", "seed_table", "variant_of"]
+           "configuration_labels", "format_mean_sd", "format_seed_table", "mean_sd", "per_user_mean",
+           "ranking_matrix", "reference_comparisons", "seed_groups", "seed_of", "seed_table", "variant_of"]
