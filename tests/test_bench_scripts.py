@@ -1,6 +1,7 @@
 """The benchmark scripts run end to end at tiny sizes and print the tables (and equality check) they promise."""
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -130,3 +131,24 @@ def test_bench_ss4rec_profile_tiny():
         assert parts["Mamba block, fused kernels: backward"] > 0
     saved = re.search(r"activations saved for the backward (\d+) MB", out.stdout)
     assert saved and int(saved.group(1)) >= 0
+
+
+def test_bench_models_quick():
+    out = run_script("bench_models.py", "--quick", "--device", "cpu", "--threads", "1", timeout=300)
+    text = out.stdout
+    assert text.startswith("$ python scripts/bench_models.py --quick --device cpu --threads 1\n")
+    assert "torch" in text and "SS4Rec's CPU kernels (recsys.models.native):" in text
+    header, rows = table(text, "| model |")
+    assert header == ["model", "length", "device", "parameters", "s/step", "s/epoch", "peak memory"]
+    assert [r[:3] for r in rows] == [["SS4Rec", "8", "cpu"], ["SASRec", "8", "cpu"], ["GRU4Rec", "8", "cpu"]]
+    for r in rows:
+        assert len(r) == len(header)
+        assert int(r[3].replace(",", "")) > 0                    # parameters
+        step = float(r[4])
+        assert math.isfinite(step) and step > 0                  # s/step
+        assert re.fullmatch(r"[\d,.]+ \(\d+ steps\)", r[5])      # s/epoch (steps)
+        assert r[6].endswith("GB peak RSS") and float(r[6].split()[0]) > 0
+    for other in ("SASRec", "GRU4Rec"):
+        assert re.search(rf"^SS4Rec / {other} at L=8 \(cpu\): epoch time [\d.]+x, peak memory [\d.]+x", text, re.M)
+    if native.available():
+        assert "SS4Rec (cpu, L=8): fp32, 1 threads" in text and "Mamba path native, S5 scan native" in text
