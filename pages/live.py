@@ -1,4 +1,5 @@
-"""Live recommendations: NCF and SS4Rec side by side for a user or a history you build, with a what-if on time.
+"""Live recommendations: SS4Rec and a baseline (NCF, a floor, SASRec, GRU4Rec) side by side for a user or a
+history you build, with a what-if on time.
 The runs and the user are chosen in the shared sidebar."""
 
 import numpy as np
@@ -7,7 +8,9 @@ import streamlit as st
 
 from recsys.app import state
 from recsys.app.runs import loaded_run_or_error
+from recsys.compare import MODEL_NAMES
 from recsys.inference import human_gap, prefill, score_history, user_history
+from recsys.models import model_class
 
 GAPS = {"1 minute": 60, "1 hour": 3600, "1 day": 86400, "1 week": 7 * 86400, "1 month": 30 * 86400,
         "6 months": 182 * 86400, "2 years": 730 * 86400}
@@ -96,9 +99,18 @@ with left:
                f"{res.millis:.1f} ms (what-if re-score from cached states). {len(moved)} of 10 differ from the "
                f"1-day list. Run: {ss_path.name}.")
 with right:
-    st.subheader("NCF" if other is None or other.kind == "ncf" else other.kind)
+    other_reads = other is not None and model_class(other.kind).reads_history
+    st.subheader("NCF" if other is None else MODEL_NAMES.get(other.kind, other.kind))
     if other is None:
-        st.info("Pick an NCF run on the same data to compare.")
+        st.info("Pick a baseline run on the same data in the sidebar (NCF, popularity, SASRec, GRU4Rec, Markov).")
+    elif other_reads:
+        try:
+            o = score_history(other, items, times, k=10, hide_seen=hide_seen)
+            st.dataframe(o.table[["rank", "title", "score"]].round(3), hide_index=True, width="stretch")
+            st.caption(f"{o.note}: the time of the next rating does not change its list. Scored in {o.millis:.1f} "
+                       f"ms. Run: {ncf_path.name}.")
+        except ValueError as exc:
+            st.warning(str(exc))
     elif user_id is None:
         st.info(f"{other.kind} cannot score a history you built: it only has embeddings for users it was trained "
                 f"on. Pick an existing user to compare.")

@@ -25,7 +25,7 @@ from recsys.data.history import History, cut_history, gaps_after, gaps_before
 from recsys.data.prepare import PreparedData, chronological_order
 from recsys.evaluation.metrics import target_ranks
 from recsys.explore import format_gap
-from recsys.models import restore_model
+from recsys.models import model_class, restore_model
 from recsys.runs import RunDirectory, RunError
 from recsys.training.runner import load_prepared
 
@@ -227,8 +227,9 @@ def _top_table(run: LoadedRun, scores: torch.Tensor, k: int, exclude: np.ndarray
 @torch.no_grad()
 def score_history(run: LoadedRun, items=None, times=None, now: int | None = None, k: int = 10,
                   hide_seen: bool = True, user_id: int | None = None, cache: dict | None = None) -> Scored:
-    """Top-k of the whole catalogue. SS4Rec: for a history of (movie index, time) and "now". NCF and floors: for a
-    known user (they cannot read a history). With hide_seen, movies in the history are left out."""
+    """Top-k of the whole catalogue. SS4Rec: for a history of (movie index, time) and "now". SASRec, GRU4Rec and
+    the Markov floor: for the history's movies (they ignore time). NCF and the other floors: for a known user (they
+    cannot read a history). With hide_seen, movies in the history are left out."""
     t0 = time.perf_counter()
     if run.kind == "ss4rec":
         seen = np.asarray(items, dtype=np.int64)  # all of the history is "seen", fed or not
@@ -239,6 +240,13 @@ def score_history(run: LoadedRun, items=None, times=None, now: int | None = None
         scores = run.model.score_next(cache, torch.tensor([now]))[0]
         table = _top_table(run, scores, k, seen if hide_seen else None, "score")
         return Scored(table, (time.perf_counter() - t0) * 1000)
+    if model_class(run.kind).reads_history and items is not None:  # SASRec, GRU4Rec, Markov: the history, no time
+        seen = np.asarray(items, dtype=np.int64)
+        fed = _fed_history(run, items, times)
+        scores = run.model.score(single_history(fed.items, fed.times))[0].float()
+        table = _top_table(run, scores, k, seen if hide_seen else None, "score")
+        return Scored(table, (time.perf_counter() - t0) * 1000,
+                      f"scores for this history (its last {len(fed.items)} movies); {run.kind} ignores time")
     if user_id is None:
         raise ValueError(f"{run.kind} scores known users only: it has no way to read a custom history")
     hist = user_history(run, user_id)

@@ -23,7 +23,10 @@ def runs(tmp_path_factory):
                               ("ncf", "ncf", {"gmf_dim": 8, "mlp_dims": [16, 8], "epochs": 1, "cpu_threads": 1}),
                               ("ncfr", "ncf", {"objective": "rating", "gmf_dim": 8, "mlp_dims": [16, 8], "epochs": 1,
                                                "cpu_threads": 1}),
-                              ("pop", "popular", {})):
+                              ("pop", "popular", {}),
+                              ("sas", "sasrec", {"hidden_size": 16, "inner_size": 32, "max_len": 20, "epochs": 1,
+                                                 "batch_size": 512, "cpu_threads": 1}),
+                              ("mk", "markov", {})):
         run_training(resolve_config(model, {}, over), root / name, ["test"], progress=False)
         out[name] = root / name
     return out
@@ -157,3 +160,24 @@ def test_analyses_behind_the_results_doc(runs):
         assert ret["1 minute"][layer] >= ret["1 day"][layer] >= ret["1 year"][layer]
     with pytest.raises(ValueError, match="SS4Rec"):
         gap_sensitivity(load_run(runs["ncf"]), gaps)
+
+
+def test_history_reading_baselines_score_a_built_history(runs):
+    """SASRec and the Markov floor score the history itself (not a user id); time does not move their lists."""
+    ss = load_run(runs["ss"])
+    h = user_history(ss, 1)
+    items, times = h["item_idx"].to_numpy()[:12], h["timestamp"].to_numpy()[:12]
+    for name in ("sas", "mk"):
+        run = load_run(runs[name])
+        a = score_history(run, items, times, k=10, hide_seen=True)
+        b = score_history(run, items, times + 10**6, k=10, hide_seen=True)
+        assert len(a.table) == 10 and a.table["title"].tolist() == b.table["title"].tolist()
+        assert not set(a.table["item"]) & set(run.item_columns["item"][items])  # seen movies hidden
+        assert "ignores time" in a.note
+    mk = load_run(runs["mk"])
+    # the Markov floor's list is led by the movies that followed the history's last movie in training
+    top = score_history(mk, items, times, k=1, hide_seen=False).table["item"].iloc[0]
+    model = mk.model
+    last = int(items[-1])
+    followers = model.next_items[model.indptr[last]:model.indptr[last + 1]]
+    assert int(mk.prepared.item_map.to_index([int(top)])[0]) in followers.tolist()

@@ -27,7 +27,8 @@ OTHER_RUN = "run-other"
 USER = "user-id"
 
 NONE = "(none)"
-KINDS = {"ss4rec": ("ss4rec",), "other": ("ncf", "popular")}  # the models each run choice offers
+# the models each run choice offers
+KINDS = {"ss4rec": ("ss4rec",), "other": ("sasrec", "gru4rec", "ncf", "markov", "popular")}
 
 
 def resolve_folder(text: str | None) -> Path:
@@ -48,8 +49,9 @@ def scan() -> C.ScanResult:
 def candidates(kind: str, found: C.ScanResult | None = None, dataset: str | None = None) -> list[C.Run]:
     """Complete runs offered for a choice (`kind`: "ss4rec" or "other"), optionally only those on `dataset`."""
     found = found or scan()
-    return [r for r in found.runs if r.info["model"] in KINDS[kind] and r.info.get("status") == "complete"
+    runs = [r for r in found.runs if r.info["model"] in KINDS[kind] and r.info.get("status") == "complete"
             and (dataset is None or r.info["dataset"]["name"] == dataset)]
+    return sorted(runs, key=lambda r: KINDS[kind].index(r.info["model"]))  # stable: by model, then as found
 
 
 def _pick(runs: list[C.Run], label) -> C.Run | None:
@@ -58,7 +60,7 @@ def _pick(runs: list[C.Run], label) -> C.Run | None:
 
 
 def chosen_run(kind: str = "ss4rec", found: C.ScanResult | None = None) -> C.Run | None:
-    """The chosen SS4Rec run (`kind="ss4rec"`), or the run shown beside it on Live (`"other"`: an NCF or popularity
+    """The chosen SS4Rec run (`kind="ss4rec"`), or the run shown beside it on Live (`"other"`: a baseline or floor
     run on the same dataset; None when "(none)" is chosen or there is none)."""
     found = found or scan()
     ss4rec = _pick(candidates("ss4rec", found), st.session_state.get(SS4REC_RUN))
@@ -141,7 +143,8 @@ def sidebar() -> None:
             others = candidates("other", found, ss4rec.info["dataset"]["name"])
             st.selectbox("Beside it on Live", [NONE] + [r.label for r in others], key=OTHER_RUN,
                          index=1 if others else 0,  # side by side from the start
-                         help="An NCF (or popularity) run on the same dataset, for Live recommendations.")
+                         help="A baseline (SASRec, GRU4Rec, NCF) or floor run on the same dataset, for Live "
+                              "recommendations.")
         users, _ = run_users(ss4rec)
         st.number_input("User id", value=int(users[0]) if len(users) else 1, step=1, format="%d", key=USER,
                         help="The MovieLens user id State trajectories and Live follow (and Explore, on the run's "
