@@ -1,7 +1,7 @@
 """Analyses of trained runs quoted in docs/results.md.
 
     python scripts/analyse_runs.py seen-share checkpoints/ncf-ranking-ml-100k-seed0 [more runs]
-    python scripts/analyse_runs.py gap-sensitivity checkpoints/ss4rec-ranking-ml-100k-len50-seed0 [--users 200]
+    python scripts/analyse_runs.py gap-sensitivity checkpoints/ss4rec-ranking-ml-100k-len50-released-seed0 [--users 200]
     python scripts/analyse_runs.py bootstrap RUN_A RUN_B [--metrics ndcg@10 hr@10] [--n-boot 2000]
     python scripts/analyse_runs.py matrix checkpoints [more folders of runs] [--metric ndcg@10]
 

@@ -1,6 +1,7 @@
 """Live-scoring latency: top-10 of the whole catalogue for one user, as the Live recommendations page does it.
 
-    python scripts/bench_live.py [--run checkpoints/ss4rec-ranking-ml-100k-len50-seed0] [--users 50] [--threads 1]
+    python scripts/bench_live.py [--run checkpoints/ss4rec-ranking-ml-100k-len50-released-seed0]
+                                 [--users 50] [--threads 1]
 
 Per user: a full score (prefill the history through every layer + one step for "now" + top-10), and a what-if
 re-score (one step per layer from the cached states, for a new "now"). Prints median and 95th percentile in ms.

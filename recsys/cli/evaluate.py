@@ -1,7 +1,7 @@
 """Re-evaluate a trained run under changed evaluation settings, writing a new run directory.
 
-    python scripts/evaluate.py --run checkpoints/ss4rec-ranking-ml-100k-len50-seed0 --set mask_seen=true \\
-        [--out checkpoints/ss4rec-ranking-ml-100k-len50-masked-seed0]
+    python scripts/evaluate.py --run checkpoints/ss4rec-ranking-ml-100k-len50-released-seed0 --set mask_seen=true \\
+        [--out checkpoints/ss4rec-ranking-ml-100k-len50-released-masked-seed0]
 
 Only evaluation settings may change (mask_seen, ks, eval_batch_size, device, cpu_threads): the weights, data and
 split stay the run's own. The new run.json records the command and the run its weights came from.

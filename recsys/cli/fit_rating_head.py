@@ -1,6 +1,6 @@
 """Fit SS4Rec's rating head after training, encoder frozen, selected on validation RMSE; writes a new run.
 
-    python scripts/fit_rating_head.py --run checkpoints/ss4rec-ranking-ml-100k-len50-seed0 [--out DIR]
+    python scripts/fit_rating_head.py --run RUN_TRAINED_WITH_rating_head=true [--out DIR]
 
 The ranking metrics of the new run equal the source run's (only the rating head changes).
 """
