@@ -4,7 +4,7 @@ import streamlit as st
 
 from recsys.app import state
 
-st.set_page_config(page_title="SS4Rec vs NCF workbench", layout="wide")
+st.set_page_config(page_title="SS4Rec workbench", layout="wide")
 
 pages = [
     st.Page("pages/explore.py", title="Explore MovieLens", url_path="explore-movielens", default=True),
