@@ -127,3 +127,23 @@ def test_seed_band_pools_curves_per_epoch():
     assert band[band["configuration"] == "Y"]["n"].tolist() == [1]
     spec = charts.seed_band_chart(band, "t", "y").to_dict()
     assert [layer["mark"]["type"] for layer in spec["layer"]] == ["area", "line"]
+
+
+def test_sidebar_offers_the_headline_run_first(tmp_path):
+    """The default SS4Rec run is an unmasked seed-0 run, not a masked re-evaluation that sorts first by name; the
+    default baseline beside it is the strongest sequential one (SASRec) before NCF and the floors."""
+    from pathlib import Path
+
+    from recsys.app import state
+
+    def r(model, seed, masked=False):
+        info = run(model, seed)
+        info["protocol"]["mask_seen"] = masked
+        return C.Run(Path(f"/x/{model}-{'masked-' if masked else ''}seed{seed}"), info)
+
+    found = C.ScanResult(runs=[r("ss4rec", 1), r("ss4rec", 0, masked=True), r("ss4rec", 0), r("popular", 0),
+                               r("ncf", 0), r("sasrec", 2), r("sasrec", 0)])
+    assert [x.label for x in state.candidates("ss4rec", found)] == ["ss4rec-seed0", "ss4rec-seed1",
+                                                                    "ss4rec-masked-seed0"]
+    assert [x.label for x in state.candidates("other", found)] == ["sasrec-seed0", "sasrec-seed2", "ncf-seed0",
+                                                                   "popular-seed0"]

@@ -51,7 +51,10 @@ def candidates(kind: str, found: C.ScanResult | None = None, dataset: str | None
     found = found or scan()
     runs = [r for r in found.runs if r.info["model"] in KINDS[kind] and r.info.get("status") == "complete"
             and (dataset is None or r.info["dataset"]["name"] == dataset)]
-    return sorted(runs, key=lambda r: KINDS[kind].index(r.info["model"]))  # stable: by model, then as found
+    # the headline first: by model, then unmasked before masked re-evaluations, then by seed (stable otherwise)
+    return sorted(runs, key=lambda r: (KINDS[kind].index(r.info["model"]),
+                                       bool((r.info.get("protocol") or {}).get("mask_seen")),
+                                       C.seed_of(r.info) or 0))
 
 
 def _pick(runs: list[C.Run], label) -> C.Run | None:
