@@ -62,7 +62,7 @@ def measure(spec: dict) -> dict:
     device = torch.device(spec["device"])
     cuda = device.type == "cuda"
     cfg = resolve_config(spec["model"], load_config_file(ROOT / "configs" / f"{spec['model']}.yaml"),
-                         {"max_len": spec["length"]})
+                         {"max_len": spec["length"], "window_stride": None})  # windows: data only
     torch.manual_seed(spec["seed"])
     model = build_model(cfg, CatalogueSize(n_users=ML1M_USERS, n_items=spec["n_items"])).to(device).train()
     t = cfg.train
