@@ -108,6 +108,12 @@ def test_gpu_checks_script_plumbing(tmp_path):
     assert all(": PASS" in line for line in summary)
     env_log = (tmp_path / "out" / "1-environment.txt").read_text()
     assert "torch" in env_log and "CPU kernels:" in env_log
+    # step 5 (the three sequence models side by side) runs only when asked for
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_checks.sh"), str(tmp_path / "out5")],
+                         env=dict(env, STEPS="5"), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "out5" / "summary.txt").read_text().startswith("5-bench-models: PASS")
+    assert "| SASRec |" in (tmp_path / "out5" / "5-bench-models.txt").read_text()
 
 
 def test_analyse_runs_bootstrap_on_shipped_runs():
