@@ -53,6 +53,12 @@ class Recommender(nn.Module):
     def predict_rating(self, batch: SequenceBatch) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not predict ratings")
 
+    @staticmethod
+    def gather_last(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The state [B, d] at each left-aligned history's last real position (lengths - 1) of h [B, L, d]."""
+        idx = (lengths - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
+        return h.gather(1, idx).squeeze(1)
+
     def init_from_data(self, task) -> None:
         """Statistics of the training data the model starts from (default: none)."""
 

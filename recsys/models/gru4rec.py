@@ -74,11 +74,6 @@ class GRU4Rec(Recommender):
         out, _ = self.gru(self.emb_dropout(self.item_embedding(items)))
         return self.dense(out)
 
-    @staticmethod
-    def gather_last(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        idx = (lengths - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
-        return h.gather(1, idx).squeeze(1)
-
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         """Full-catalogue logits [B, n_items] from the state after each history's last item."""
         h = self.encode(batch.items)

@@ -225,11 +225,6 @@ class SS4Rec(Recommender):
             u = block.norm(a + m)
         return u @ self.item_embedding.weight.T
 
-    @staticmethod
-    def gather_last(h, lengths):
-        idx = (lengths - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
-        return h.gather(1, idx).squeeze(1)
-
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         """Full-catalogue logits [B, n_items] for histories and the time of the interaction each predicts."""
         h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times)
