@@ -16,8 +16,9 @@ GAPS = {"1 minute": 60, "1 hour": 3600, "1 day": 86400, "1 week": 7 * 86400, "1 
         "6 months": 182 * 86400, "2 years": 730 * 86400}
 
 st.title("Live recommendations")
-st.caption("SS4Rec reads a history of (movie, time) and is told when the next rating happens; NCF only knows who the "
-           "user is. Change the gap before the next interaction to see how SS4Rec's list moves.")
+st.caption("SS4Rec reads a history of (movie, time) and is told when the next rating happens; SASRec, GRU4Rec and "
+           "the Markov floor read the movies but not the times; NCF only knows who the user is. Change the gap before "
+           "the next interaction to see how SS4Rec's list moves.")
 ss_path = state.require_ss4rec_run().path
 ss = loaded_run_or_error(ss_path)
 if ss is None:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recsys.compare.describe import MODEL_NAMES
 from recsys.config import ConfigError, RunConfig
 from recsys.data.batch import SequenceBatch, single_history
 from recsys.data.history import History, cut_history, gaps_after, gaps_before
@@ -246,7 +247,8 @@ def score_history(run: LoadedRun, items=None, times=None, now: int | None = None
         scores = run.model.score(single_history(fed.items, fed.times))[0].float()
         table = _top_table(run, scores, k, seen if hide_seen else None, "score")
         return Scored(table, (time.perf_counter() - t0) * 1000,
-                      f"scores for this history (its last {len(fed.items)} movies); {run.kind} ignores time")
+                      f"scores for this history (its last {len(fed.items)} movies); "
+                      f"{MODEL_NAMES.get(run.kind, run.kind)} ignores time")
     if user_id is None:
         raise ValueError(f"{run.kind} scores known users only: it has no way to read a custom history")
     hist = user_history(run, user_id)
