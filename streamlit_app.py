@@ -7,7 +7,8 @@ from recsys.app import state
 st.set_page_config(page_title="SS4Rec workbench", layout="wide")
 
 pages = [
-    st.Page("pages/explore.py", title="Explore MovieLens", url_path="explore-movielens", default=True),
+    st.Page("pages/answer.py", title="The answer", url_path="answer", default=True),
+    st.Page("pages/explore.py", title="Explore MovieLens", url_path="explore-movielens"),
     st.Page("pages/compare.py", title="Compare runs", url_path="compare-runs"),
     st.Page("pages/trajectories.py", title="State trajectories", url_path="state-trajectories"),
     st.Page("pages/live.py", title="Live recommendations", url_path="live-recommendations"),

@@ -4,7 +4,7 @@
     python scripts/bench_app.py --sessions 20 [--rounds 3] [--port 8599]
 
 Responsiveness (default), on the shipped checkpoints and the embedded ML-100K:
-- first page rendered: from `streamlit run` starting to the Explore page's headline numbers being on screen;
+- first page rendered: from `streamlit run` starting to the answer page (the default) having finished running;
 - page switches: clicking a page in the sidebar until it has finished running (each page visited twice: the first
   visit fills the caches, the second is what a person switching back and forth sees);
 - a live re-score: moving the what-if gap slider on Live recommendations until the new list is shown.
@@ -12,8 +12,8 @@ Prints a table with the targets (8 s, 1.5 s, 300 ms).
 
 Load (--sessions N): N concurrent dashboard sessions against one `streamlit run streamlit_app.py` on 127.0.0.1,
 each a headless Chromium page in its own browser context, i.e. its own websocket session with the server, all open
-for the whole run. Session i opens its first page by URL (/ for Explore MovieLens, /compare-runs,
-/state-trajectories, /live-recommendations, in turn by i), then goes through the four pages with the sidebar links,
+for the whole run. Session i opens its first page by URL (/ for the answer, /explore-movielens, /compare-runs,
+/state-trajectories, /live-recommendations, in turn by i), then goes through the five pages with the sidebar links,
 --rounds times; all sessions move at once and every round ends before the next starts. After each page has finished
 running, it must show no exception, no st.error box, no "Traceback", no "Connection error" and no "Page not found".
 The server's resident memory (VmRSS of the streamlit process, /proc/PID/status) is sampled every 0.25 s. Passes when
@@ -43,12 +43,21 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
 IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]') &&
                !document.querySelector('[data-testid="stSpinner"]')"""
-# (URL path, title). Explore is the default page: Streamlit serves it at the root URL only (its url_path,
-# /explore-movielens, answers "Page not found" and runs the main page), so "" is where it is opened and expected.
-PAGES = [("", "Explore MovieLens"), ("compare-runs", "Compare runs"), ("state-trajectories", "State trajectories"),
-         ("live-recommendations", "Live recommendations")]
+# (URL path, navigation title, page heading). The answer is the default page: Streamlit serves it at the root URL
+# only (its url_path, /answer, answers "Page not found" and runs the main page), so "" is where it is opened.
+PAGES = [("", "The answer", "Does SS4Rec beat its baselines?"),
+         ("explore-movielens", "Explore MovieLens", "Explore MovieLens"),
+         ("compare-runs", "Compare runs", "Compare runs"),
+         ("state-trajectories", "State trajectories", "State trajectories"),
+         ("live-recommendations", "Live recommendations", "Live recommendations")]
+HEADING = {title: heading for _, title, heading in PAGES}
 MARKERS = ("Traceback", "Connection error", "Page not found")
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+def nav_link(page, title: str):
+    """The sidebar's navigation link to a page (the answer page also links to the others in its text)."""
+    return page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True)
 
 
 def wait_idle(page, timeout=120_000):
@@ -110,22 +119,24 @@ def responsiveness(args) -> int:
             browser = p.chromium.launch(executable_path=args.chromium, args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url + "/")
-            page.get_by_text("100,000").first.wait_for(timeout=60_000)
+            page.get_by_role("heading", name=HEADING["The answer"]).first.wait_for(timeout=60_000)
+            wait_idle(page)
             first = time.perf_counter() - t_start
             rows.append(("first page rendered after `streamlit run`", first, 8.0, "s"))
             wait_idle(page)
             switch = {}
             for rep in range(args.repeats + 1):
-                for name in ("Compare runs", "State trajectories", "Live recommendations", "Explore MovieLens"):
+                for name in ("Compare runs", "State trajectories", "Live recommendations", "Explore MovieLens",
+                             "The answer"):
                     t = time.perf_counter()
-                    page.get_by_role("link", name=name).click()
-                    page.get_by_role("heading", name=name).first.wait_for(timeout=120_000)
+                    nav_link(page, name).click()
+                    page.get_by_role("heading", name=HEADING[name]).first.wait_for(timeout=120_000)
                     wait_idle(page)
                     if rep:  # the first round fills the caches
                         switch.setdefault(name, []).append(time.perf_counter() - t)
             for name, times in switch.items():
                 rows.append((f"switch to {name} (median of {len(times)})", statistics.median(times), 1.5, "s"))
-            page.get_by_role("link", name="Live recommendations").click()
+            nav_link(page, "Live recommendations").click()
             page.get_by_role("heading", name="Live recommendations").first.wait_for()
             wait_idle(page)
             slider = page.get_by_role("slider").first
@@ -231,19 +242,20 @@ async def page_problems(page) -> list[str]:
     return problems
 
 
-async def visit(session, index: int, round_no: int, path: str, title: str, url: str, timeout: float) -> dict:
+async def visit(session, index: int, round_no: int, path: str, title: str, heading: str, url: str,
+                timeout: float) -> dict:
     page = session["page"]
     t = time.perf_counter()
     view = {"session": index, "round": round_no, "page": path, "problems": []}
     try:
         if session["opened"]:
-            await page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click(
+            await nav_link(page, title).click(
                 timeout=timeout * 1000)
         else:
             await page.goto(f"{url}/{path}", timeout=timeout * 1000)
             session["opened"] = True
         await page.wait_for_url(lambda u: urlparse(u).path.strip("/") == path, timeout=timeout * 1000)
-        await page.locator("h1", has_text=title).first.wait_for(timeout=timeout * 1000)
+        await page.locator("h1", has_text=heading).first.wait_for(timeout=timeout * 1000)
         view["ready"] = await settle(page, timeout) - t
         view["problems"] = await page_problems(page)
         if await page.locator('[role="dialog"]').count():  # a modal makes the page inert: close it, go on
@@ -256,8 +268,8 @@ async def visit(session, index: int, round_no: int, path: str, title: str, url: 
 
 async def session_round(session, index: int, round_no: int, url: str, timeout: float, views: list) -> None:
     for k in range(len(PAGES)):
-        path, title = PAGES[(index + k) % len(PAGES)]
-        views.append(await visit(session, index, round_no, path, title, url, timeout))
+        path, title, heading = PAGES[(index + k) % len(PAGES)]
+        views.append(await visit(session, index, round_no, path, title, heading, url, timeout))
 
 
 async def first_deep_link(browser, url: str, timeout: float) -> list[str]:
@@ -265,7 +277,7 @@ async def first_deep_link(browser, url: str, timeout: float) -> list[str]:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         view = await visit({"page": await context.new_page(), "opened": False}, -1, 0, "compare-runs",
-                           "Compare runs", url, timeout)
+                           "Compare runs", "Compare runs", url, timeout)
     finally:
         await context.close()
     return view["problems"]
@@ -343,14 +355,14 @@ def load(args) -> int:
          "; ".join(deep) if deep else "no problem", "informational", None),
         ("concurrent dashboard sessions (one headless Chromium context and websocket session each)",
          f"{args.sessions}", "", None),
-        (f"page views completed ({args.rounds} rounds x 4 pages x {args.sessions} sessions)",
+        (f"page views completed ({args.rounds} rounds x {len(PAGES)} pages x {args.sessions} sessions)",
          f"{len(views)} of {planned}", f"{planned}", len(views) == planned and not result["stopped"]),
         ("page views with an error (exception, st.error, Traceback, connection error, page not found, timeout)",
          f"{len(bad)}", "0", not bad),
         ("page ready under load (navigation to end of script run): median / max",
          f"{statistics.median(ready):.2f} s / {ready[-1]:.2f} s" if ready else "n/a",
          f"< {args.page_timeout:g} s each", bool(ready) and ready[-1] < args.page_timeout),
-        *[(f"  of which {'/' + path}: median / max", per_page(views, path), "", None) for path, _ in PAGES],
+        *[(f"  of which {'/' + path}: median / max", per_page(views, path), "", None) for path, _, _ in PAGES],
         ("server RSS before the first session", mb(idle_rss / 2**20), "", None),
         ("server RSS peak (sampled every 0.25 s)", mb(peak_mb), f"< {args.max_rss_mb:,.0f} MB",
          peak_mb < args.max_rss_mb),

@@ -17,15 +17,19 @@ def run_app():
     return at.run()
 
 
+def run_explore():
+    return run_app().switch_page("pages/explore.py").run()
+
+
 def test_explore_renders_embedded_headline_numbers():
-    at = run_app()
+    at = run_explore()
     assert not at.exception
     values = {m.label: m.value for m in at.metric}
     assert values["Ratings"] == "100,000" and values["Users"] == "943" and values["Movies rated"] == "1,682"
 
 
 def test_explore_bad_folder_shows_clear_error(tmp_path):
-    at = run_app()
+    at = run_explore()
     at.radio[0].set_value("A folder on this machine").run()
     assert not at.exception and at.info  # asks for a path first
     at.text_input[0].set_value(str(tmp_path / "missing")).run()
@@ -39,7 +43,7 @@ def test_explore_bad_folder_shows_clear_error(tmp_path):
 def test_pages_import_neither_torch_nor_the_run_directory_internals():
     """Pages only lay out widgets: models come through recsys.inference, runs through recsys.compare / recsys.app."""
     pages = sorted((ROOT / "pages").glob("*.py"))
-    assert len(pages) == 4
+    assert len(pages) == 5
     for page in pages:
         text = page.read_text()
         assert not re.search(r"^\s*(import\s+torch|from\s+torch[\s.])", text, re.M), f"{page.name} imports torch"
@@ -48,11 +52,12 @@ def test_pages_import_neither_torch_nor_the_run_directory_internals():
 
 
 def test_sidebar_is_drawn_once_and_shared_by_every_page(tmp_path):
-    at = run_app()
+    at = run_explore()
     assert [t.key for t in at.sidebar.text_input] == [state.RUNS_FOLDER]
     assert not [t for t in at.main.text_input if t.key == state.RUNS_FOLDER]
     at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path)).run()  # typed once, on Explore
-    for page, message in (("pages/compare.py", "No runs found"), ("pages/trajectories.py", "No complete ss4rec run"),
+    for page, message in (("pages/compare.py", "No runs found"),
+                          ("pages/trajectories.py", "No complete ss4rec run"),
                           ("pages/live.py", "No complete ss4rec run")):
         at.switch_page(page).run()
         assert not at.exception, page
@@ -62,7 +67,7 @@ def test_sidebar_is_drawn_once_and_shared_by_every_page(tmp_path):
 
 
 def test_user_picker_says_when_the_id_is_not_a_user_of_the_run():
-    at = run_app()
+    at = run_explore()
     if not any(box.key == state.SS4REC_RUN for box in at.selectbox):
         pytest.skip("no SS4Rec run in checkpoints/")
     at.number_input(key=state.USER).set_value(99999).run()

@@ -42,11 +42,11 @@ def test_bench_app_two_sessions():
         name, value, bound, met = cells(line)
         rows[name] = (value, met)
     assert rows["concurrent dashboard sessions (one headless Chromium context and websocket session each)"][0] == "2"
-    assert rows["page views completed (2 rounds x 4 pages x 2 sessions)"] == ("16 of 16", "yes")
+    assert rows["page views completed (2 rounds x 5 pages x 2 sessions)"] == ("20 of 20", "yes")
     errors = "page views with an error (exception, st.error, Traceback, connection error, page not found, timeout)"
     assert rows[errors] == ("0", "yes")
     assert rows["server alive and healthy at the end"] == ("yes", "yes")
-    for path in ("/", "/compare-runs", "/state-trajectories", "/live-recommendations"):
+    for path in ("/", "/explore-movielens", "/compare-runs", "/state-trajectories", "/live-recommendations"):
         assert rows[f"of which {path}: median / max"][0].endswith(" s")
     round_ends = rows["server RSS at the end of each round"][0].split(" / ")
     assert len(round_ends) == 2 and all(v.endswith(" MB") and float(v[:-3].replace(",", "")) > 0 for v in round_ends)

@@ -93,8 +93,17 @@ def check(pg, name: str):
     assert "Traceback" not in pg.inner_text("body")
 
 
-def test_explore_page(page, server):
+def test_answer_page(page, server):
     page.goto(server + "/")
+    check(page, "0-answer")
+    body = page.inner_text("body")
+    assert "Does SS4Rec beat its baselines?" in body
+    if "SS4Rec (3 seeds)" in body:  # the shipped runs: the verdict carries its interval and its caveats
+        assert "95% CI" in body and "told the time of the interaction it predicts" in body
+
+
+def test_explore_page(page, server):
+    page.goto(server + "/explore-movielens")
     check(page, "1-explore")
     assert "100,000" in page.inner_text("body")
     page.get_by_role("tab", name="Find a movie").click()

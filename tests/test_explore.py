@@ -247,7 +247,9 @@ def test_user_profile():
 # the page (AppTest)
 
 def run_app():
-    return AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    """The app, switched to Explore (the answer page is the default)."""
+    return AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run() \
+        .switch_page("pages/explore.py").run()
 
 
 def chart_titles(at) -> list[str]:

@@ -1,0 +1,141 @@
+"""The answer page: does SS4Rec beat its baselines, on which metric, and by how much -- built from the runs in the
+sidebar's folder (recsys.compare.answer), never typed in. Each claim carries its interval, its number of seeds and
+the caveats that qualify it, and links to the page that shows the evidence."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from recsys import charts
+from recsys import compare as C
+from recsys.app import state
+from recsys.compare import answer as A
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _verdicts(root: str, stamps: tuple, n_boot: int) -> tuple[list[A.Verdict], list[A.RatingVerdict]]:
+    """Keyed by every run's stamps, so a new or re-trained run changes the answer at once."""
+    runs = C.scan_runs(root).runs
+
+    def load(run):
+        return C.load_test_results(run.path, run.info)
+
+    return A.ranking_verdicts(runs, load, n_boot=n_boot), A.rating_verdicts(runs, load, n_boot=n_boot)
+
+
+def _link(page: str, label: str) -> None:
+    try:
+        st.page_link(page, label=label, icon=":material/arrow_forward:")
+    except Exception:  # the page run on its own (no navigation declared): a plain pointer instead
+        st.caption(f"→ {label}")
+
+
+st.title("Does SS4Rec beat its baselines?")
+root = state.runs_folder()
+scan = state.scan()
+st.caption(f"Built just now from the runs in `{root}`: nothing on this page is typed in by hand. The configuration "
+           "that stands for each model is the one with the best mean **validation** NDCG@10 over its seeds (and each "
+           "run's epoch was chosen on validation); test numbers are read once. Differences are paired bootstraps "
+           "over the same users, with per-user metrics averaged over each configuration's seeds.")
+if scan.root_error:
+    st.error(f"Cannot read the runs folder: {scan.root_error}")
+    st.stop()
+if not scan.runs:
+    st.info(f"No runs found in `{root}`: train some with `make checkpoints` (README), or point the sidebar's runs "
+            "folder at a folder of runs.")
+    st.stop()
+
+stamps = tuple(sorted((r.label, C.info_stamp(r.path), C.results_stamp(r.path)) for r in scan.runs))
+with st.spinner("Pooling seeds and bootstrapping the differences (cached after the first time)..."):
+    try:
+        verdicts, rating = _verdicts(str(root), stamps, 2000)
+    except Exception as exc:  # never a traceback on the page
+        st.error(f"Could not build the answer from these runs ({type(exc).__name__}): {exc}")
+        st.stop()
+skipped = [r for r in scan.runs if r.problem]
+if scan.errors or skipped:
+    st.caption(f"Not used: {len(scan.errors)} unreadable folder(s) and {len(skipped)} run(s) that failed a check "
+               "(listed on Compare runs).")
+
+if not verdicts:
+    st.info("No ranking runs of a learned model are complete in this folder yet.")
+
+for v in verdicts:
+    st.header(v.title)
+    if v.ss4rec is None:
+        st.info(v.headline)
+    else:
+        main = next((c for c in v.comparisons if c.metric == v.metric and not c.problem), None)
+        box = st.info if main is None or not main.reliable else (st.success if main.a_better else st.warning)
+        box(v.headline)
+    md = C.metric_display(v.metric)
+    cols = st.columns(3)
+    for col, who, role in ((cols[0], v.ss4rec, "SS4Rec"), (cols[1], v.baseline, "Best learned baseline"),
+                           (cols[2], v.floor, "Best floor")):
+        if who is None:
+            col.metric(role, "none", help="no complete run of this kind in this group")
+            continue
+        col.metric(f"{role}, test {md}", A.mean_sd_text(who.test[v.metric]),
+                   help=f"{who.name}: mean ± sd over {who.seeds_text} of test {md}; chosen on validation "
+                        f"{md} ({who.valid:.4f})")
+        col.caption(f"{who.name} · {who.seeds_text}"
+                    + ("" if who.beats_floor is not False else " · ⚠️ not above the best floor"))
+    diffs = A.differences_frame(v.comparisons)
+    if not diffs.empty:
+        st.altair_chart(charts.difference_chart(diffs, "SS4Rec minus each rival on test (right of 0 = SS4Rec "
+                                                       "higher)"), width="stretch")
+    if v.comparisons:
+        st.dataframe(A.differences_table(v.comparisons), hide_index=True)
+        st.caption(f"Paired bootstrap over the {v.n_users or 'same'} test users ({v.comparisons[0].n_boot:,} "
+                   "resamples), per-user metrics averaged over each configuration's seeds; p is the bootstrap "
+                   "sign-consistency p-value.")
+    with st.container(border=True):
+        st.markdown("**Caveats for these numbers**")
+        for line in v.caveats:
+            st.markdown(f"- {line}")
+    with st.expander(f"Every configuration in this group ({len(v.contenders)})"):
+        st.dataframe(A.contender_table(v), hide_index=True)
+        st.caption(f"Dataset: {v.data} · Protocol: {v.protocol}"
+                   + (f" · {v.n_users:,} test users" if v.n_users else "") + ". 'beats best floor' compares test "
+                   "means; the paired intervals above are the test of it for SS4Rec.")
+    if v.variants:
+        st.subheader("Why: other SS4Rec configurations on the same data")
+        st.altair_chart(charts.difference_chart(A.differences_frame(v.variants, name="a"),
+                                                "Each SS4Rec configuration minus the chosen one (test, 95% CI)"),
+                        width="stretch")
+        st.dataframe(A.differences_table(v.variants), hide_index=True)
+        st.caption("Configurations that differ from the chosen SS4Rec in one or more settings (ablations, recipes). "
+                   "A variant that is reliably lower points at what the chosen configuration relies on; these are "
+                   "read on test after the choice was made on validation.")
+
+st.header("Rating prediction")
+if not rating:
+    st.info("No complete rating runs in this folder.")
+for rv in rating:
+    st.subheader(rv.title)
+    c = rv.comparison
+    box = st.info if c is None or c.problem or not c.reliable else (st.success if c.a_better else st.warning)
+    box(rv.headline)
+    if c is not None and not c.problem:
+        st.altair_chart(charts.difference_chart(A.differences_frame([c]), f"{c.a} minus {c.b}: test RMSE (left "
+                                                f"of 0 = {c.a} better)"), width="stretch")
+        st.dataframe(A.differences_table([c]), hide_index=True)
+    with st.container(border=True):
+        st.markdown("**Caveats**")
+        for line in rv.caveats:
+            st.markdown(f"- {line}")
+    rows = [{"configuration": x.name, "role": "chosen" if x is rv.model else "floor" if x.floor else "",
+             "valid RMSE (selection)": f"{x.valid:.4f}" if x.valid == x.valid else "",
+             "test RMSE": A.mean_sd_text(x.test["rmse"]), "test MAE": A.mean_sd_text(x.test["mae"]),
+             "seeds": x.seeds_text} for x in rv.contenders]
+    with st.expander(f"Every rating configuration ({len(rows)})"):
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        st.caption(f"Protocol: {rv.protocol}.")
+
+st.header("Where to look next")
+_link("pages/compare.py", "Compare runs: every table, learning curves with seed bands, any paired bootstrap, "
+      "breakdowns by activity and time gap")
+_link("pages/trajectories.py", "State trajectories: SS4Rec's time-aware state for one user, step by step")
+_link("pages/live.py", "Live recommendations: edit a history and its time gaps and watch the scores move")
+st.caption("docs/results.md holds the fidelity table (which changes to SS4Rec's training mattered), the cost "
+           "benchmark and the commands behind every run.")

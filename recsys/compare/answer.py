@@ -1,0 +1,446 @@
+"""The answer to the workbench's question, built from the runs in a folder: does SS4Rec beat its baselines, on which
+metric, and by how much -- per dataset and protocol, with the caveats that qualify each claim.
+
+Rules (the same a careful reader would apply by hand):
+
+* Only complete runs that passed every check count; runs are compared only inside one comparability group
+  (recsys.compare.grouping: same data, fingerprint, filters and protocol).
+* Runs that differ only in their seed are one *configuration* (recsys.compare.seeds): mean +- sd over seeds.
+* The configuration that represents a model is chosen on **validation** (mean over seeds of the validation metric);
+  its test numbers are then read once. Never on test.
+* The best SS4Rec configuration is compared with the best learned baseline (SASRec, GRU4Rec, NCF, ...) and with
+  the best floor (closed-form: popularity, Markov) by a paired bootstrap over users of per-user metrics averaged
+  over each configuration's seeds. A learned model whose test mean does not exceed the best floor's is flagged.
+* Caveats are derived from the runs: SS4Rec's target-time input, masked re-evaluations of unmasked checkpoints,
+  single seeds, unequal seed counts, floors not beaten.
+
+Rating: the best learned rating model (by validation RMSE) against the best rating floor (bias / global mean),
+RMSE pooled over seeds (per held-out row, the squared error averaged over seeds) with a paired bootstrap.
+Everything here is plain data (dataclasses, frames) so it is tested without Streamlit; pages/answer.py draws it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from recsys.compare.describe import dataset_summary, is_floor, metric_display, protocol_summary
+from recsys.compare.discovery import info_of, objective
+from recsys.compare.grouping import Group, group_runs
+from recsys.compare.paired import ComparisonError, _rating_rows, compare_pair
+from recsys.compare.seeds import (
+    SeedAlignmentError,
+    SeedGroup,
+    compare_groups,
+    configuration_labels,
+    mean_sd,
+    per_user_mean,
+    seed_groups,
+)
+
+TARGET_TIME_CAVEAT = ("SS4Rec is told the time of the interaction it predicts (the gap to the target drives its last "
+                      "state update); SASRec, GRU4Rec, NCF and the floors are not. That is the paper's setting, and "
+                      "part of any SS4Rec advantage may come from it.")
+MASKED_CAVEAT = ("Masked re-evaluations reuse checkpoints trained and selected under the unmasked protocol (same "
+                 "weights, epoch chosen on unmasked validation); only the ranking of the test target changes.")
+
+
+@dataclass
+class Contender:
+    """One configuration (its seeds pooled) with the numbers the answer quotes."""
+
+    name: str
+    model: str
+    variant: str
+    seeds: SeedGroup
+    floor: bool
+    valid: float  # mean over seeds of the selection metric on validation
+    test: dict[str, tuple[float, float, int]]  # metric -> (mean, sd, n seeds) on test
+    beats_floor: bool | None = None  # None for floors, or when no floor is in the group
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds.members)
+
+    @property
+    def seeds_text(self) -> str:
+        return self.seeds.seeds_text()
+
+
+@dataclass
+class Comparison:
+    """Paired bootstrap of A - B on one metric (per-user values averaged over each configuration's seeds)."""
+
+    a: str
+    b: str
+    metric: str
+    mean_a: float
+    mean_b: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: int
+    n_boot: int
+    lower_is_better: bool = False
+    problem: str | None = None
+
+    @property
+    def reliable(self) -> bool:
+        return self.problem is None and not (self.ci_low <= 0 <= self.ci_high)
+
+    @property
+    def a_better(self) -> bool:
+        return (self.diff < 0) if self.lower_is_better else (self.diff > 0)
+
+
+@dataclass
+class Verdict:
+    """The answer for one comparability group of ranking runs."""
+
+    title: str  # e.g. "ml-100k · seen items not masked"
+    dataset: str
+    masked: bool
+    protocol: str
+    data: str
+    metric: str
+    n_users: int | None
+    ss4rec: Contender | None
+    baseline: Contender | None
+    floor: Contender | None
+    contenders: list[Contender] = field(default_factory=list)  # every configuration of the group, best first
+    comparisons: list[Comparison] = field(default_factory=list)
+    variants: list[Comparison] = field(default_factory=list)  # other SS4Rec configurations against the chosen one
+    caveats: list[str] = field(default_factory=list)
+    headline: str = ""
+
+
+@dataclass
+class RatingVerdict:
+    title: str
+    dataset: str
+    protocol: str
+    model: Contender | None
+    floor: Contender | None
+    comparison: Comparison | None
+    contenders: list[Contender] = field(default_factory=list)
+    caveats: list[str] = field(default_factory=list)
+    headline: str = ""
+
+
+def _metric_values(g: SeedGroup, split: str, metric: str) -> list[float]:
+    return [((info_of(m).get("metrics") or {}).get(split) or {}).get(metric) for m in g.members]
+
+
+def _contenders(groups: list[SeedGroup], metric: str, test_metrics: Sequence[str], lower_is_better: bool = False
+                ) -> list[Contender]:
+    out = []
+    for g, name in zip(groups, configuration_labels(groups)):
+        valid, _, n_valid = mean_sd(_metric_values(g, "valid", metric))
+        test = {m: mean_sd(_metric_values(g, "test", m)) for m in test_metrics}
+        if g.deterministic:
+            test = {m: (v[0], math.nan, v[2]) for m, v in test.items()}
+        out.append(Contender(name=name, model=g.model, variant=g.variant, seeds=g, floor=is_floor(g.info),
+                             valid=valid if n_valid else math.nan, test=test))
+    sign = 1.0 if lower_is_better else -1.0
+    # best first by validation; configurations without a validation number last
+    return sorted(out, key=lambda c: (not np.isfinite(c.valid), sign * c.valid if np.isfinite(c.valid) else 0.0))
+
+
+def _best(contenders: list[Contender], keep: Callable[[Contender], bool]) -> Contender | None:
+    return next((c for c in contenders if keep(c) and np.isfinite(c.valid)), None)
+
+
+def _fmt(x: float, digits: int = 4) -> str:
+    return f"{x:.{digits}f}" if x is not None and np.isfinite(x) else "n/a"
+
+
+def mean_sd_text(value: tuple[float, float, int], digits: int = 4) -> str:
+    mean, sd, _ = value
+    return _fmt(mean, digits) + (f" ± {sd:.{digits}f}" if sd is not None and np.isfinite(sd) else "")
+
+
+def _compare_ranking(a: Contender, b: Contender, load_results, metric: str, n_boot: int, seed: int) -> Comparison:
+    try:
+        fa = per_user_mean([load_results(m) for m in a.seeds.members], [metric])
+        fb = per_user_mean([load_results(m) for m in b.seeds.members], [metric])
+        r = compare_groups(fa, fb, metric, n_boot=n_boot, seed=seed)
+    except (SeedAlignmentError, ComparisonError, ValueError, OSError) as exc:
+        return Comparison(a.name, b.name, metric, *([math.nan] * 6), n=0, n_boot=n_boot, problem=str(exc))
+    except Exception as exc:  # an unreadable result file is a message on the page, never a traceback
+        return Comparison(a.name, b.name, metric, *([math.nan] * 6), n=0, n_boot=n_boot,
+                          problem=f"{type(exc).__name__}: {exc}")
+    return Comparison(a.name, b.name, metric, r["mean_a"], r["mean_b"], r["diff"], r["ci_low"], r["ci_high"],
+                      r["p_value"], int(r["n"]), int(r["n_boot"]))
+
+
+def comparison_text(c: Comparison, digits: int = 4) -> str:
+    """"SS4Rec − GRU4Rec: −0.0068 (95% CI −0.0160 … +0.0021, p = 0.14, 943 users)"."""
+    if c.problem:
+        return f"{c.a} vs {c.b}: not comparable ({c.problem})"
+    from recsys.compare.describe import format_p
+
+    return (f"{c.a} − {c.b} on {metric_display(c.metric)}: {c.diff:+.{digits}f} (95% CI {c.ci_low:+.{digits}f} … "
+            f"{c.ci_high:+.{digits}f}, p {'= ' if c.p_value > 0 else ''}{format_p(c.p_value, c.n_boot)}, "
+            f"{c.n:,} {'users' if not c.lower_is_better else 'held-out ratings'})")
+
+
+def _group_title(info: dict) -> str:
+    masked = bool((info.get("protocol") or {}).get("mask_seen"))
+    return f"{info['dataset'].get('name')}, leave-one-out, " + ("seen items masked" if masked else
+                                                               "seen items not masked")
+
+
+def _n_users(members: Sequence[Any]) -> int | None:
+    ns = {((info_of(m).get("metrics") or {}).get("test") or {}).get("n") for m in members} - {None}
+    return int(next(iter(ns))) if len(ns) == 1 else None
+
+
+def ranking_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFrame], metric: str = "ndcg@10",
+                     extra: Sequence[str] = ("hr@10", "mrr@10"), n_boot: int = 2000, seed: int = 0) -> list[Verdict]:
+    """One verdict per comparability group of complete ranking runs that holds an SS4Rec or a learned baseline."""
+    usable = [r for r in runs if info_of(r).get("status") == "complete" and not getattr(r, "problem", None)
+              and objective(info_of(r)) == "ranking"]
+    out = []
+    for group in group_runs(usable):
+        if group.family != "ranking":
+            continue
+        v = _ranking_verdict(group, load_results, metric, list(extra), n_boot, seed)
+        if v is not None:
+            out.append(v)
+    # the embedded / unmasked headline first, then by dataset
+    return sorted(out, key=lambda v: (v.masked, v.dataset != "ml-100k", v.dataset))
+
+
+def _ranking_verdict(group: Group, load_results, metric: str, extra: list[str], n_boot: int, seed: int
+                     ) -> Verdict | None:
+    members = [m for m in group.members if objective(info_of(m)) == "ranking"]
+    contenders = _contenders(seed_groups(members), metric, [metric, *extra])
+    if not any(not c.floor for c in contenders):
+        return None
+    info = info_of(members[0])
+    ss4rec = _best(contenders, lambda c: c.model == "ss4rec")
+    baseline = _best(contenders, lambda c: c.model != "ss4rec" and not c.floor)
+    floor = _best(contenders, lambda c: c.floor)
+    if floor is not None:
+        floor_test = floor.test[metric][0]
+        for c in contenders:
+            if not c.floor:
+                c.beats_floor = bool(np.isfinite(c.test[metric][0]) and c.test[metric][0] > floor_test)
+    v = Verdict(title=_group_title(info), dataset=str(info["dataset"].get("name")),
+                masked=bool(info["protocol"].get("mask_seen")), protocol=protocol_summary(info, "ranking"),
+                data=dataset_summary(info), metric=metric, n_users=_n_users(members), ss4rec=ss4rec,
+                baseline=baseline, floor=floor, contenders=contenders)
+    if ss4rec is not None:
+        for other in (baseline, floor):
+            if other is None:
+                continue
+            for m in ([metric, *extra] if other is baseline else [metric]):
+                v.comparisons.append(_compare_ranking(ss4rec, other, load_results, m, n_boot, seed))
+        for c in contenders:
+            if c.model == "ss4rec" and c is not ss4rec:
+                v.variants.append(_compare_ranking(c, ss4rec, load_results, metric, n_boot, seed))
+    v.caveats = _ranking_caveats(v, members)
+    v.headline = _ranking_headline(v)
+    return v
+
+
+def _ranking_caveats(v: Verdict, members: Sequence[Any]) -> list[str]:
+    caveats = []
+    if v.ss4rec is not None:
+        caveats.append(TARGET_TIME_CAVEAT)
+    if v.masked and any(info_of(m).get("evaluated_from") for m in members):
+        caveats.append(MASKED_CAVEAT)
+    learned = [c for c in (v.ss4rec, v.baseline) if c is not None]
+    single = [c.name for c in learned if c.n_seeds < 2]
+    if single:
+        caveats.append(f"One seed only for {', '.join(single)}: no seed-to-seed spread; the interval covers users, "
+                       f"not training randomness.")
+    if len({c.n_seeds for c in learned}) > 1:
+        caveats.append("Unequal numbers of seeds: " + ", ".join(f"{c.name} {c.n_seeds}" for c in learned) + ".")
+    below = [c.name for c in v.contenders if c.beats_floor is False]
+    if below and v.floor is not None:
+        caveats.append(f"Not above the best floor ({v.floor.name}, test {metric_display(v.metric)} "
+                       f"{_fmt(v.floor.test[v.metric][0])}): {', '.join(below)}.")
+    if v.ss4rec is None:
+        caveats.append("No complete SS4Rec run in this group.")
+    if any(c.model in ("ss4rec", "sasrec", "gru4rec") for c in v.contenders) and \
+            not any(c.model == "markov" for c in v.contenders):
+        caveats.append("No Markov floor (the last movie's successors) was evaluated here, so the sequence models are "
+                       "held only to the popularity floor.")
+    if v.baseline is None:
+        caveats.append("No learned baseline (SASRec, GRU4Rec, NCF) in this group: SS4Rec is compared with the floors "
+                       "only.")
+    lens = {(info_of(m).get("protocol") or {}).get("max_len") for c in (v.ss4rec, v.baseline) if c is not None
+            for m in c.seeds.members}
+    if len(lens - {None}) > 1:
+        caveats.append("SS4Rec and the baseline read different history lengths (max_len "
+                       + " vs ".join(str(x) for x in sorted(lens - {None})) + ").")
+    return caveats
+
+
+def _ranking_headline(v: Verdict) -> str:
+    md = metric_display(v.metric)
+    if v.ss4rec is None:
+        return f"No SS4Rec run on {v.title}."
+    main = next((c for c in v.comparisons if v.baseline is not None and c.b == v.baseline.name
+                 and c.metric == v.metric), None)
+    if main is None:
+        rival = v.floor
+        main = next((c for c in v.comparisons if rival is not None and c.b == rival.name), None)
+    if main is None or main.problem:
+        return f"SS4Rec has nothing comparable on {v.title}."
+    if not main.reliable:
+        verb = "does not reliably differ from"
+    else:
+        verb = "beats" if main.a_better else "loses to"
+    return (f"On {v.title}, SS4Rec ({v.ss4rec.seeds_text}) {verb} {main.b} ({_seeds(v, main.b)}) on test {md}: "
+            f"{_fmt(main.mean_a)} vs {_fmt(main.mean_b)}, difference {main.diff:+.4f} "
+            f"(95% CI {main.ci_low:+.4f} … {main.ci_high:+.4f}).")
+
+
+def _seeds(v: Verdict, name: str) -> str:
+    c = next((c for c in v.contenders if c.name == name), None)
+    return c.seeds_text if c is not None else "?"
+
+
+def contender_table(v: Verdict, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every configuration of the verdict's group: role, validation (selection) metric, test mean ± sd, seeds,
+    whether it beats the best floor."""
+    if metrics is None:
+        metrics = list(v.contenders[0].test) if v.contenders else [v.metric]
+    rows = []
+    for c in v.contenders:
+        role = ("chosen SS4Rec" if c is v.ss4rec else "best baseline" if c is v.baseline
+                else "best floor" if c is v.floor else "floor" if c.floor else "")
+        row = {"configuration": c.name, "role": role, f"valid {metric_display(v.metric)} (selection)": _fmt(c.valid)}
+        for m in metrics:
+            row[f"test {metric_display(m)}"] = mean_sd_text(c.test[m])
+        row["seeds"] = c.seeds_text
+        row["beats best floor"] = "" if c.beats_floor is None else ("yes" if c.beats_floor else "NO")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def differences_frame(comparisons: Sequence[Comparison], name: str = "b") -> pd.DataFrame:
+    """The comparable comparisons as rows for recsys.charts.difference_chart (those with a problem are left out);
+    each row is named by its B configuration (`name="b"`: the rivals of one SS4Rec) or its A ("a": the variants
+    held against one chosen configuration), and the metric."""
+    rows = [{"row": f"{c.b if name == 'b' else c.a} · {metric_display(c.metric)}", "a": c.a, "b": c.b,
+             "metric": metric_display(c.metric), "diff": c.diff, "ci_low": c.ci_low, "ci_high": c.ci_high,
+             "p": c.p_value, "n": c.n, "n_boot": c.n_boot, "text": comparison_text(c)}
+            for c in comparisons if not c.problem]
+    return pd.DataFrame(rows, columns=["row", "a", "b", "metric", "diff", "ci_low", "ci_high", "p", "n", "n_boot",
+                                       "text"])
+
+
+def differences_table(comparisons: Sequence[Comparison], digits: int = 4) -> pd.DataFrame:
+    """The comparisons for reading: A, B, metric, A − B, the 95% interval, the p-value, how many users."""
+    from recsys.compare.describe import format_p
+
+    rows = [{"A": c.a, "B": c.b, "metric": metric_display(c.metric),
+             "A − B": f"{c.diff:+.{digits}f}" if not c.problem else "",
+             "95% CI": f"{c.ci_low:+.{digits}f} … {c.ci_high:+.{digits}f}" if not c.problem else "",
+             "p": format_p(c.p_value, c.n_boot) if not c.problem else "",
+             "n": f"{c.n:,}" if not c.problem else "", "reading": _reading(c)} for c in comparisons]
+    return pd.DataFrame(rows, columns=["A", "B", "metric", "A − B", "95% CI", "p", "n", "reading"])
+
+
+def _reading(c: Comparison) -> str:
+    if c.problem:
+        return f"not comparable: {c.problem}"
+    if not c.reliable:
+        return "no reliable difference (the interval includes 0)"
+    return f"{c.a if c.a_better else c.b} better"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rating
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def pooled_rating_rows(frames: Sequence[pd.DataFrame], name: str = "run") -> pd.DataFrame:
+    """The held-out rating rows of a configuration's seeds, with squared and absolute errors averaged over seeds
+    (refused unless every seed holds the same (user, item) rows with the same true ratings)."""
+    rows = [_rating_rows(f, name) for f in frames]
+    ucol = "user_id" if all("user_id" in r for r in rows) else "user"
+    keyed = [r.set_index([ucol, "item"]).sort_index() for r in rows]
+    first = keyed[0]
+    if first.index.duplicated().any():
+        raise SeedAlignmentError(f"{name}: a held-out (user, item) row appears twice")
+    for other in keyed[1:]:
+        if not other.index.equals(first.index):
+            raise SeedAlignmentError(f"{name}: the seeds were tested on different held-out ratings")
+    out = first[["rating"]].copy()
+    out["sq_error"] = sum(k["sq_error"] for k in keyed) / len(keyed)
+    out["abs_error"] = sum(k["abs_error"] for k in keyed) / len(keyed)
+    out = out.reset_index().rename(columns={"rating": "target"})
+    return out
+
+
+def rating_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFrame], n_boot: int = 2000,
+                    seed: int = 0) -> list[RatingVerdict]:
+    usable = [r for r in runs if info_of(r).get("status") == "complete" and not getattr(r, "problem", None)
+              and objective(info_of(r)) == "rating"]
+    out = []
+    for group in group_runs(usable):
+        if group.family != "rating":
+            continue
+        contenders = _contenders(seed_groups(group.members), "rmse", ["rmse", "mae"], lower_is_better=True)
+        model = _best(contenders, lambda c: not c.floor)
+        floor = _best(contenders, lambda c: c.floor)
+        info = info_of(group.members[0])
+        split = (info.get("protocol") or {}).get("split")
+        v = RatingVerdict(title=f"{info['dataset'].get('name')}, {split} hold-out",
+                          dataset=str(info["dataset"].get("name")), protocol=protocol_summary(info, "rating"),
+                          model=model, floor=floor, comparison=None, contenders=contenders)
+        if model is not None and floor is not None:
+            model.beats_floor = bool(model.test["rmse"][0] < floor.test["rmse"][0])
+            try:
+                fa = pooled_rating_rows([load_results(m) for m in model.seeds.members], model.name)
+                fb = pooled_rating_rows([load_results(m) for m in floor.seeds.members], floor.name)
+                r = compare_pair(fa, fb, "rating", "rmse", n_boot=n_boot, seed=seed, names=(model.name, floor.name))
+                v.comparison = Comparison(model.name, floor.name, "rmse", r["mean_a"], r["mean_b"], r["diff"],
+                                          r["ci_low"], r["ci_high"], r["p_value"], int(r["n"]), int(r["n_boot"]),
+                                          lower_is_better=True)
+            except Exception as exc:  # shown as a message
+                v.comparison = Comparison(model.name, floor.name, "rmse", *([math.nan] * 6), n=0, n_boot=n_boot,
+                                          lower_is_better=True, problem=str(exc))
+        v.caveats = _rating_caveats(v)
+        v.headline = _rating_headline(v)
+        out.append(v)
+    return out
+
+
+def _rating_caveats(v: RatingVerdict) -> list[str]:
+    caveats = ["Each configuration's epoch was selected on validation RMSE; test RMSE is read once. The paired "
+               "interval uses each held-out row's squared error averaged over the seeds (RMSE pooled over seeds)."]
+    if v.model is not None and v.model.n_seeds < 2:
+        caveats.append(f"One seed only for {v.model.name}.")
+    if v.model is not None and v.model.beats_floor is False:
+        caveats.append(f"{v.model.name} does not beat the {v.floor.name} floor on test RMSE.")
+    if not any(c.model == "ss4rec" for c in v.contenders):
+        caveats.append("No rating-aware sequence model is among these runs: SS4Rec's shipped configuration ranks "
+                       "and has no rating head.")
+    return caveats
+
+
+def _rating_headline(v: RatingVerdict) -> str:
+    if v.model is None:
+        return f"No learned rating model on {v.title}."
+    c = v.comparison
+    if c is None or c.problem:
+        return f"{v.model.name} ({v.model.seeds_text}): test RMSE {mean_sd_text(v.model.test['rmse'])}; no floor to " \
+               f"compare with."
+    verb = ("beats" if c.a_better else "loses to") if c.reliable else "does not reliably differ from"
+    return (f"On {v.title}, {v.model.name} ({v.model.seeds_text}) {verb} {c.b} on test RMSE: "
+            f"{mean_sd_text(v.model.test['rmse'])} vs {_fmt(v.floor.test['rmse'][0])} (pooled difference "
+            f"{c.diff:+.4f}, 95% CI {c.ci_low:+.4f} … {c.ci_high:+.4f}; lower is better).")
+
+
+__all__ = ["MASKED_CAVEAT", "TARGET_TIME_CAVEAT", "Comparison", "Contender", "RatingVerdict", "Verdict",
+           "comparison_text", "contender_table", "differences_frame", "differences_table", "mean_sd_text",
+           "pooled_rating_rows", "rating_verdicts", "ranking_verdicts"]

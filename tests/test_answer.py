@@ -1,0 +1,185 @@
+"""The answer page's logic (recsys.compare.answer): which configuration stands for a model (validation, never test),
+paired differences against hand-computed values, the verdict's wording, floors flagged, caveats derived from the
+runs, the rating verdict's pooled RMSE; and the page itself on the shipped runs and on an empty folder."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from recsys import charts
+from recsys.compare import answer as A
+from recsys.evaluation.metrics import paired_bootstrap
+from tests.conftest import ROOT
+from tests.test_compare import info_for, rating_results
+
+USERS = tuple(range(1, 41))
+TARGETS = tuple(100 + u for u in USERS)
+
+
+def ranking_run(model, seed=0, valid=0.05, test=0.05, variant=None, **proto):
+    info = info_for(model, metrics={"hr@10": 2 * test, "ndcg@10": test, "mrr@10": test / 2, "n": len(USERS)},
+                    run_id=f"{model}-{variant or 'default'}-{'m' if proto.get('mask_seen') else 'u'}-seed{seed}",
+                    **proto)
+    info["metrics"]["valid"] = {"hr@10": 2 * valid, "ndcg@10": valid, "mrr@10": valid / 2, "n": len(USERS)}
+    info["config"].update({"seed": seed, "max_len": 50})
+    if variant:
+        info["config"]["variant"] = variant
+    return info
+
+
+def per_user(values):
+    v = np.asarray(values, float)
+    return pd.DataFrame({"user_id": list(USERS), "target": list(TARGETS), "ndcg@10": v, "hr@10": (v > 0) * 1.0,
+                         "mrr@10": v / 2})
+
+
+def pattern(level, swing=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.clip(level + swing * rng.standard_normal(len(USERS)), 0, 1)
+
+
+def build(specs):
+    """specs: (info, per-user ndcg values) -> (runs, loader)."""
+    frames = {info["run_id"]: per_user(vals) for info, vals in specs}
+    return [info for info, _ in specs], (lambda info: frames[info["run_id"]])
+
+
+def test_each_model_is_represented_by_its_best_validation_configuration_never_by_test():
+    specs = [
+        (ranking_run("ss4rec", 0, valid=0.09, test=0.04, variant="released"), pattern(0.04)),
+        (ranking_run("ss4rec", 0, valid=0.07, test=0.09, variant="no-time"), pattern(0.09)),
+        (ranking_run("sasrec", 0, valid=0.06, test=0.08), pattern(0.08)),
+        (ranking_run("gru4rec", 0, valid=0.07, test=0.05), pattern(0.05)),
+        (ranking_run("popular", 0, valid=0.02, test=0.02), pattern(0.02)),
+    ]
+    runs, load = build(specs)
+    (v,) = A.ranking_verdicts(runs, load, n_boot=200)
+    assert v.ss4rec.variant == "released"          # best validation, although "no-time" is higher on test
+    assert v.baseline.model == "gru4rec"           # 0.07 valid beats SASRec's 0.06, although SASRec tests higher
+    assert v.floor.model == "popular"
+    assert [c.metric for c in v.comparisons] == ["ndcg@10", "hr@10", "mrr@10", "ndcg@10"]
+    assert [c.b for c in v.comparisons] == [v.baseline.name] * 3 + [v.floor.name]
+    assert len(v.variants) == 1 and v.variants[0].a.endswith("no-time · len50")
+    table = A.contender_table(v)
+    assert table["role"].tolist()[0] == "chosen SS4Rec"  # ordered by validation
+    roles = dict(zip(table["configuration"], table["role"]))
+    assert roles["GRU4Rec · len50"] == "best baseline" and roles["SASRec · len50"] == ""
+
+
+def test_paired_difference_averages_each_configurations_seeds_per_user():
+    s0, s1 = pattern(0.3, 0.2, seed=1), pattern(0.2, 0.2, seed=2)
+    base = pattern(0.25, 0.2, seed=3)
+    specs = [(ranking_run("ss4rec", 0, 0.1, float(np.mean(s0)), "released"), s0),
+             (ranking_run("ss4rec", 1, 0.1, float(np.mean(s1)), "released"), s1),
+             (ranking_run("sasrec", 0, 0.05, float(np.mean(base))), base)]
+    runs, load = build(specs)
+    (v,) = A.ranking_verdicts(runs, load, n_boot=300, seed=4)
+    main = v.comparisons[0]
+    ref = paired_bootstrap((s0 + s1) / 2, base, n_boot=300, seed=4)
+    assert main.diff == pytest.approx(float(np.mean((s0 + s1) / 2 - base)))
+    assert (main.ci_low, main.ci_high, main.p_value) == pytest.approx((ref["ci_low"], ref["ci_high"],
+                                                                       ref["p_value"]))
+    assert v.ss4rec.test["ndcg@10"][0] == pytest.approx((np.mean(s0) + np.mean(s1)) / 2)
+    assert v.ss4rec.test["ndcg@10"][1] == pytest.approx(np.std([np.mean(s0), np.mean(s1)], ddof=1))
+    assert v.ss4rec.n_seeds == 2 and v.baseline.n_seeds == 1
+    assert any("One seed only for SASRec" in c for c in v.caveats)
+    assert any("Unequal numbers of seeds" in c for c in v.caveats)
+
+
+@pytest.mark.parametrize("ss4rec_level, word", [(0.5, "beats"), (0.1, "loses to"),
+                                                (None, "does not reliably differ from")])
+def test_the_headline_says_beats_or_loses_only_when_the_interval_excludes_zero(ss4rec_level, word):
+    base = pattern(0.3, 0.05, seed=5)
+    # None: the same mean, users alternately 0.1 above and below (a paired difference of exactly 0 on average)
+    ours = base + (ss4rec_level - 0.3) if ss4rec_level is not None else base + np.where(np.arange(len(USERS)) % 2,
+                                                                                        0.1, -0.1)
+    specs = [(ranking_run("ss4rec", 0, 0.1, float(ours.mean()), "released"), ours),
+             (ranking_run("gru4rec", 0, 0.05, float(base.mean())), base)]
+    runs, load = build(specs)
+    (v,) = A.ranking_verdicts(runs, load, n_boot=500)
+    assert f"SS4Rec (1 seed) {word} GRU4Rec" in v.headline
+    assert v.comparisons[0].reliable == (ss4rec_level is not None)
+    assert "95% CI" in v.headline and "test NDCG@10" in v.headline
+
+
+def test_models_below_the_floor_are_flagged_and_caveats_come_from_the_runs():
+    specs = [(ranking_run("ss4rec", 0, 0.1, 0.06, "released"), pattern(0.06)),
+             (ranking_run("ncf", 0, 0.1, 0.01), pattern(0.01)),
+             (ranking_run("popular", 0, 0.02, 0.02), pattern(0.02))]
+    runs, load = build(specs)
+    (v,) = A.ranking_verdicts(runs, load, n_boot=100)
+    by_model = {c.model: c for c in v.contenders}
+    assert by_model["ncf"].beats_floor is False and by_model["ss4rec"].beats_floor is True
+    assert by_model["popular"].beats_floor is None
+    assert A.contender_table(v).set_index("configuration").loc["NCF", "beats best floor"] == "NO"
+    text = " ".join(v.caveats)
+    assert A.TARGET_TIME_CAVEAT in v.caveats
+    assert "Not above the best floor (Popular (floor), test NDCG@10 0.0200): NCF" in text
+    assert "No Markov floor" in text        # sequence models held only to popularity
+    assert A.MASKED_CAVEAT not in v.caveats  # nothing here is a masked re-evaluation
+
+
+def test_masked_reevaluations_and_other_data_are_separate_verdicts_with_their_own_caveats():
+    masked = ranking_run("ss4rec", 0, 0.12, 0.1, "released", mask_seen=True)
+    masked["evaluated_from"] = {"run_id": "ss4rec-released-u-seed0", "changed": {"mask_seen": True}}
+    other_data = ranking_run("sasrec", 0, 0.05, 0.05)
+    other_data["dataset"]["fingerprint"] = "f" * 64
+    other_data["run_id"] = "sasrec-other-data"
+    running = ranking_run("gru4rec", 0, 0.5, 0.5)
+    running["status"] = "running"
+    specs = [(ranking_run("ss4rec", 0, 0.1, 0.06, "released"), pattern(0.06)), (masked, pattern(0.1)),
+             (other_data, pattern(0.05)), (running, pattern(0.5))]
+    runs, load = build(specs)
+    verdicts = A.ranking_verdicts(runs, load, n_boot=100)
+    assert [(v.masked, v.ss4rec is not None, v.baseline is not None) for v in verdicts] == [
+        (False, True, False), (False, False, True), (True, True, False)]
+    assert all(v.baseline is None or v.baseline.model != "gru4rec" for v in verdicts)  # a running run never counts
+    assert A.MASKED_CAVEAT in verdicts[2].caveats and "seen items masked" in verdicts[2].title
+    assert verdicts[1].headline.startswith("No SS4Rec run")
+    assert any("No learned baseline" in c for c in verdicts[0].caveats)
+
+
+def test_rating_verdict_pools_squared_errors_over_seeds():
+    def rating_run(model, seed, valid, test):
+        info = info_for(model, "rating", metrics={"rmse": test, "mae": test, "n": 4},
+                        run_id=f"{model}-r-seed{seed}", split="chronological")
+        info["metrics"]["valid"] = {"rmse": valid, "mae": valid, "n": 4}
+        info["config"]["seed"] = seed
+        return info
+    p0, p1, pb = (3.0, 3.0, 4.0, 3.0), (4.0, 3.0, 5.0, 2.0), (3.5, 3.5, 3.5, 3.5)
+    frames = {"ncf-r-seed0": rating_results(preds=p0), "ncf-r-seed1": rating_results(preds=p1),
+              "bias-r-seed0": rating_results(preds=pb)}
+    runs = [rating_run("ncf", 0, 0.9, 1.0), rating_run("ncf", 1, 0.9, 1.0), rating_run("bias", 0, 1.0, 1.1)]
+    (v,) = A.rating_verdicts(runs, lambda info: frames[info["run_id"]], n_boot=200)
+    truth = np.array([4.0, 3.0, 5.0, 1.0])
+    pooled = ((np.array(p0) - truth) ** 2 + (np.array(p1) - truth) ** 2) / 2
+    floor = (np.array(pb) - truth) ** 2
+    assert v.model.model == "ncf" and v.floor.model == "bias"
+    assert v.comparison.diff == pytest.approx(math.sqrt(pooled.mean()) - math.sqrt(floor.mean()))
+    assert v.comparison.lower_is_better and "lower is better" in v.headline
+    with pytest.raises(ValueError, match="different held-out ratings"):
+        A.pooled_rating_rows([rating_results(), rating_results(items=(10, 20, 30, 41))])
+
+
+def test_difference_chart_draws_intervals_and_accepts_nothing():
+    frame = pd.DataFrame({"row": ["A − B · NDCG@10"], "metric": ["NDCG@10"], "diff": [0.01], "ci_low": [-0.01],
+                          "ci_high": [0.03], "text": ["x"]})
+    spec = charts.difference_chart(frame, "t").to_dict()
+    assert len(spec["layer"]) == 3
+    charts.difference_chart(pd.DataFrame(), "empty").to_dict()
+
+
+def test_answer_page_renders_the_shipped_runs_and_an_empty_folder(tmp_path):
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    assert not at.exception
+    assert at.title[0].value == "Does SS4Rec beat its baselines?"   # the first page a user sees
+    boxes = [b.value for b in list(at.info) + list(at.success) + list(at.warning)]
+    if any("SS4Rec (3 seeds)" in b for b in boxes):  # the shipped runs: headline with seeds, interval and caveats
+        assert any("95% CI" in b and "test NDCG@10" in b for b in boxes)
+        assert any(A.TARGET_TIME_CAVEAT in m.value for m in at.markdown)
+    at.text_input(key="runs-folder").set_value(str(tmp_path)).run()
+    assert not at.exception and any("No runs found" in i.value for i in at.info)
