@@ -115,15 +115,23 @@ for g in groups:
     if any(m.status == "running" for m in g.members):
         st.badge("contains running runs: metrics appear when they finish", color="orange")
     configs = C.seed_groups(g.members)
-    st.dataframe(C.format_seed_table(C.seed_table(configs, k=k, split=split, family=g.family), k=k),
-                 hide_index=True)
+    pooled = C.seed_table(configs, k=k, split=split, family=g.family)
+    flag_col, lower = ("RMSE", True) if g.family == "rating" else (f"NDCG@{k}", False)
+    shown = C.format_seed_table(pooled, k=k)
+    shown.insert(1, "beats best floor", C.floor_flags(pooled, flag_col, lower))
+    st.dataframe(shown, hide_index=True)
     table = C.metrics_table(g.members, k=k, split=split, family=g.family)
     # a group holds one family of metrics: the other family's columns would be blank in every row
     table = table.drop(columns=[c for c in C.metric_columns(k) if table[c].isna().all()])
+    each = C.format_table(table)
+    each.insert(2, "beats best floor", C.floor_flags(table, flag_col, lower))
     with st.expander(f"Each run ({len(g.members)}: every seed of every configuration)"):
-        st.dataframe(C.format_table(table), hide_index=True)
+        st.dataframe(each, hide_index=True)
+    selected_on = "validation RMSE" if g.family == "rating" else "validation NDCG@10"
     st.caption("One row per configuration: runs that differ only in their seed are pooled as mean ± sd over seeds "
-               "(sd needs two seeds; floors fitted in closed form are deterministic). " + C.group_caption(g, split))
+               "(sd needs two seeds; floors fitted in closed form are deterministic). 'beats best floor' compares "
+               f"{flag_col} with the best floor of this table (NO = a learned model that does not beat it). Each "
+               f"learned run's epoch was selected on {selected_on}. " + C.group_caption(g, split))
     note = C.max_len_note(g)
     if note:
         st.caption(note)
@@ -142,14 +150,22 @@ names = C.run_names(group.members)
 tab_curves, tab_boot, tab_break = st.tabs(["Learning curves", "Paired bootstrap", "Breakdowns"])
 
 with tab_curves:
-    hist = [(n, m.info, history_of(m)) for n, m in zip(names, group.members)]
+    reevaluated = {n: m.info["evaluated_from"] for n, m in zip(names, group.members)
+                   if isinstance(m.info.get("evaluated_from"), dict)}
+    if reevaluated:  # their history.jsonl is the training run's: plotting it here would pass it off as theirs
+        st.info("No learning curve of their own for " + "; ".join(
+            f"{n} (same weights as {src.get('run_id', 'its training run')}, re-evaluated with "
+            f"{', '.join(f'{k}={v}' for k, v in (src.get('changed') or {}).items()) or 'another protocol'}; "
+            f"epoch chosen on that run's validation)" for n, src in reevaluated.items())
+            + ". Their training curves are in the group of the runs they were trained as.")
+    hist = [(n, m.info, history_of(m)) for n, m in zip(names, group.members) if n not in reevaluated]
     hist = [x for x in hist if x[2]]
     metrics = [m for m in C.valid_metric_names(h for _, _, h in hist)
                if (m.split("@")[0] in ("rmse", "mae")) == (group.family == "rating")]
-    no_hist = [n for n, m in zip(names, group.members) if not history_of(m)]
+    no_hist = [n for n, m in zip(names, group.members) if not history_of(m) and n not in reevaluated]
     if not hist or not metrics:
-        st.info("No per-epoch history in this group (floors are fitted in closed form; a run that has not finished "
-                "an epoch has none yet).")
+        st.info("No per-epoch history of its own in this group (floors are fitted in closed form; a run that has "
+                "not finished an epoch has none yet).")
     else:
         default_metric = C.monitored_metric(hist[0][1])[0]
         metric = st.selectbox("Validation metric", metrics,
@@ -194,14 +210,18 @@ with tab_boot:
         st.info("A paired comparison needs two runs of this group with per-user test results.")
     else:
         opts = list(loaded)
-        opts = [opts[i] for i in C.preferred_order([loaded[o][0] for o in opts])]
+        ia, ib = C.default_pair([loaded[o][0] for o in opts])  # best SS4Rec vs the best run of another model
         c1, c2, c3 = st.columns(3)
-        a = c1.selectbox("Run A", opts, index=0, key=f"boot-a::{gkey}")
-        b = c2.selectbox("Run B", opts, index=1, key=f"boot-b::{gkey}")
+        a = c1.selectbox("Run A", opts, index=ia, key=f"boot-a::{gkey}")
+        b = c2.selectbox("Run B", opts, index=ib, key=f"boot-b::{gkey}")
         metric = c3.selectbox("Metric", C.comparison_metrics(group.family, [k] + [x for x in ks if x != k]),
                               format_func=C.metric_display, key=f"boot-metric::{gkey}")
         c4, c5 = st.columns(2)
-        n_boot = int(c4.number_input("Bootstrap resamples", 200, 20000, 2000, step=500))
+        asked = int(c4.number_input("Bootstrap resamples", value=2000, step=500,
+                                    help="200 to 20,000; more resamples, finer p-values and steadier interval ends"))
+        n_boot = min(max(asked, 200), 20000)
+        if n_boot != asked:
+            st.warning(f"{asked:,} resamples is outside 200–20,000: using {n_boot:,}.")
         seed = int(c5.number_input("Seed", 0, 2**31 - 1, 0))
         if a == b:
             st.warning("Pick two different runs.")

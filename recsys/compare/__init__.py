@@ -74,6 +74,7 @@ from recsys.compare.paired import (
     compare_pair,
     comparison_metrics,
     comparison_sentence,
+    default_pair,
     preferred_order,
 )
 from recsys.compare.seeds import (
@@ -83,6 +84,7 @@ from recsys.compare.seeds import (
     compare_groups,
     configuration_key,
     configuration_labels,
+    floor_flags,
     format_mean_sd,
     format_seed_table,
     mean_sd,
@@ -111,10 +113,10 @@ __all__ = [
     "history_frame", "valid_metric_names", "monitored_metric", "best_epoch", "learning_curves", "seed_band",
     # paired
     "ComparisonError", "align_pair", "compare_pair", "comparison_sentence", "comparison_metrics",
-    "preferred_order",
+    "default_pair", "preferred_order",
     # seeds
     "DETERMINISTIC", "SeedAlignmentError", "SeedGroup", "compare_groups", "configuration_key", "configuration_labels",
-    "format_mean_sd",
+    "floor_flags", "format_mean_sd",
     "format_seed_table", "mean_sd", "per_user_mean", "ranking_matrix", "reference_comparisons", "seed_groups",
     "seed_of", "seed_table", "variant_of",
     # breakdowns

@@ -106,12 +106,39 @@ def comparison_metrics(family: str, ks: Sequence[int]) -> list[str]:
     return [f"{m}@{k}" for k in ks for m in ("ndcg", "hr", "mrr")]
 
 
+def _valid_value(info: dict) -> float:
+    """The run's validation value of the metric its epochs were chosen on, signed so that larger is better."""
+    from recsys.compare.curves import monitored_metric
+
+    name, mode = monitored_metric(info)
+    v = ((info.get("metrics") or {}).get("valid") or {}).get(name)
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return -math.inf
+    return -v if mode == "min" else v if math.isfinite(v) else -math.inf
+
+
 def preferred_order(items: Sequence[Any]) -> list[int]:
-    """Indices of items with SS4Rec first, then other learned models, then floors (default run A, run B)."""
+    """Indices of items: SS4Rec first, then the other learned models, then floors; within each, the best on
+    validation first (the metric the run's epoch was chosen on), so run A defaults to the best SS4Rec run."""
     def rank(i: int):
         info = info_of(items[i])
-        return (is_floor(info), info.get("model") != "ss4rec", i)
+        return (is_floor(info), info.get("model") != "ss4rec", -_valid_value(info), i)
     return sorted(range(len(items)), key=rank)
+
+
+def default_pair(items: Sequence[Any]) -> tuple[int, int]:
+    """Indices of the default run A and run B of a paired comparison: the best SS4Rec run on validation against the
+    best run of another model (a learned baseline before a floor), never two seeds of one model when another model
+    is there. Needs two items."""
+    if len(items) < 2:
+        raise ValueError("a paired comparison needs two runs")
+    order = preferred_order(items)
+    a = order[0]
+    model_a = info_of(items[a]).get("model")
+    b = next((i for i in order[1:] if info_of(items[i]).get("model") != model_a), order[1])
+    return a, b
 
 
 def compare_pair(a: pd.DataFrame, b: pd.DataFrame, family: str, metric: str, n_boot: int = 2000,

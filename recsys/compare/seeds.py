@@ -153,6 +153,27 @@ def format_seed_table(df: pd.DataFrame, k: int = 10, digits: int = 4) -> pd.Data
     return out
 
 
+def floor_flags(df: pd.DataFrame, column: str, lower_is_better: bool = False) -> list[str]:
+    """For each row of a table with "model", "floor" and `column` (seed_table or metrics_table): "" for floors and
+    blanks, "yes" when the row is better than the best floor on `column`, "NO (floor <name>: <value>)" otherwise."""
+    if column not in df or "floor" not in df:
+        return [""] * len(df)
+    floors = df[df["floor"].astype(bool) & df[column].notna()]
+    if floors.empty:
+        return [""] * len(df)
+    best = floors.loc[floors[column].idxmin() if lower_is_better else floors[column].idxmax()]
+    out = []
+    for _, row in df.iterrows():
+        v = row[column]
+        if bool(row["floor"]) or v is None or not np.isfinite(v):
+            out.append("")
+        elif (v < best[column]) if lower_is_better else (v > best[column]):
+            out.append("yes")
+        else:
+            out.append(f"NO (floor {best['model']}: {best[column]:.4f})")
+    return out
+
+
 class SeedAlignmentError(ValueError):
     """The seeds of a configuration were not evaluated on the same users; the message says why."""
 
@@ -265,5 +286,5 @@ def reference_comparisons(items: Sequence[Any], load_results, reference: tuple[s
 
 
 __all__ = ["DETERMINISTIC", "SEED_FREE", "SeedAlignmentError", "SeedGroup", "compare_groups", "configuration_key",
-           "configuration_labels", "format_mean_sd", "format_seed_table", "mean_sd", "per_user_mean",
+           "configuration_labels", "floor_flags", "format_mean_sd", "format_seed_table", "mean_sd", "per_user_mean",
            "ranking_matrix", "reference_comparisons", "seed_groups", "seed_of", "seed_table", "variant_of"]
