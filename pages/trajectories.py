@@ -1,5 +1,6 @@
 """State trajectories: step through one user's history as SS4Rec sees it (run and user: the shared sidebar)."""
 import datetime as dt
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,7 @@ import streamlit as st
 from recsys import charts
 from recsys.app import state
 from recsys.app.runs import loaded_run_or_error
-from recsys.inference import genre_affinity, human_gap, state_projection, trajectory, user_history
+from recsys.inference import contributions, genre_affinity, human_gap, state_projection, trajectory, user_history
 
 st.title("State trajectories")
 st.caption("Pick an SS4Rec run and a user in the sidebar, then step through their history. At each step the "
@@ -21,12 +22,19 @@ run = loaded_run_or_error(path)
 if run is None:
     st.stop()
 info = run.info
+masked = bool(info["protocol"].get("mask_seen"))
 st.write(f"**{path.name}** · dataset {info['dataset']['name']} · max length {run.max_len} · "
-         f"test NDCG@10 {info['metrics']['test'].get('ndcg@10', float('nan')):.4f} (leave-one-out, full ranking)")
+         f"test NDCG@10 {info['metrics']['test'].get('ndcg@10', float('nan')):.4f} of this one run (seed "
+         f"{info['config'].get('seed', '?')}; leave-one-out, full ranking, "
+         f"{'seen items masked' if masked else 'seen items not masked'}; the Compare page pools its seeds)")
+if info.get("evaluated_from"):
+    st.caption(f"A masked re-evaluation of {info['evaluated_from'].get('run_id')}: the same weights, with the epoch "
+               "chosen on unmasked validation.")
 if not run.fingerprint_matches:
     st.warning("The dataset on this machine differs from the one the run was trained on (fingerprint mismatch).")
 
 user_id = state.require_user()
+st.subheader(f"User {user_id}")
 try:
     hist = user_history(run, int(user_id))
 except KeyError as exc:
@@ -95,14 +103,56 @@ aff = genre_affinity(run, [x["top_items"] for x in steps], top_genres or all_gen
 st.altair_chart(charts.genre_affinity_chart(aff), width="stretch")
 
 nxt = s["next_item"]
-st.subheader(f"Top-10 predicted next movies after step {step}")
+seen = {x["item_idx"] for x in steps[:step]}
+st.subheader(f"Top-10 predicted next movies for user {user_id} after step {step}")
 top = pd.DataFrame({"rank": range(1, len(s["top_titles"]) + 1), "title": s["top_titles"],
                     "genres": [run.item_columns["genres"][i] for i in s["top_items"]],
-                    "score": np.round(s["top_scores"], 3),
+                    "score (logit)": np.round(s["top_scores"], 3),
+                    "already rated": ["yes" if i in seen else "" for i in s["top_items"]],
                     "came next": ["✅" if i == nxt else "" for i in s["top_items"]]})
-st.dataframe(top, hide_index=True, width="stretch")
+n_seen = int((top["already rated"] == "yes").sum())
+hide = st.toggle("Hide movies the user had already rated by this step", value=False,
+                 help="The unmasked protocol ranks every movie, rated or not (the model is not told which were "
+                      "seen); the masked one removes them before ranking.")
+st.dataframe(top[top["already rated"] != "yes"] if hide else top, hide_index=True, width="stretch")
+st.caption(f"{n_seen} of the top {len(top)} were already rated by step {step} "
+           f"({n_seen / max(len(top), 1):.0%}). Scores are logits (higher = ranked higher), not predicted ratings.")
 if nxt is not None:
     st.write(f"What really came next: **{run.titles([nxt])[0]}**, ranked **{s['next_rank']:,}** of "
              f"{run.prepared.n_items:,} (ties counted against the model).")
 else:
     st.write("This is the last rating in the history: the list is the prediction for one day later.")
+
+st.subheader("Why this prediction")
+top1 = s["top_items"][0]
+targets = [top1] + ([nxt] if nxt is not None and nxt != top1 else [])
+names = {top1: f"top recommendation: {run.titles([top1])[0]}"}
+if nxt is not None and nxt != top1:
+    names[nxt] = f"what came next: {run.titles([nxt])[0]}"
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _contributions(run_path: str, uid: int, step: int, targets: tuple, _run=run):
+    h = user_history(_run, uid)
+    return contributions(_run, h["item_idx"].to_numpy(), h["timestamp"].to_numpy(), step, list(targets))
+
+
+if step < 2:
+    st.caption("With one movie fed there is nothing to take away: contributions start at step 2.")
+else:
+    with st.spinner("Scoring the history with each movie left out..."):
+        contrib = _contributions(str(path), int(user_id), int(step), tuple(targets))
+    rows = pd.DataFrame([{"step": p, "title": t, "target": names[tg], "contribution": float(contrib["values"][tg][i])}
+                         for tg in targets for i, (p, t) in enumerate(zip(contrib["positions"], contrib["titles"]))])
+    cols = st.columns(len(targets))
+    for col, tg in zip(cols, targets):
+        col.altair_chart(charts.contribution_chart(rows[rows["target"] == names[tg]],
+                                                   textwrap.shorten(f"Score of the {names[tg]}", 80,
+                                                                    placeholder=" …")), width="stretch")
+    strongest = rows[rows["target"] == names[top1]].sort_values("contribution", ascending=False)
+    lead = strongest.iloc[0]
+    st.caption(f"Contribution = the score (logit) with the whole history minus the score with that one movie (and "
+               f"its time) left out, the rest unchanged. {lead['title']} (step {lead['step']}) did most for "
+               f"{run.titles([top1])[0]} ({lead['contribution']:+.2f}); the score itself is "
+               f"{contrib['logit'][top1]:.2f}. Leaving movies out one at a time misses what they do together, and "
+               "the time of the predicted interaction stays as it is (SS4Rec is told it).")

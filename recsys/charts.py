@@ -100,6 +100,18 @@ def state_path_chart(path: pd.DataFrame, step: int, layer: int) -> alt.LayerChar
     return chart.properties(title=f"Hidden-state path (2-D PCA, layer {layer})", height=330)
 
 
+def contribution_chart(df: pd.DataFrame, title: str) -> alt.Chart:
+    """Leave-one-out contributions to one target's score (recsys.inference.contributions): a bar per fed movie
+    (x: its step), above 0 = the movie raised the score, below = lowered it."""
+    df = _frame(df, ["step", "title", "contribution"])
+    return alt.Chart(df).mark_bar().encode(
+        x=alt.X("step:O", title="step of the history (the movie fed at that step)"),
+        y=alt.Y("contribution:Q", title="score with it − without it"),
+        color=alt.condition("datum.contribution >= 0", alt.value("#2e7d32"), alt.value("#c62828")),
+        tooltip=["step:O", "title:N", alt.Tooltip("contribution:Q", format="+.3f")],
+    ).properties(title=title, height=220)
+
+
 def retention_chart(ret: pd.DataFrame, step: int) -> alt.Chart:
     """S5 retention per step (columns step, retention, gap), the current step in red."""
     ret = _frame(ret, ["step", "retention", "gap"])
@@ -112,12 +124,15 @@ def retention_chart(ret: pd.DataFrame, step: int) -> alt.Chart:
 
 
 def genre_affinity_chart(aff: pd.DataFrame) -> alt.Chart:
-    """Share of each genre among the predicted top-10 at each step (recsys.inference.genre_affinity)."""
+    """Share of each genre among the predicted top-10 at each step (recsys.inference.genre_affinity), as a heatmap:
+    a row per genre, a column per step (readable at 200 steps, where lines would tangle)."""
     aff = _frame(aff, ["step", "genre", "share"])
-    return alt.Chart(aff).mark_line(point=True).encode(
-        x="step:Q", y=alt.Y("share:Q", title="share of the top-10", scale=alt.Scale(domain=[0, 1])),
-        color="genre:N", tooltip=["step:Q", "genre:N", alt.Tooltip("share:Q", format=".0%")]).properties(
-        title="Genre affinity over time: genres among the predicted top-10 at each step", height=260)
+    return alt.Chart(aff).mark_rect().encode(
+        x=alt.X("step:O", title="step", axis=alt.Axis(labelOverlap=True)),
+        y=alt.Y("genre:N", title=None),
+        color=alt.Color("share:Q", title="share of the top-10", scale=alt.Scale(domain=[0, 1], scheme="blues")),
+        tooltip=["step:Q", "genre:N", alt.Tooltip("share:Q", format=".0%")]).properties(
+        title="Genre affinity over time: genres among the predicted top-10 at each step", height=alt.Step(22))
 
 
 # ------------------------------------------------------------------------------------------------ Explore MovieLens

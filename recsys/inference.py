@@ -169,6 +169,60 @@ def trajectory(run: LoadedRun, items, times, ratings=None, k: int = 10, now: int
     }
 
 
+@torch.no_grad()
+def occlusion(model, items, times, target_time: int, targets) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+    """Leave-one-out contributions of each movie of a history to a sequence model's scores (logits) of `targets`
+    at `target_time`: score(full history) - score(the history without that movie and its time), the later
+    movies and their gaps unchanged. One batched forward pass of len(items) histories (`model.score`, the
+    Recommender interface, so any model that reads histories). Returns ({target: [n] contributions},
+    {target: full-history score}); with one movie there is nothing to remove from, and its contribution is NaN.
+
+    Why not gradients: SS4Rec normalises after a layer that is linear in its input, so its output does not change
+    when every item embedding is scaled alike; gradient x input sums to ~0 and integrated gradients from a zero
+    history are degenerate. Removing a movie asks the question a person has ("without it, would this still be
+    recommended?") and has an exact meaning.
+    """
+    items, times = np.asarray(items, dtype=np.int64), np.asarray(times, dtype=np.int64)
+    n = len(items)
+    if n < 1:
+        raise ValueError("an empty history has nothing to attribute")
+    targets = [int(t) for t in targets]
+    full = model.score(single_history(items, times, int(target_time)))[0, targets]
+    values = {t: np.full(n, np.nan) for t in targets}
+    if n > 1:
+        keep = ~np.eye(n, dtype=bool)
+        reduced = SequenceBatch(users=torch.zeros(n, dtype=torch.long),
+                                items=torch.from_numpy(np.stack([items[k] for k in keep])),
+                                timestamps=torch.from_numpy(np.stack([times[k] for k in keep])),
+                                lengths=torch.full((n,), n - 1, dtype=torch.long),
+                                target_times=torch.full((n,), int(target_time), dtype=torch.long))
+        without = model.score(reduced)[:, targets]                                  # [n, T]
+        for k, t in enumerate(targets):
+            values[t] = (full[k] - without[:, k]).double().numpy()
+    return values, {t: float(full[k]) for k, t in enumerate(targets)}
+
+
+def contributions(run: LoadedRun, items, times, step: int, targets, now: int | None = None) -> dict:
+    """Per movie of the history fed at `step` (counted like `trajectory`: 1 = after the first fed movie), how much
+    it raised or lowered the run's score of each movie in `targets` for the next interaction (`occlusion`). The
+    prediction is for the time of the next movie, or `now` (default +1 day) after the last one.
+
+    Returns {"positions": 1..step, "titles", "items", "values": {target: [step]}, "logit": {target: score}, "cut"}.
+    """
+    if not model_class(run.kind).reads_history:
+        raise ValueError(f"a {run.kind} run does not read histories: there is nothing to attribute")
+    fed = _fed_history(run, items, times)
+    items, times = fed.items, fed.times
+    n = len(items)
+    if not 1 <= int(step) <= n:
+        raise ValueError(f"step must be between 1 and {n}, not {step}")
+    j = int(step)
+    target_time = int(times[j]) if j < n else (int(times[-1] + 86400) if now is None else int(now))
+    values, logit = occlusion(run.model, items[:j], times[:j], target_time, targets)
+    return {"positions": list(range(1, j + 1)), "titles": run.titles(items[:j]), "items": [int(i) for i in items[:j]],
+            "values": values, "logit": logit, "cut": fed.cut}
+
+
 def state_projection(hidden: np.ndarray) -> np.ndarray:
     """2-D PCA of one layer's hidden states over the steps ([n, d] -> [n, 2]); zeros for fewer than 2 steps.
 

@@ -181,3 +181,62 @@ def test_history_reading_baselines_score_a_built_history(runs):
     last = int(items[-1])
     followers = model.next_items[model.indptr[last]:model.indptr[last + 1]]
     assert int(mk.prepared.item_map.to_index([int(top)])[0]) in followers.tolist()
+
+
+class BagOfItems:
+    """A sequence 'model' whose score is the sum over the history of E[item] . W[target]: each movie's
+    leave-one-out contribution to a target is exactly E[item] . W[target] (a case whose answer is known)."""
+
+    def __init__(self, n_items=12, d=4, seed=0):
+        g = np.random.default_rng(seed)
+        self.E, self.W = g.normal(size=(n_items, d)), g.normal(size=(n_items, d))
+
+    def score(self, batch):
+        import torch
+
+        items = batch.items.numpy()
+        mask = np.arange(items.shape[1])[None] < batch.lengths.numpy()[:, None]
+        h = (self.E[items] * mask[..., None]).sum(1)
+        return torch.from_numpy(h @ self.W.T)
+
+
+def test_occlusion_recovers_each_movies_known_contribution():
+    from recsys.inference import occlusion
+
+    model = BagOfItems()
+    items, times = np.array([3, 5, 7, 2]), np.array([10, 20, 30, 40])
+    values, logit = occlusion(model, items, times, 50, [1, 9])
+    for t in (1, 9):
+        assert values[t] == pytest.approx(model.E[items] @ model.W[t])
+        assert logit[t] == pytest.approx(float(model.E[items].sum(0) @ model.W[t]))
+    single, _ = occlusion(model, items[:1], times[:1], 50, [1])
+    assert np.isnan(single[1]).all()  # nothing to remove from a history of one movie
+    with pytest.raises(ValueError, match="empty history"):
+        occlusion(model, [], [], 50, [1])
+
+
+def test_contributions_of_ss4rec_match_scoring_the_history_without_each_movie(runs):
+    import torch
+
+    from recsys.data.batch import single_history
+    from recsys.inference import contributions
+
+    run = load_run(runs["ss"])
+    h = user_history(run, 1)
+    items, times = h["item_idx"].to_numpy(), h["timestamp"].to_numpy()
+    tr = trajectory(run, items, times, k=10)
+    step = len(tr["steps"]) - 1
+    s = tr["steps"][step - 1]
+    c = contributions(run, items, times, step, [s["top_items"][0], s["next_item"]])
+    assert c["logit"][s["top_items"][0]] == pytest.approx(s["top_scores"][0], abs=1e-4)  # the trajectory's score
+    assert c["positions"] == list(range(1, step + 1)) and len(c["titles"]) == step
+    fed_items, fed_times = items[tr["cut"]:][:step], times[tr["cut"]:][:step]
+    k, target = 2, s["next_item"]
+    keep = np.arange(step) != k
+    with torch.no_grad():
+        without = run.model.score(single_history(fed_items[keep], fed_times[keep], int(times[tr["cut"] + step])))
+    assert c["values"][target][k] == pytest.approx(c["logit"][target] - float(without[0, target]), abs=1e-4)
+    with pytest.raises(ValueError, match="step must be between"):
+        contributions(run, items, times, 0, [1])
+    with pytest.raises(ValueError, match="does not read histories"):
+        contributions(load_run(runs["ncf"]), items, times, 2, [1])

@@ -44,6 +44,15 @@ def test_trajectories_page_steps_through_history(runs_dir):
     last = at.slider[0].value
     heading = [m.value for m in at.markdown if m.value.startswith("#### Step")]
     assert heading and heading[0].startswith(f"#### Step {last} of {last}:")
+    # why this prediction: a contribution chart per scored movie, the share of already-rated movies in the top-10
+    assert any(s.value == "Why this prediction" for s in at.subheader)
+    assert any("left out" in c.value and "did most for" in c.value for c in at.caption)
+    assert any(c.value.split(" of the top ")[0].isdigit() and "already rated" in c.value for c in at.caption)
+    top = next(df.value for df in at.dataframe if "already rated" in df.value)
+    at.toggle[0].set_value(True).run()  # hide the movies already rated
+    no_exception(at)
+    shown = next(df.value for df in at.dataframe if "already rated" in df.value)
+    assert (shown["already rated"] != "yes").all() and len(shown) == (top["already rated"] != "yes").sum()
     at.button[0].click().run()  # previous step
     no_exception(at)
     assert at.slider[0].value == last - 1
