@@ -64,9 +64,27 @@ else:
         st.warning("Every movie needs a date.")
         st.stop()
     items = np.array(picked, dtype=np.int64)
-    times = (when.astype("int64") // 10**9).to_numpy()
+    if when.dt.tz is not None:
+        when = when.dt.tz_convert(None)
+    # seconds whatever the column's resolution (an edited cell can turn it from ns into ms or s)
+    times = ((when - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
     order = np.argsort(times, kind="stable")
     items, times = items[order], times[order]
+    ts = ss.prepared.interactions["timestamp"]
+    lo, hi = int(ts.min()), int(ts.max())
+    outside = [titles[i - 1] for i, t in zip(items, times) if t < lo or t > hi + 365 * 86400]
+    if outside:
+        st.warning(f"{len(outside)} date(s) lie outside the data's span ({pd.to_datetime(lo, unit='s'):%Y-%m-%d} to "
+                   f"{pd.to_datetime(hi, unit='s'):%Y-%m-%d}, plus a year): {', '.join(outside[:3])}"
+                   f"{' …' if len(outside) > 3 else ''}. SS4Rec reads only the gaps between dates, but it never saw "
+                   "users at those times, so treat its list with care.")
+    fed = pd.DataFrame({"step": range(1, len(items) + 1), "movie": [titles[i - 1] for i in items],
+                        "when": pd.to_datetime(times, unit="s").strftime("%Y-%m-%d %H:%M"),
+                        "gap before": ["—"] + [human_gap(int(g)) for g in np.diff(times)]})
+    reordered = not np.array_equal(order, np.arange(len(order)))
+    with st.expander("The history as it is fed (sorted by date)" + (": reordered by your dates" if reordered else ""),
+                     expanded=reordered):
+        st.dataframe(fed, hide_index=True, width="stretch")
 
 gap_label = st.select_slider("What if the next rating happens after…", options=list(GAPS), value="1 day",
                              key="live_gap")
@@ -93,9 +111,9 @@ left, right = st.columns(2)
 with left:
     st.subheader("SS4Rec")
     moved = set(res.table["title"]) - set(base_res.table["title"])
-    t = res.table.assign(score=res.table["score"].round(3),
+    t = res.table.assign(**{"score (logit)": res.table["score"].round(3)},
                          change=["new vs 1 day" if x in moved else "" for x in res.table["title"]])
-    st.dataframe(t[["rank", "title", "score", "change"]], hide_index=True, width="stretch")
+    st.dataframe(t[["rank", "title", "score (logit)", "change"]], hide_index=True, width="stretch")
     st.caption(f"Next rating {gap_label} after the last one ({human_gap(GAPS[gap_label])}); scored in "
                f"{res.millis:.1f} ms (what-if re-score from cached states). {len(moved)} of 10 differ from the "
                f"1-day list. Run: {ss_path.name}.")
@@ -107,14 +125,25 @@ with right:
     elif other_reads:
         try:
             o = score_history(other, items, times, k=10, hide_seen=hide_seen)
-            st.dataframe(o.table[["rank", "title", "score"]].round(3), hide_index=True, width="stretch")
+            st.dataframe(o.table[["rank", "title", "score"]].round(3).rename(columns={"score": "score (logit)"}),
+                         hide_index=True, width="stretch")
             st.caption(f"{o.note}: the time of the next rating does not change its list. Scored in {o.millis:.1f} "
                        f"ms. Run: {ncf_path.name}.")
         except ValueError as exc:
             st.warning(str(exc))
     elif user_id is None:
-        st.info(f"{other.kind} cannot score a history you built: it only has embeddings for users it was trained "
-                f"on. Pick an existing user to compare.")
+        counts = other.prepared.interactions["item_idx"].value_counts()
+        if hide_seen:
+            counts = counts.drop(index=[i for i in items if i in counts.index])
+        top = counts.head(10)
+        st.info(f"{MODEL_NAMES.get(other.kind, other.kind)} cannot score a history you built: it only has "
+                "embeddings for users it was trained on. What a recommender without your history falls back to, "
+                "the most-rated movies, is shown instead.")
+        st.dataframe(pd.DataFrame({"rank": range(1, len(top) + 1), "title": other.titles(top.index.tolist()),
+                                   "ratings": top.to_numpy()}), hide_index=True, width="stretch")
+        st.caption(f"Most-rated movies among the {len(other.prepared.interactions):,} ratings of the run's data "
+                   f"(all of them, the held-out ones included){'; movies in your history hidden' if hide_seen else ''}"
+                   ". Pick an existing user to see NCF's own list.")
     else:
         try:
             o = score_history(other, user_id=user_id, k=10, hide_seen=hide_seen)

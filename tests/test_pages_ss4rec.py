@@ -97,3 +97,15 @@ def test_live_page_what_if_and_side_by_side(runs_dir):
     at.multiselect(key="live_pick").set_value([1, 2, 3]).run()
     no_exception(at)
     assert any("cannot score a history you built" in i.value for i in at.info)
+    fallback = next(df.value for df in at.dataframe if "ratings" in df.value.columns)
+    assert len(fallback) == 10 and fallback["ratings"].is_monotonic_decreasing  # the most-rated movies instead
+    fed = next(df.value for df in at.dataframe if "gap before" in df.value.columns)
+    assert fed["step"].tolist() == [1, 2, 3] and fed["gap before"].iloc[0] == "—"
+    # a date far outside the data's span is warned about, and the history is fed in date order
+    at.session_state["live_dates"] = {"edited_rows": {0: {"date": "2030-01-01T00:00:00"}}, "added_rows": [],
+                                      "deleted_rows": []}
+    at.run()
+    no_exception(at)
+    assert any("outside the data's span" in w.value for w in at.warning)
+    fed = next(df.value for df in at.dataframe if "gap before" in df.value.columns)
+    assert fed["when"].iloc[-1].startswith("2030-01-01")  # the first movie picked, fed last by its date
