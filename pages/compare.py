@@ -234,14 +234,15 @@ with tab_boot:
                 st.error(f"Cannot compare these runs: {exc}")
             else:
                 md = C.metric_display(metric)
-                cols = st.columns(6)
+                cols = st.columns(3)
                 cols[0].metric(f"{md} A", f"{res['mean_a']:.4f}", help=a)
                 cols[1].metric(f"{md} B", f"{res['mean_b']:.4f}", help=b)
-                cols[2].metric("A − B", f"{res['diff']:+.4f}")
-                cols[3].metric(f"{1 - res['alpha']:.0%} CI", f"{res['ci_low']:+.4f} … {res['ci_high']:+.4f}")
-                cols[4].metric("p-value", C.format_p(res["p_value"], res["n_boot"]),
+                cols[2].metric("n", f"{res['n']:,}", help=res["unit"])
+                cols = st.columns([1, 2, 1])  # the interval gets the room it needs to be read whole
+                cols[0].metric("A − B", f"{res['diff']:+.4f}")
+                cols[1].metric(f"{1 - res['alpha']:.0%} CI of A − B", f"{res['ci_low']:+.4f} … {res['ci_high']:+.4f}")
+                cols[2].metric("p-value", C.format_p(res["p_value"], res["n_boot"]),
                                help=f"bootstrap sign-consistency p-value, resolution 1/{res['n_boot']}")
-                cols[5].metric("n", f"{res['n']:,}", help=res["unit"])
                 reliable = not res["ci_low"] <= 0 <= res["ci_high"]
                 (st.success if reliable else st.info)(C.comparison_sentence(res, a, b))
                 how = ("per-user values, users resampled with replacement" if group.family == "ranking" else
@@ -263,6 +264,10 @@ with tab_break:
                           format_func=lambda s: "fixed bins (≤20, 21–50, 51–100, 101–200, >200)" if s == "fixed"
                           else "quartiles of the users")
         frames = {n: df for n, (_, df) in loaded.items()}
+        if group.family == "ranking":  # one bar per configuration: per-user metrics averaged over its seeds
+            frames, pool_problems = C.pooled_breakdown_frames({n: m for n, (m, _) in loaded.items()}, frames)
+            for why in pool_problems:
+                st.caption(why)
         md = C.metric_display(bmetric)
         unit = "users" if group.family == "ranking" else "held-out ratings"
         for by, title, x_title in (
@@ -277,7 +282,11 @@ with tab_break:
                            f"(rating runs do not). " + C.group_caption(group, "test"))
                 continue
             st.altair_chart(charts.breakdown_chart(df, md, x_title), width="stretch")
-            notes = [f"Bars: {md} of the {unit} in each bucket; the number on a bar is how many. "
+            notes = [f"Bars: {md} of the {unit} in each bucket; the black line is its 95% bootstrap interval "
+                     f"(1,000 resamples of the bucket's {unit}) and the number above it is how many: a bucket of a "
+                     f"dozen {unit} says little. "
+                     + ("Seeds of one configuration are pooled (per-user values averaged over its seeds). "
+                        if group.family == "ranking" else "")
                      + C.group_caption(group, "test")]
             if borrowed:
                 notes.append(f"Buckets of rating runs use {borrowed}'s record of the same held-out interactions.")

@@ -77,11 +77,23 @@ def breakdown_chart(df: pd.DataFrame, y_title: str, x_title: str) -> alt.LayerCh
         x=alt.X("bucket:N", sort=[str(o) for o in order], title=x_title, axis=alt.Axis(labelAngle=0)),
         xOffset=alt.XOffset("run:N"),
         y=alt.Y("value:Q", title=y_title),
-        color=alt.Color("run:N", title="run"),
+        color=alt.Color("run:N", title="configuration", legend=alt.Legend(labelLimit=360, orient="bottom",
+                                                                           columns=2)),
         tooltip=["run:N", "bucket:N", alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("count:Q", title="n")])
     bars = base.mark_bar()
-    text = base.mark_text(dy=-6, fontSize=10).encode(text=alt.Text("count:Q"))
-    return (bars + text).properties(height=320)
+    layers = [bars]
+    if "ci_low" in data and "ci_high" in data:  # the bucket's 95% bootstrap interval, and its n above it
+        ci = data.dropna(subset=["ci_low", "ci_high"])
+        err = alt.Chart(ci).mark_rule(color="black", strokeWidth=1.5).encode(
+            x=alt.X("bucket:N", sort=[str(o) for o in order]), xOffset=alt.XOffset("run:N"),
+            y="ci_low:Q", y2="ci_high:Q")
+        text = alt.Chart(ci).mark_text(dy=-7, fontSize=10).encode(
+            x=alt.X("bucket:N", sort=[str(o) for o in order]), xOffset=alt.XOffset("run:N"),
+            y="ci_high:Q", text=alt.Text("count:Q"))
+        layers += [err, text]
+    else:
+        layers.append(base.mark_text(dy=-6, fontSize=10).encode(text=alt.Text("count:Q")))
+    return alt.layer(*layers).properties(height=320)
 
 
 # ------------------------------------------------------------------------------------------------ State trajectories

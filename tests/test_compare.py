@@ -487,3 +487,37 @@ def test_page_flags_floors_labels_reevaluations_and_refuses_silent_resample_coun
     next(n for n in at.number_input if n.label == "Bootstrap resamples").set_value(50).run()
     assert not at.exception
     assert any("50 resamples is outside 200–20,000: using 200" in w.value for w in at.warning)
+
+
+def test_breakdown_buckets_carry_a_bootstrap_interval():
+    v = np.array([0.0, 0.0, 1.0, 1.0, 0.5, 0.5, 0.0, 1.0])
+    lo, hi = C.bucket_interval(v, n_boot=4000, seed=1)
+    # the mean 0.5 lies inside; the width is about 2 x 1.96 x sd/sqrt(n) of the mean
+    half = 1.96 * v.std() / math.sqrt(len(v))
+    assert lo < 0.5 < hi and (hi - lo) == pytest.approx(2 * half, rel=0.2)
+    assert C.bucket_interval(np.array([0.3])) == (0.3, 0.3)
+    assert all(math.isnan(x) for x in C.bucket_interval(np.array([])))
+    lo, hi = C.bucket_interval(np.array([4.0, 0.0, 1.0, 9.0]), sqrt=True)  # RMSE of squared errors
+    assert 0 <= lo < math.sqrt(3.5) < hi <= 3.0
+    frames = {"A": ranking_results(ndcg=(0.5, 0.0, 1.0, 0.25))}
+    df, _, _ = C.breakdown(frames, "gap", "ranking", "ndcg@10")
+    full = df.dropna(subset=["value"])
+    assert ((full["ci_low"] <= full["value"]) & (full["value"] <= full["ci_high"])).all()
+    spec = charts.breakdown_chart(df, "NDCG@10", "gap").to_dict()
+    assert len(spec["layer"]) == 3  # bars, interval rules, counts
+
+
+def test_breakdown_pools_the_seeds_of_a_configuration():
+    runs = {"s0": info_for("sasrec", run_id="s0"), "s1": info_for("sasrec", run_id="s1"),
+            "pop": info_for("popular", run_id="pop")}
+    runs["s0"]["config"]["seed"], runs["s1"]["config"]["seed"] = 0, 1
+    frames = {"s0": ranking_results(ndcg=(0.5, 0.0, 1.0, 0.25)), "s1": ranking_results(ndcg=(0.3, 0.2, 0.0, 0.25)),
+              "pop": ranking_results(ndcg=(0.0, 0.0, 0.1, 0.0))}
+    pooled, problems = C.pooled_breakdown_frames(runs, frames)
+    assert not problems and set(pooled) == {"SASRec · len50 (2 seeds)", "Popular (floor)"}
+    assert pooled["SASRec · len50 (2 seeds)"]["ndcg@10"].tolist() == pytest.approx([0.4, 0.1, 0.5, 0.25])
+    df, _, _ = C.breakdown(pooled, "gap", "ranking", "ndcg@10")
+    assert set(df["run"]) == {"SASRec · len50 (2 seeds)", "Popular (floor)"}  # one bar per configuration
+    frames["s1"] = ranking_results(users=(1, 2, 3, 5), ndcg=(0.3, 0.2, 0.0, 0.25))
+    pooled, problems = C.pooled_breakdown_frames(runs, frames)
+    assert "seeds shown apart" in problems[0] and {"s0", "s1"} <= set(pooled)

@@ -14,7 +14,15 @@ caller needs):
 * seeds       runs that differ only in seed as one configuration: mean +- sd, per-user means, the model x dataset
               matrix and paired comparisons against a reference configuration
 """
-from recsys.compare.breakdowns import ACTIVITY_LABELS, GAP_LABELS, activity_buckets, breakdown, gap_buckets
+from recsys.compare.breakdowns import (
+    ACTIVITY_LABELS,
+    GAP_LABELS,
+    activity_buckets,
+    breakdown,
+    bucket_interval,
+    gap_buckets,
+    pooled_breakdown_frames,
+)
 from recsys.compare.curves import (
     best_epoch,
     history_frame,
@@ -120,5 +128,6 @@ __all__ = [
     "format_seed_table", "mean_sd", "per_user_mean", "ranking_matrix", "reference_comparisons", "seed_groups",
     "seed_of", "seed_table", "variant_of",
     # breakdowns
-    "ACTIVITY_LABELS", "GAP_LABELS", "activity_buckets", "gap_buckets", "breakdown",
+    "ACTIVITY_LABELS", "GAP_LABELS", "activity_buckets", "gap_buckets", "breakdown", "bucket_interval",
+    "pooled_breakdown_frames",
 ]

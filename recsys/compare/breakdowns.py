@@ -3,6 +3,9 @@
 """
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -110,12 +113,61 @@ def breakdown(frames: dict[str, pd.DataFrame], by: str, family: str, metric: str
             vals = f["sq_error" if metric == "rmse" else "abs_error"].astype(float)
         g = pd.DataFrame({"bucket": buckets, "v": vals.to_numpy()}).groupby("bucket", observed=False)["v"]
         agg = g.agg(["mean", "count"]).reset_index()
-        if family == "rating" and metric == "rmse":
+        root = family == "rating" and metric == "rmse"
+        bounds = [bucket_interval(v.to_numpy(float), sqrt=root) for _, v in g]
+        if root:
             agg["mean"] = np.sqrt(agg["mean"])
         parts.append(pd.DataFrame({"run": n, "bucket": agg["bucket"], "value": agg["mean"],
-                                   "count": agg["count"].astype(int)}))
+                                   "count": agg["count"].astype(int), "ci_low": [b[0] for b in bounds],
+                                   "ci_high": [b[1] for b in bounds]}))
     out = (pd.concat(parts, ignore_index=True) if parts
            else pd.DataFrame({"run": pd.Series(dtype=str), "bucket": pd.Series(dtype=str),
-                              "value": pd.Series(dtype=float), "count": pd.Series(dtype=int)}))
+                              "value": pd.Series(dtype=float), "count": pd.Series(dtype=int),
+                              "ci_low": pd.Series(dtype=float), "ci_high": pd.Series(dtype=float)}))
     return out, skipped, borrowed
 
+
+def bucket_interval(values: np.ndarray, sqrt: bool = False, n_boot: int = 1000, alpha: float = 0.05,
+                    seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (of its square root with `sqrt`: RMSE from squared
+    errors); NaNs for an empty bucket, the value itself (zero width) for a bucket of one. Fixed seed: the same
+    chart every time."""
+    v = np.asarray(values, dtype=float)
+    if not len(v):
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    if sqrt:
+        means = np.sqrt(means)
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(lo), float(hi)
+
+
+
+def pooled_breakdown_frames(runs: dict[str, Any], frames: dict[str, pd.DataFrame]
+                            ) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Per-user ranking results of each configuration (its seeds pooled: recsys.compare.seeds), named by the
+    configuration, for `breakdown`: one bar per configuration instead of one per seed. `runs` and `frames` are keyed
+    by run name. A configuration whose seeds cannot be pooled keeps its runs apart, with the reason returned."""
+    from recsys.compare.seeds import SeedAlignmentError, configuration_labels, per_user_mean, seed_groups
+
+    names = {id(r): n for n, r in runs.items()}
+    groups = seed_groups(list(runs.values()))
+    out, problems = {}, []
+    for g, label in zip(groups, configuration_labels(groups)):
+        members = [names[id(m)] for m in g.members]
+        if len(members) == 1:
+            out[label] = frames[members[0]]
+            continue
+        first = frames[members[0]]
+        metrics = [c for c in first.columns if "@" in c and all(c in frames[n] for n in members)]
+        try:
+            mean = per_user_mean([frames[n] for n in members], metrics)
+        except SeedAlignmentError as exc:
+            problems.append(f"{label}: seeds shown apart ({exc}).")
+            out.update({n: frames[n] for n in members})
+            continue
+        key = "user_id" if "user_id" in mean else "user"
+        context = [c for c in ("history_length", "gap_before_target") if c in first]
+        out[f"{label} ({len(members)} seeds)"] = mean.merge(first[[key, *context]], on=key, how="left")
+    return out, problems
