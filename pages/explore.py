@@ -97,6 +97,9 @@ with tabs[0]:
             st.info("No rating has a timestamp.")
         else:
             st.altair_chart(charts.ratings_per_month_chart(ov["months"], name), width="stretch")
+            if ov["months"]["partial"].any():
+                st.caption("Pale bars: months the data start or end inside, so they hold only part of a month's "
+                           "ratings (a short bar there is the collection window, not a drop in activity).")
 
     st.subheader("Long tails")
     st.caption("Rank plots on log-log axes: rank 1 is the most active user / most rated movie. A straight line is a "
@@ -189,7 +192,7 @@ with tabs[4]:
     except ex.UnknownUserError as exc:
         st.warning(f"{exc}. Pick another user id.")
     else:
-        profile = ex.user_profile(data.users, int(uid))
+        profile = ex.user_profile(data.users, int(uid), name)
         known = tl.dropna(subset=["time"])
         line = f"User {int(uid)}: {len(tl):,} ratings, mean {tl['rating'].mean():.2f}"
         if len(known):
@@ -205,3 +208,6 @@ with tabs[4]:
         table = tl.assign(time=tl["time"].dt.strftime("%Y-%m-%d %H:%M:%S").fillna("unknown"))
         st.dataframe(table[["n", "time", "title", "rating", "gap"]].rename(columns={"gap": "gap since previous"}),
                      hide_index=True, width="stretch")
+        st.caption("All of this user's ratings in the file. The model pages (State trajectories, Live) count them "
+                   "after the 5-core filter the runs train on (users and movies with at least 5 ratings), so a "
+                   "user can have fewer ratings there.")

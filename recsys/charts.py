@@ -162,9 +162,17 @@ def rating_distribution_chart(df: pd.DataFrame, name: str) -> alt.Chart:
 def ratings_per_month_chart(df: pd.DataFrame, name: str) -> alt.Chart:
     """Bars of recsys.explore.ratings_per_month (month, ratings)."""
     df = _frame(df, ["month", "ratings"])
+    if "partial" not in df:
+        df = df.assign(partial=False)
+    df = df.assign(month_kind=["partial month" if p else "whole month" for p in df["partial"]],
+                   label=pd.to_datetime(df["month"]).dt.strftime("%b %Y") if len(df) else pd.Series(dtype=str))
     return alt.Chart(df).mark_bar().encode(
-        x=alt.X("month:T", title="month (UTC)"), y=alt.Y("ratings:Q", title="number of ratings"),
-        tooltip=[alt.Tooltip("month:T", format="%Y-%m"), alt.Tooltip("ratings:Q", format=",")],
+        x=alt.X("label:O", title="month (UTC)", sort=None, axis=alt.Axis(labelAngle=-40, labelOverlap=True)),
+        y=alt.Y("ratings:Q", title="number of ratings"),
+        color=alt.Color("month_kind:N", title=None, legend=alt.Legend(orient="bottom"),
+                        scale=alt.Scale(domain=["whole month", "partial month"], range=["#4c78a8", "#b8c9dc"])),
+        tooltip=[alt.Tooltip("label:N", title="month"), alt.Tooltip("ratings:Q", format=","),
+                 alt.Tooltip("month_kind:N", title="kind")],
     ).properties(title=f"{name}: ratings per month")
 
 

@@ -87,15 +87,24 @@ def rating_distribution(interactions: pd.DataFrame) -> pd.DataFrame:
 
 
 def ratings_per_month(interactions: pd.DataFrame) -> pd.DataFrame:
-    """month (first day, datetime64) and ratings, for every month from the first to the last (zeros included)."""
+    """month (first day, datetime64), ratings and `partial` for every month from the first to the last (zeros
+    included); `partial` marks a first month that the data start after its first day, or a last month that they
+    end before its last day (a short bar there is the collection window, not a dip in activity)."""
     ts = timestamped(interactions)["timestamp"].to_numpy()
     if len(ts) == 0:
-        return pd.DataFrame({"month": pd.Series(dtype="datetime64[s]"), "ratings": pd.Series(dtype="int64")})
-    months = ts.astype("datetime64[s]").astype("datetime64[M]")
+        return pd.DataFrame({"month": pd.Series(dtype="datetime64[s]"), "ratings": pd.Series(dtype="int64"),
+                             "partial": pd.Series(dtype=bool)})
+    secs = ts.astype("datetime64[s]")
+    months = secs.astype("datetime64[M]")
     uniq, counts = np.unique(months, return_counts=True)
     full = np.arange(uniq[0], uniq[-1] + 1)
     filled = pd.Series(counts, index=uniq).reindex(full, fill_value=0)
-    return pd.DataFrame({"month": full.astype("datetime64[s]"), "ratings": filled.to_numpy(dtype=np.int64)})
+    partial = np.zeros(len(full), dtype=bool)
+    first, last = secs.min(), secs.max()
+    partial[0] |= first.astype("datetime64[D]") > full[0].astype("datetime64[D]")
+    partial[-1] |= last.astype("datetime64[D]") < (full[-1] + 1).astype("datetime64[D]") - np.timedelta64(1, "D")
+    return pd.DataFrame({"month": full.astype("datetime64[s]"), "ratings": filled.to_numpy(dtype=np.int64),
+                         "partial": partial})
 
 
 def long_tail(interactions: pd.DataFrame, by: str = "item", max_points: int | None = None) -> pd.DataFrame:
@@ -310,12 +319,32 @@ def user_timeline(interactions: pd.DataFrame, items: pd.DataFrame, user: int) ->
     return out
 
 
-def user_profile(users: pd.DataFrame | None, user: int) -> dict:
-    """The user's row of the release's user table (age, gender, ...) as a dict; {} when there is none."""
+# ML-1M's users.dat codes age and occupation (its README): decoded for display
+ML1M_AGES = {1: "under 18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+"}
+ML1M_OCCUPATIONS = ["other or not specified", "academic/educator", "artist", "clerical/admin", "college/grad student",
+                    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
+                    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
+                    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer"]
+
+
+def user_profile(users: pd.DataFrame | None, user: int, release: str | None = None) -> dict:
+    """The user's row of the release's user table (age, gender, ...) as a dict; {} when there is none. For ML-1M
+    (`release="ml-1m"`) the coded age bucket and occupation are decoded ("age 25-34", "programmer")."""
     if users is None or "user" not in users.columns:
         return {}
     row = users.loc[users["user"] == int(user)]
-    return {} if row.empty else {k: v for k, v in row.iloc[0].items() if k != "user"}
+    if row.empty:
+        return {}
+    out = {k: v for k, v in row.iloc[0].items() if k != "user"}
+    if str(release or "").lower() == "ml-1m":
+        age, occ = out.get("age"), out.get("occupation")
+        if age is not None and pd.notna(age) and int(age) in ML1M_AGES:
+            out["age"] = ML1M_AGES[int(age)]
+        if occ is not None and str(occ).strip().isdigit() and int(occ) < len(ML1M_OCCUPATIONS):
+            out["occupation"] = ML1M_OCCUPATIONS[int(occ)]
+        if out.get("gender") in ("F", "M"):
+            out["gender"] = {"F": "female", "M": "male"}[out["gender"]]
+    return out
 
 
 __all__ = [

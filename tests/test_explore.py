@@ -111,6 +111,10 @@ def test_rating_distribution_and_months():
     m = ex.ratings_per_month(df)  # the untimed rating is left out; the empty February is kept as 0
     assert [str(x)[:7] for x in m["month"]] == ["2000-01", "2000-02", "2000-03"]
     assert m["ratings"].tolist() == [2, 0, 1]
+    # the data start on Jan 5 (January partial) and end on Mar 1 (March partial); February is whole
+    assert m["partial"].tolist() == [True, False, True]
+    whole = ex.ratings_per_month(frame([(1, 1, 4, ts("2000-01-01")), (1, 2, 4, ts("2000-01-31 12:00"))]))
+    assert whole["partial"].tolist() == [False]
     assert ex.ratings_per_month(frame([(1, 1, 4, None)], nullable=True)).empty
 
 
@@ -241,6 +245,10 @@ def test_user_profile():
     users = pd.DataFrame({"user": [1, 2], "age": [24, 53], "gender": ["M", "F"]})
     assert ex.user_profile(users, 2) == {"age": 53, "gender": "F"}
     assert ex.user_profile(users, 3) == {} and ex.user_profile(None, 1) == {}
+    ml1m = pd.DataFrame({"user": [1, 2], "gender": ["F", "M"], "age": [1, 56], "occupation": ["10", "16"]})
+    assert ex.user_profile(ml1m, 1, "ml-1m") == {"gender": "female", "age": "under 18", "occupation": "K-12 student"}
+    assert ex.user_profile(ml1m, 2, "ml-1m")["occupation"] == "self-employed"
+    assert ex.user_profile(ml1m, 2)["age"] == 56  # other releases: as in the file
 
 
 # ---------------------------------------------------------------------------------------------------------------
