@@ -23,13 +23,44 @@ def _frame(df: pd.DataFrame | None, columns: Sequence[str]) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------------ Compare runs
 
 
+# One colour per model in every chart: a run, configuration or seed of a model is drawn in that model's colour (later
+# labels of the same model in lighter shades of it, so seeds stay apart). Labels start with the model's display name
+# (recsys.compare.MODEL_NAMES: "SS4Rec", "SASRec · len50 (3 seeds)", "GRU4Rec [gru4rec-...-seed1]", ...).
+MODEL_COLOURS = {"SS4Rec": "#d62728", "SASRec": "#1f77b4", "GRU4Rec": "#2ca02c", "NCF": "#9467bd",
+                 "Markov": "#8c564b", "Popular": "#7f7f7f", "Bias": "#bcbd22", "Global mean": "#17becf"}
+OTHER_COLOURS = ["#ff7f0e", "#e377c2", "#393b79", "#637939", "#8c6d31", "#843c39"]
+
+
+def _lighten(colour: str, amount: float) -> str:
+    rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c + (255 - c) * amount):02x}" for c in rgb)
+
+
+def model_colour_scale(labels) -> alt.Scale:
+    """A colour scale over `labels` (in their order) that gives every label of one model that model's colour."""
+    domain = list(dict.fromkeys(str(x) for x in labels))
+    seen: dict[str, int] = {}
+    rng, others = [], iter(OTHER_COLOURS * 4)
+    for label in domain:
+        model = next((m for m in sorted(MODEL_COLOURS, key=len, reverse=True) if label.startswith(m)), None)
+        base = MODEL_COLOURS[model] if model else next(others)
+        k = seen.get(model or label, 0)
+        seen[model or label] = k + 1
+        rng.append(_lighten(base, min(0.6, 0.3 * k)))
+    return alt.Scale(domain=domain, range=rng) if domain else alt.Scale()
+
+
+
+
 def curve_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChart:
     """Learning curve (recsys.compare.learning_curves): a line per run over epochs; the best epoch is a large
     diamond."""
     df = _frame(df, ["run", "epoch", "value", "best"])
     base = alt.Chart(df).encode(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
                                 y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
-                                color=alt.Color("run:N", title="run"),
+                                color=alt.Color("run:N", title="run",
+                                                scale=model_colour_scale(sorted(df["run"].unique())),
+                                                legend=alt.Legend(labelLimit=360)),
                                 tooltip=["run:N", "epoch:Q", alt.Tooltip("value:Q", format=".4f"), "best:N"])
     lines = base.mark_line(point=True)
     best = base.transform_filter("datum.best").mark_point(shape="diamond", size=220, filled=True, opacity=0.9)
@@ -41,7 +72,9 @@ def seed_band_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChar
     the lowest to the highest seed, one colour per configuration; the tooltip says how many seeds reached the epoch."""
     df = _frame(df, ["configuration", "epoch", "mean", "low", "high", "n"])
     base = alt.Chart(df).encode(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
-                                color=alt.Color("configuration:N", title="configuration"))
+                                color=alt.Color("configuration:N", title="configuration",
+                                                scale=model_colour_scale(sorted(df["configuration"].unique())),
+                                                legend=alt.Legend(labelLimit=360)))
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("low:Q", title=y_title, scale=alt.Scale(zero=False)),
                                               y2="high:Q")
     line = base.mark_line(point=True).encode(
@@ -77,8 +110,8 @@ def breakdown_chart(df: pd.DataFrame, y_title: str, x_title: str) -> alt.LayerCh
         x=alt.X("bucket:N", sort=[str(o) for o in order], title=x_title, axis=alt.Axis(labelAngle=0)),
         xOffset=alt.XOffset("run:N"),
         y=alt.Y("value:Q", title=y_title),
-        color=alt.Color("run:N", title="configuration", legend=alt.Legend(labelLimit=360, orient="bottom",
-                                                                           columns=2)),
+        color=alt.Color("run:N", title="configuration", scale=model_colour_scale(sorted(data["run"].unique())),
+                        legend=alt.Legend(labelLimit=360, orient="bottom", columns=2)),
         tooltip=["run:N", "bucket:N", alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("count:Q", title="n")])
     bars = base.mark_bar()
     layers = [bars]
