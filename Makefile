@@ -45,6 +45,7 @@ checkpoints: $(STAMP)
 	$(TRAIN) --model popular
 	$(TRAIN) --model popular --set mask_seen=true
 	$(TRAIN) --model markov --config configs/markov.yaml
+	$(TRAIN) --model markov --config configs/markov.yaml --set mask_seen=true
 	$(TRAIN) --model ncf --config configs/ncf-ranking.yaml --set mask_seen=true
 	for s in $(SEEDS); do \
 	  $(TRAIN) --model ncf --config configs/ncf-rating.yaml --seed $$s && \
