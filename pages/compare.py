@@ -11,6 +11,7 @@ import streamlit as st
 from recsys import charts
 from recsys import compare as C
 from recsys.app import state
+from recsys.compare.answer import MASKED_CAVEAT, TARGET_TIME_CAVEAT
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -135,6 +136,11 @@ for g in groups:
     note = C.max_len_note(g)
     if note:
         st.caption(note)
+    if g.family == "ranking" and any(m.info.get("model") == "ss4rec" for m in g.members):
+        st.caption("⚠️ " + TARGET_TIME_CAVEAT)
+    reevaluated = [m.label for m in g.members if m.info.get("evaluated_from")]
+    if reevaluated:
+        st.caption(f"⚠️ {len(reevaluated)} run(s) here are masked re-evaluations: " + MASKED_CAVEAT)
 if len(groups) > 1:
     with st.container(border=True):
         st.markdown("**Why these runs are in separate tables**")

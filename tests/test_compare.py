@@ -521,3 +521,11 @@ def test_breakdown_pools_the_seeds_of_a_configuration():
     frames["s1"] = ranking_results(users=(1, 2, 3, 5), ndcg=(0.3, 0.2, 0.0, 0.25))
     pooled, problems = C.pooled_breakdown_frames(runs, frames)
     assert "seeds shown apart" in problems[0] and {"s0", "s1"} <= set(pooled)
+
+
+def test_page_names_ss4recs_target_time_input_next_to_its_numbers():
+    at = compare_page()
+    if not any(r.info.get("model") == "ss4rec" for r in C.scan_runs(ROOT / "checkpoints").runs):
+        pytest.skip("no shipped SS4Rec run")
+    assert any("told the time of the interaction it predicts" in c.value for c in at.caption)
+    assert any("masked re-evaluations" in c.value and "same weights" in c.value for c in at.caption)
