@@ -11,6 +11,7 @@ import streamlit as st
 from recsys import charts
 from recsys import compare as C
 from recsys.app import state
+from recsys.compare import answer as A
 from recsys.compare.answer import MASKED_CAVEAT, TARGET_TIME_CAVEAT
 
 
@@ -120,6 +121,17 @@ for g in groups:
     flag_col, lower = ("RMSE", True) if g.family == "rating" else (f"NDCG@{k}", False)
     shown = C.format_seed_table(pooled, k=k)
     shown.insert(1, "beats best floor", C.floor_flags(pooled, flag_col, lower))
+    if split == "test":  # per-user results exist for test only
+        ci_metric = "rmse" if g.family == "rating" else f"ndcg@{k}"
+        cis = []
+        for cfg in configs:
+            frames = [results_or_reason(m)[0] for m in cfg.members]
+            lo, hi = ((float("nan"), float("nan")) if any(f is None for f in frames)
+                      else A.interval_over_users(frames, g.family, ci_metric))
+            cis.append(f"{lo:.4f} … {hi:.4f}" if lo == lo else "")
+        after = "RMSE" if g.family == "rating" else f"NDCG@{k}"
+        at_col = list(shown.columns).index(after) + 1 if after in shown.columns else 2
+        shown.insert(at_col, f"{C.metric_display(ci_metric)} 95% CI (users)", cis)
     st.dataframe(shown, hide_index=True)
     table = C.metrics_table(g.members, k=k, split=split, family=g.family)
     # a group holds one family of metrics: the other family's columns would be blank in every row
@@ -131,7 +143,8 @@ for g in groups:
     selected_on = "validation RMSE" if g.family == "rating" else "validation NDCG@10"
     st.caption("One row per configuration: runs that differ only in their seed are pooled as mean ± sd over seeds "
                "(sd needs two seeds; floors fitted in closed form are deterministic). 'beats best floor' compares "
-               f"{flag_col} with the best floor of this table (NO = a learned model that does not beat it). Each "
+               f"{flag_col} with the best floor of this table (NO = a learned model that does not beat it); the 95% "
+               "CI is a bootstrap over the held-out users (rows, for ratings) of the seed-averaged values. Each "
                f"learned run's epoch was selected on {selected_on}. " + C.group_caption(g, split))
     note = C.max_len_note(g)
     if note:

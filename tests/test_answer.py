@@ -183,3 +183,16 @@ def test_answer_page_renders_the_shipped_runs_and_an_empty_folder(tmp_path):
         assert any(A.TARGET_TIME_CAVEAT in m.value for m in at.markdown)
     at.text_input(key="runs-folder").set_value(str(tmp_path)).run()
     assert not at.exception and any("No runs found" in i.value for i in at.info)
+
+
+def test_interval_over_users_pools_seeds_then_resamples_users():
+    from recsys.compare.breakdowns import bucket_interval
+
+    a, b = per_user(pattern(0.3, 0.2, seed=1)), per_user(pattern(0.2, 0.2, seed=2))
+    lo, hi = A.interval_over_users([a, b], "ranking", "ndcg@10")
+    assert (lo, hi) == bucket_interval((a["ndcg@10"].to_numpy() + b["ndcg@10"].to_numpy()) / 2)
+    assert lo < (a["ndcg@10"].mean() + b["ndcg@10"].mean()) / 2 < hi
+    r = A.interval_over_users([rating_results(), rating_results(preds=(4.0, 3.0, 5.0, 1.0))], "rating", "rmse")
+    assert 0 <= r[0] <= r[1]
+    bad = per_user(pattern(0.3)).assign(user_id=lambda d: d["user_id"] + 1000)
+    assert all(math.isnan(x) for x in A.interval_over_users([a, bad], "ranking", "ndcg@10"))

@@ -381,6 +381,24 @@ def pooled_rating_rows(frames: Sequence[pd.DataFrame], name: str = "run") -> pd.
     return out
 
 
+def interval_over_users(frames: Sequence[pd.DataFrame], family: str, metric: str, n_boot: int = 1000
+                        ) -> tuple[float, float]:
+    """95% bootstrap interval, over the held-out users (ranking: per-user `metric` averaged over the seeds) or rows
+    (rating: squared errors averaged over the seeds, RMSE recomputed per resample), of one configuration's test
+    metric; (nan, nan) when its seeds cannot be pooled."""
+    from recsys.compare.breakdowns import bucket_interval
+
+    try:
+        if family == "ranking":
+            values = per_user_mean(list(frames), [metric])[metric].to_numpy(float)
+            return bucket_interval(values, n_boot=n_boot)
+        rows = pooled_rating_rows(list(frames))
+        col = "sq_error" if metric == "rmse" else "abs_error"
+        return bucket_interval(rows[col].to_numpy(float), sqrt=metric == "rmse", n_boot=n_boot)
+    except (SeedAlignmentError, ComparisonError, KeyError, ValueError):
+        return math.nan, math.nan
+
+
 def rating_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFrame], n_boot: int = 2000,
                     seed: int = 0) -> list[RatingVerdict]:
     usable = [r for r in runs if info_of(r).get("status") == "complete" and not getattr(r, "problem", None)
@@ -442,5 +460,5 @@ def _rating_headline(v: RatingVerdict) -> str:
 
 
 __all__ = ["MASKED_CAVEAT", "TARGET_TIME_CAVEAT", "Comparison", "Contender", "RatingVerdict", "Verdict",
-           "comparison_text", "contender_table", "differences_frame", "differences_table", "mean_sd_text",
-           "pooled_rating_rows", "rating_verdicts", "ranking_verdicts"]
+           "comparison_text", "contender_table", "differences_frame", "differences_table", "interval_over_users",
+           "mean_sd_text", "pooled_rating_rows", "rating_verdicts", "ranking_verdicts"]
