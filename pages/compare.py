@@ -151,9 +151,14 @@ for g in groups:
         st.caption(note)
     if g.family == "ranking" and any(m.info.get("model") == "ss4rec" for m in g.members):
         st.caption("⚠️ " + TARGET_TIME_CAVEAT)
-    reevaluated = [m.label for m in g.members if m.info.get("evaluated_from")]
-    if reevaluated:
-        st.caption(f"⚠️ {len(reevaluated)} run(s) here are masked re-evaluations: " + MASKED_CAVEAT)
+    sources = [(m.info.get("evaluated_from") or {}).get("changed") or {} for m in g.members
+               if isinstance(m.info.get("evaluated_from"), dict)]
+    n_masked = sum(1 for ch in sources if ch.get("mask_seen"))
+    if n_masked:
+        st.caption(f"⚠️ {n_masked} run(s) here are masked re-evaluations: " + MASKED_CAVEAT)
+    if len(sources) > n_masked:
+        st.caption(f"⚠️ {len(sources) - n_masked} run(s) here re-evaluate another run's saved (best-validation) "
+                   "weights with only evaluation settings changed; their epoch counts are the source run's.")
 if len(groups) > 1:
     with st.container(border=True):
         st.markdown("**Why these runs are in separate tables**")
