@@ -196,3 +196,15 @@ def test_interval_over_users_pools_seeds_then_resamples_users():
     assert 0 <= r[0] <= r[1]
     bad = per_user(pattern(0.3)).assign(user_id=lambda d: d["user_id"] + 1000)
     assert all(math.isnan(x) for x in A.interval_over_users([a, bad], "ranking", "ndcg@10"))
+
+
+def test_a_run_stopped_while_still_improving_is_named_in_the_caveats():
+    capped = ranking_run("gru4rec", 0, 0.05, 0.05)
+    capped.update(best_epoch=40, epochs_run=40)
+    stopped = ranking_run("ss4rec", 0, 0.1, 0.06, "released")
+    stopped.update(best_epoch=12, epochs_run=22)  # early stopping after 10 epochs without improvement
+    runs, load = build([(stopped, pattern(0.06)), (capped, pattern(0.05))])
+    (v,) = A.ranking_verdicts(runs, load, n_boot=100)
+    text = " ".join(v.caveats)
+    assert "Still improving when training stopped" in text and "GRU4Rec · len50 (best epoch 40 of 40)" in text
+    assert "SS4Rec · released · len50 (best" not in text

@@ -274,12 +274,28 @@ def _ranking_caveats(v: Verdict, members: Sequence[Any]) -> list[str]:
     if v.baseline is None:
         caveats.append("No learned baseline (SASRec, GRU4Rec, NCF) in this group: SS4Rec is compared with the floors "
                        "only.")
+    unfinished = [f"{c.name} (best epoch {b} of {n})" for c in learned for b, n in _still_improving(c)]
+    if unfinished:
+        caveats.append("Still improving when training stopped (the best epoch is the last or the one before it, so "
+                       "an epoch cap, not early stopping, ended the run): " + ", ".join(unfinished) + ". The "
+                       "comparison is at that training budget, not between converged models.")
     lens = {(info_of(m).get("protocol") or {}).get("max_len") for c in (v.ss4rec, v.baseline) if c is not None
             for m in c.seeds.members}
     if len(lens - {None}) > 1:
         caveats.append("SS4Rec and the baseline read different history lengths (max_len "
                        + " vs ".join(str(x) for x in sorted(lens - {None})) + ").")
     return caveats
+
+
+def _still_improving(c: Contender) -> list[tuple[int, int]]:
+    """(best epoch, epochs run) of the seeds of `c` whose best epoch is the last or the one before it."""
+    out = []
+    for m in c.seeds.members:
+        info = info_of(m)
+        best, run = info.get("best_epoch"), info.get("epochs_run")
+        if isinstance(best, int) and isinstance(run, int) and run > 0 and best >= run - 1:
+            out.append((best, run))
+    return out
 
 
 def _ranking_headline(v: Verdict) -> str:
