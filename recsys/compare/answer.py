@@ -199,15 +199,18 @@ def _n_users(members: Sequence[Any]) -> int | None:
     return int(next(iter(ns))) if len(ns) == 1 else None
 
 
+def _groups(runs: Sequence[Any], family: str) -> list[Group]:
+    """The comparability groups of `family` among the complete runs of that objective that passed every check."""
+    usable = [r for r in runs if info_of(r).get("status") == "complete" and not getattr(r, "problem", None)
+              and objective(info_of(r)) == family]
+    return [g for g in group_runs(usable) if g.family == family]
+
+
 def ranking_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFrame], metric: str = "ndcg@10",
                      extra: Sequence[str] = ("hr@10", "mrr@10"), n_boot: int = 2000, seed: int = 0) -> list[Verdict]:
     """One verdict per comparability group of complete ranking runs that holds an SS4Rec or a learned baseline."""
-    usable = [r for r in runs if info_of(r).get("status") == "complete" and not getattr(r, "problem", None)
-              and objective(info_of(r)) == "ranking"]
     out = []
-    for group in group_runs(usable):
-        if group.family != "ranking":
-            continue
+    for group in _groups(runs, "ranking"):
         v = _ranking_verdict(group, load_results, metric, list(extra), n_boot, seed)
         if v is not None:
             out.append(v)
@@ -417,12 +420,8 @@ def interval_over_users(frames: Sequence[pd.DataFrame], family: str, metric: str
 
 def rating_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFrame], n_boot: int = 2000,
                     seed: int = 0) -> list[RatingVerdict]:
-    usable = [r for r in runs if info_of(r).get("status") == "complete" and not getattr(r, "problem", None)
-              and objective(info_of(r)) == "rating"]
     out = []
-    for group in group_runs(usable):
-        if group.family != "rating":
-            continue
+    for group in _groups(runs, "rating"):
         contenders = _contenders(seed_groups(group.members), "rmse", ["rmse", "mae"], lower_is_better=True)
         model = _best(contenders, lambda c: not c.floor)
         floor = _best(contenders, lambda c: c.floor)
