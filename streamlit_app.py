@@ -1,5 +1,9 @@
-"""Entry point of the dashboard: declares the pages (each lives in pages/) and draws the sidebar they share (runs
-folder, SS4Rec run, user: recsys.app.state), once, before the chosen page runs."""
+"""Entry point of the dashboard: declares the pages and draws the sidebar they share (runs folder, SS4Rec run,
+user: recsys.app.state), once, before the chosen page runs.
+
+The pages live in app_pages/, not pages/: Streamlit takes a pages/ folder beside the entry file for its legacy
+file-name navigation until st.navigation first runs, so the first deep link after a server start showed
+"Page not found"."""
 import streamlit as st
 
 from recsys.app import state
@@ -7,11 +11,11 @@ from recsys.app import state
 st.set_page_config(page_title="SS4Rec workbench", layout="wide")
 
 pages = [
-    st.Page("pages/answer.py", title="The answer", url_path="answer", default=True),
-    st.Page("pages/explore.py", title="Explore MovieLens", url_path="explore-movielens"),
-    st.Page("pages/compare.py", title="Compare runs", url_path="compare-runs"),
-    st.Page("pages/trajectories.py", title="State trajectories", url_path="state-trajectories"),
-    st.Page("pages/live.py", title="Live recommendations", url_path="live-recommendations"),
+    st.Page("app_pages/answer.py", title="The answer", url_path="answer", default=True),
+    st.Page("app_pages/explore.py", title="Explore MovieLens", url_path="explore-movielens"),
+    st.Page("app_pages/compare.py", title="Compare runs", url_path="compare-runs"),
+    st.Page("app_pages/trajectories.py", title="State trajectories", url_path="state-trajectories"),
+    st.Page("app_pages/live.py", title="Live recommendations", url_path="live-recommendations"),
 ]
 page = st.navigation(pages)
 state.sidebar()

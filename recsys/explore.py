@@ -1,6 +1,6 @@
 """Explore MovieLens: every number and table the Explore page shows, as plain functions returning DataFrames.
 
-Nothing here imports Streamlit; the page (pages/explore.py) only arranges widgets and charts around these.
+Nothing here imports Streamlit; the page (app_pages/explore.py) only arranges widgets and charts around these.
 All functions take the canonical tables of `recsys.data.schema.MovieLensData`: interactions
 (user, item, rating, timestamp) in source-file order, where timestamp is int64 seconds or nullable Int64 when the
 release lacks some (the shared ML-1M copy); items (item, title, year, genres '|'-separated, '' when none).

@@ -18,7 +18,7 @@ def run_app():
 
 
 def run_explore():
-    return run_app().switch_page("pages/explore.py").run()
+    return run_app().switch_page("app_pages/explore.py").run()
 
 
 def test_explore_renders_embedded_headline_numbers():
@@ -42,7 +42,7 @@ def test_explore_bad_folder_shows_clear_error(tmp_path):
 
 def test_pages_import_neither_torch_nor_the_run_directory_internals():
     """Pages only lay out widgets: models come through recsys.inference, runs through recsys.compare / recsys.app."""
-    pages = sorted((ROOT / "pages").glob("*.py"))
+    pages = sorted((ROOT / "app_pages").glob("*.py"))
     assert len(pages) == 5
     for page in pages:
         text = page.read_text()
@@ -56,9 +56,9 @@ def test_sidebar_is_drawn_once_and_shared_by_every_page(tmp_path):
     assert [t.key for t in at.sidebar.text_input] == [state.RUNS_FOLDER]
     assert not [t for t in at.main.text_input if t.key == state.RUNS_FOLDER]
     at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path)).run()  # typed once, on Explore
-    for page, message in (("pages/compare.py", "No runs found"),
-                          ("pages/trajectories.py", "No complete ss4rec run"),
-                          ("pages/live.py", "No complete ss4rec run")):
+    for page, message in (("app_pages/compare.py", "No runs found"),
+                          ("app_pages/trajectories.py", "No complete ss4rec run"),
+                          ("app_pages/live.py", "No complete ss4rec run")):
         at.switch_page(page).run()
         assert not at.exception, page
         assert [t.key for t in at.sidebar.text_input] == [state.RUNS_FOLDER], page  # once, in the sidebar
@@ -77,7 +77,7 @@ def test_user_picker_says_when_the_id_is_not_a_user_of_the_run():
 
 
 def test_a_page_run_on_its_own_uses_the_sidebar_defaults():
-    at = AppTest.from_file(str(ROOT / "pages" / "compare.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages" / "compare.py"), default_timeout=60).run()
     assert not at.exception and at.title[0].value == "Compare runs"
     assert not at.sidebar.text_input  # no entry file, no sidebar: the defaults (checkpoints/) apply
     assert any("Dataset: ml-100k" in c.value for c in at.caption) or not C.scan_runs(ROOT / "checkpoints").runs

@@ -152,8 +152,8 @@ def test_live_page(page, server):
 
 
 def test_direct_link_to_a_page_keeps_the_app_navigation(page, server):
-    """A page opened by its URL in a fresh session runs through streamlit_app.py (wide layout, named pages), not as
-    a bare file from pages/ (which Streamlit would otherwise serve at the file's own name)."""
+    """A page opened by its URL in a fresh session runs through streamlit_app.py (wide layout, named pages in the
+    sidebar), as it does when reached from the first page."""
     context = page.context.browser.new_context()  # a new session, as a bookmark opened later would be
     pg = context.new_page()
     pg.goto(server + "/state-trajectories")
@@ -203,13 +203,10 @@ def test_every_page_opened_by_its_url_in_a_new_session(page, server):
             context.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Streamlit 1.67 treats an app with a pages/ folder beside its entry file as a v1 multipage app until the "
-    "entry file first calls st.navigation (PagesManager.uses_pages_directory): the very first session of a fresh "
-    "server resolves a deep link against the folder's file names (compare, trajectories, ...), finds none, shows "
-    "'Page not found', then runs st.navigation and the right page. Fixing it means renaming pages/, which the "
-    "developers' guide declares; the dashboard issue's note asks for that decision."))
 def test_the_first_session_of_a_fresh_server_opens_a_deep_link_without_a_dialog(page, tmp_path):
+    """Streamlit treats an entry file with a folder named pages/ beside it as a v1 multipage app until st.navigation
+    first runs, so the first session of a fresh server resolved a deep link against file names and showed
+    'Page not found'. The pages live in app_pages/ for this reason; this fails if a pages/ folder comes back."""
     proc, url = start_server(tmp_path)
     try:
         context, pg = open_fresh(page.context.browser, url + "/compare-runs")

@@ -384,7 +384,7 @@ def test_run_folder_helpers_for_the_pages(tmp_path):
 def compare_page():
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
     at.run()  # a first run registers streamlit_app.py's pages and draws its sidebar (where the runs folder is typed)
-    at.switch_page("pages/compare.py")
+    at.switch_page("app_pages/compare.py")
     return at.run()
 
 

@@ -257,7 +257,7 @@ def test_user_profile():
 def run_app():
     """The app, switched to Explore (the answer page is the default)."""
     return AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run() \
-        .switch_page("pages/explore.py").run()
+        .switch_page("app_pages/explore.py").run()
 
 
 def chart_titles(at) -> list[str]:

@@ -116,7 +116,7 @@ def test_null_metrics_and_bad_history_lines_give_a_message_not_a_crash(base_runs
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
     at.session_state["runs-folder"] = str(p.parent)
     at.run()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("app_pages/compare.py").run()
     assert not at.exception
     assert any("failed a check" in e.label for e in at.expander)
 

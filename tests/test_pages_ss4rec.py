@@ -36,7 +36,7 @@ def no_exception(at):
 
 
 def test_trajectories_page_steps_through_history(runs_dir):
-    at = app_on("pages/trajectories.py", runs_dir)
+    at = app_on("app_pages/trajectories.py", runs_dir)
     no_exception(at)
     assert any("Top-10 predicted next movies" in s.value for s in at.subheader)
     labels = [m.label for m in at.metric]
@@ -68,7 +68,7 @@ def test_trajectories_page_steps_through_history(runs_dir):
 
 
 def test_trajectories_page_without_runs_and_with_a_broken_run(tmp_path):
-    at = app_on("pages/trajectories.py", tmp_path)
+    at = app_on("app_pages/trajectories.py", tmp_path)
     no_exception(at)
     assert any("No complete ss4rec run" in i.value for i in at.info)
     (tmp_path / "broken").mkdir()
@@ -79,7 +79,7 @@ def test_trajectories_page_without_runs_and_with_a_broken_run(tmp_path):
 
 
 def test_live_page_what_if_and_side_by_side(runs_dir):
-    at = app_on("pages/live.py", runs_dir)
+    at = app_on("app_pages/live.py", runs_dir)
     no_exception(at)
     assert at.selectbox(key=state.SS4REC_RUN).value == "ss4rec-tiny"
     assert at.selectbox(key=state.OTHER_RUN).value == "ncf-tiny"  # side by side from the start

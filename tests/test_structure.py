@@ -28,7 +28,7 @@ def test_exactly_one_model_factory():
     pattern = re.compile(r"\b(" + "|".join(names) + r")\(")
     offenders = []
     for p in list((ROOT / "recsys").rglob("*.py")) + list((ROOT / "scripts").rglob("*.py")) + \
-            list((ROOT / "pages").rglob("*.py")):
+            list((ROOT / "app_pages").rglob("*.py")):
         for i, line in enumerate(p.read_text().splitlines(), 1):
             code = line.split("#")[0]
             if pattern.search(code) and not re.search(r"\bclass\s", code) and "super(" not in code:

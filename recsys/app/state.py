@@ -5,7 +5,7 @@ puts beside it, and the user.
 Each choice is the value of a keyed sidebar widget, i.e. lives in st.session_state under one of the keys below, and
 persists across page switches (the widgets are drawn on every page, so Streamlit never drops their keys). Pages
 never read those keys themselves: they call the accessors (`runs_folder`, `chosen_run`, `chosen_user`, ...), which
-apply exactly the defaults the sidebar shows, so a page run on its own (AppTest.from_file("pages/x.py"), without the
+apply exactly the defaults the sidebar shows, so a page run on its own (AppTest.from_file("app_pages/x.py"), without the
 entry file) gets what a fresh app shows: checkpoints/, its first complete SS4Rec run, that run's first user.
 """
 from __future__ import annotations

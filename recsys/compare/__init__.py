@@ -1,6 +1,6 @@
 """Comparing finished (and running) runs: which runs may stand side by side, their metrics, learning curves, paired
 bootstrap differences and per-bucket breakdowns. Plain functions over run.json contents and per-user test results,
-so everything here is tested without Streamlit; `pages/compare.py` only arranges widgets, and recsys.charts draws.
+so everything here is tested without Streamlit; `app_pages/compare.py` only arranges widgets, and recsys.charts draws.
 
 One module per concern (the package re-exports the public names, so ``from recsys import compare as C`` is all a
 caller needs):

@@ -16,7 +16,7 @@ Rules (the same a careful reader would apply by hand):
 
 Rating: the best learned rating model (by validation RMSE) against the best rating floor (bias / global mean),
 RMSE pooled over seeds (per held-out row, the squared error averaged over seeds) with a paired bootstrap.
-Everything here is plain data (dataclasses, frames) so it is tested without Streamlit; pages/answer.py draws it.
+Everything here is plain data (dataclasses, frames) so it is tested without Streamlit; app_pages/answer.py draws it.
 """
 from __future__ import annotations
 

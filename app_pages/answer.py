@@ -133,9 +133,9 @@ for rv in rating:
         st.caption(f"Protocol: {rv.protocol}.")
 
 st.header("Where to look next")
-_link("pages/compare.py", "Compare runs: every table, learning curves with seed bands, any paired bootstrap, "
+_link("app_pages/compare.py", "Compare runs: every table, learning curves with seed bands, any paired bootstrap, "
       "breakdowns by activity and time gap")
-_link("pages/trajectories.py", "State trajectories: SS4Rec's time-aware state for one user, step by step")
-_link("pages/live.py", "Live recommendations: edit a history and its time gaps and watch the scores move")
+_link("app_pages/trajectories.py", "State trajectories: SS4Rec's time-aware state for one user, step by step")
+_link("app_pages/live.py", "Live recommendations: edit a history and its time gaps and watch the scores move")
 st.caption("docs/results.md holds the fidelity table (which changes to SS4Rec's training mattered), the cost "
            "benchmark and the commands behind every run.")
