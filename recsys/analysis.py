@@ -44,5 +44,6 @@ def gap_sensitivity(run: LoadedRun, gaps: dict[str, int], users: int = 200, k: i
 def retention_table(run: LoadedRun, gaps: dict[str, int]) -> dict[str, list[float]]:
     """S5 retention (mean |Abar|) of each layer for each gap."""
     dt = torch.tensor([float(g) for g in gaps.values()])
-    per_layer = [block.s5.retention(run.model.scale_gaps(dt)).tolist() for block in run.model.blocks]
+    per_layer = [block.s5.retention(run.model.scale_gaps(dt)).tolist() for block in run.model.blocks
+                 if block.s5 is not None]
     return {label: [layer[i] for layer in per_layer] for i, label in enumerate(gaps)}

@@ -146,7 +146,7 @@ def trajectory(run: LoadedRun, items, times, ratings=None, k: int = 10, now: int
     dt_after = gaps_after(times[None], np.array([n]), np.array([now]))[0].astype(np.float64)
     dt_before = gaps_before(times)
     dt_fed = model.gaps(batch.timestamps, batch.lengths, batch.target_times)[0]
-    retention = [block.s5.retention(dt_fed).numpy() for block in model.blocks]
+    retention = [block.s5.retention(dt_fed).numpy() for block in model.blocks if block.s5 is not None]
     steps = []
     top_scores, top_items = torch.topk(logits, min(k, logits.shape[1] - 1), dim=1)
     # the same pessimistic rank as evaluation: step j's logits against the movie at step j+1
@@ -165,7 +165,7 @@ def trajectory(run: LoadedRun, items, times, ratings=None, k: int = 10, now: int
     return {
         "steps": steps, "now": now, "cut": cut,
         "hidden": [layer[0].numpy() for layer in layers],                     # per layer [n, d]
-        "s5_state": [np.abs(x[0].numpy()) for x in s5_states],               # per layer [n, P] magnitudes
+        "s5_state": [np.abs(x[0].numpy()) for x in s5_states if x is not None],  # per S5 layer [n, P] magnitudes
     }
 
 

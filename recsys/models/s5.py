@@ -318,11 +318,16 @@ class TimeAwareS5(nn.Module):
 
     # ----- API ---------------------------------------------------------------------------------------------------
     def forward(self, u: Tensor, dt: StepScale = None, state: Optional[Tensor] = None, return_state: bool = False,
-                *, step_scale: StepScale = None, scan: Optional[str] = None):
+                *, step_scale: StepScale = None, scan: Optional[str] = None, readout_dt: StepScale = None):
         """y [B, L, H]; with ``return_state`` also the states x [B, L, P] (complex).
 
         ``dt`` (alias ``step_scale``, as SS4Rec passes it) is the gap after each step, [B, L]; None means 1.0.
         ``state`` [B, P] complex is the state before the first step (default 0).
+
+        ``readout_dt`` (our addition, for a model that must not know when the next interaction comes): the output
+        at step k is read from ``Abar(r) x_{k-1} + Bbar(r) B u_k`` with the gap ``r`` instead of ``dt_k``, while the
+        state carried on to step k+1 still integrates the real ``dt_k``. So y_k depends on dt_0..dt_{k-1} only.
+        The returned states are the carried ones.
         """
         if dt is not None and step_scale is not None:
             raise TypeError("pass dt or step_scale, not both")
@@ -349,7 +354,13 @@ class TimeAwareS5(nn.Module):
                 xs = sequential_scan(abar, coef * bu, x0)
             else:
                 xs = parallel_scan(abar, coef * bu, x0, self.chunk_size)
-        y = self._project_out(xs, u)
+        if readout_dt is None:
+            y = self._project_out(xs, u)
+        else:
+            prev = torch.cat([(x0 if x0 is not None else xs.new_zeros(bsz, self.state_width))[:, None],
+                              xs[:, :-1]], dim=1)
+            abar_r, coef_r = self._discretize(self._gaps(readout_dt, (bsz, length), u.device))
+            y = self._project_out(abar_r * prev + coef_r * bu, u)
         return (y, xs) if return_state else y
 
     def step(self, u_k: Tensor, dt_k: StepScale, x_prev: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:

@@ -17,6 +17,11 @@ Deviations (shared with SS4Rec, see recsys/models/ss4rec.py):
   sequences up to max_len + 1). Longer sequences are cut into training windows (`recsys.data.batch.
   training_windows`): by default consecutive ones, so a target early in a later window sees a shorter history (and
   other position ids) than RecBole's sliding prefix would give it; overlapping windows narrow or close that gap.
+- `target_gap_embedding` (default off; issue 12's `sasrec-target-time` variant): SASRec given the time information
+  SS4Rec gets. At each position k a learned embedding of the gap after item k (t_{k+1} - t_k; at a history's last
+  item the gap to the interaction being predicted) is added to the input, bucketed by floor(log2(1 + seconds))
+  (bucket 0: the same second, ..., 26: about two years, longer gaps in the last bucket). Under the causal mask the
+  output at position j sees the gaps after items 0..j: exactly what SS4Rec's S5 reads at j.
 - Masked attention scores are set to the dtype's lowest value instead of RecBole's additive -10000; the softmax is
   the same (exp underflows to 0 either way), and a row with no visible key (an all-padding history) gets uniform
   weights instead of NaN, like RecBole's.
@@ -31,8 +36,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.data.batch import SequenceBatch
+from recsys.data.history import gaps_after
 from recsys.models.base import Recommender
 from recsys.models.losses import chunked_softmax_cross_entropy
+
+GAP_BUCKETS = 28  # floor(log2(1 + seconds)): 0 = the same second, 26 = about two years; longer -> the last
+
+
+def gap_buckets(gaps: torch.Tensor) -> torch.Tensor:
+    """Gaps in seconds (any shape, >= 0) -> bucket ids floor(log2(1 + gap)), capped at GAP_BUCKETS - 1."""
+    g = gaps.clamp_min(0).to(torch.float64)
+    return torch.floor(torch.log2(1.0 + g)).long().clamp_(0, GAP_BUCKETS - 1)
+
 
 _ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "swish": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
@@ -49,6 +64,7 @@ class SASRecConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02     # std of the normal init of every Linear/Embedding
     logits_chunk: int = 8192            # rows of full-softmax logits held at once
+    target_gap_embedding: bool = False  # add a log2-bucketed embedding of the gap after each item (target's at the end)
 
     def __post_init__(self):
         if self.hidden_act not in _ACTIVATIONS:
@@ -125,6 +141,7 @@ class SASRec(Recommender):
         self.logits_chunk = cfg.logits_chunk
         self.item_embedding = nn.Embedding(n_items, cfg.hidden_size, padding_idx=0)
         self.position_embedding = nn.Embedding(self.max_len, cfg.hidden_size)
+        self.gap_embedding = nn.Embedding(GAP_BUCKETS, cfg.hidden_size) if cfg.target_gap_embedding else None
         self.input_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.input_dropout = nn.Dropout(cfg.hidden_dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
@@ -151,13 +168,18 @@ class SASRec(Recommender):
         causal = torch.ones(L, L, dtype=torch.bool, device=items.device).tril()
         return (causal[None] & (items > 0)[:, None, :])[:, None]
 
-    def encode(self, items: torch.Tensor) -> torch.Tensor:
-        """Hidden states [B, L, d] of every position of left-aligned, 0-padded histories items [B, L]."""
+    def encode(self, items: torch.Tensor, batch: SequenceBatch | None = None) -> torch.Tensor:
+        """Hidden states [B, L, d] of every position of left-aligned, 0-padded histories items [B, L] (with
+        `target_gap_embedding`, `batch` supplies the times)."""
         L = items.shape[1]
         if L > self.max_len:
             raise ValueError(f"histories of {L} positions, but SASRec was built with max_len={self.max_len}")
         positions = torch.arange(L, device=items.device)
         h = self.item_embedding(items) + self.position_embedding(positions)[None]
+        if self.gap_embedding is not None:
+            if batch is None or batch.timestamps is None or batch.target_times is None:
+                raise ValueError("SASRec with target_gap_embedding needs the history's times and the target's time")
+            h = h + self.gap_embedding(gap_buckets(gaps_after(batch.timestamps, batch.lengths, batch.target_times)))
         h = self.input_dropout(self.input_norm(h))
         visible = self.attention_mask(items)
         for block in self.blocks:
@@ -166,12 +188,12 @@ class SASRec(Recommender):
 
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         """Full-catalogue logits [B, n_items] from the state at each history's last item."""
-        h = self.encode(batch.items)
+        h = self.encode(batch.items, batch)
         return self.gather_last(h, batch.lengths) @ self.item_embedding.weight.T
 
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1]; full-softmax CE."""
-        h = self.encode(batch.items)
+        h = self.encode(batch.items, batch)
         valid = batch.targets > 0
         return chunked_softmax_cross_entropy(h[valid], self.item_embedding.weight, batch.targets[valid],
                                              self.logits_chunk)

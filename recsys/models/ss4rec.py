@@ -22,6 +22,15 @@ Named deviations (each an option, default = released behaviour unless said other
 - rating_head (default off, as released): not in the paper; predicts the rating of interaction k from the state
   before it (which already integrated the gap t_k - t_{k-1}), the item's embedding and their product, trained
   jointly with weight rating_weight. It never changes the ranking logits.
+- Ablations (issue 12; each a named `variant` of the run): `gap_ablation` changes what the S5 is fed as gaps
+  ("zero": every gap 0, which with ZOH makes Bbar = 0, so the S5 state never changes and the layer is reduced to its
+  D u feed-through; "constant": every real gap set to `assumed_gap`; "shuffled": each row's real gaps permuted);
+  `target_gap` "withheld": every position's output is read after the assumed gap instead of the real gap to the
+  next interaction (`TimeAwareS5(readout_dt=...)`), while the state carried forward integrates the real gaps, so no
+  output depends on when the interaction it predicts happens (what a deployed recommender knows);
+  `blocks` "s5" / "mamba": blocks with one of the two layers only. `assumed_gap` is the median of the non-zero gaps
+  between consecutive training ratings (set from the data; the median of all gaps is 0 s on ML-100K, where half of
+  consecutive ratings share their second).
 - Training on all positions of a window at once (causal, so identical to RecBole's per-prefix samples); how
   windows are cut (`window_stride` in the training config, `recsys.data.batch.training_windows`) decides whether
   every target sees its max_len items of history (stride 1: exactly RecBole's samples).
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,6 +50,9 @@ from recsys.models.base import Recommender
 from recsys.models.losses import chunked_softmax_cross_entropy
 from recsys.models.mamba import Mamba
 from recsys.models.s5 import TimeAwareS5
+
+GAP_ABLATIONS = ("none", "zero", "constant", "shuffled")
+BLOCKS = ("s5+mamba", "s5", "mamba")
 
 
 @dataclass
@@ -59,6 +72,9 @@ class SS4RecConfig:
                                         # normalize_all: timestamps min-max scaled to [0, 1] before the gaps)
     float32_timestamps: bool = False    # reproduce RecBole's float32 timestamp rounding (paper fidelity only)
     mamba_dt_init: str = "released"     # released (RecBole init overwrites dt_proj) | mamba (keep Mamba's dt init)
+    gap_ablation: str = "none"          # none | zero | constant | shuffled: what the S5 is fed instead of real gaps
+    target_gap: str = "given"           # given (released: the gap to the predicted interaction is an input) | withheld
+    blocks: str = "s5+mamba"            # s5+mamba (released) | s5 | mamba: which layers each block holds
     rating_head: bool = False           # our addition (not released): predicts the next rating from the state
     rating_weight: float = 1.0          # weight of the rating MSE in the joint loss
     logits_chunk: int = 8192            # rows of full-softmax logits held at once
@@ -70,24 +86,67 @@ class SS4RecConfig:
             raise ValueError(f"time_normalise must be 'none' or 'span', not {self.time_normalise!r}")
         if self.mamba_dt_init not in ("released", "mamba"):
             raise ValueError(f"mamba_dt_init must be 'released' or 'mamba', not {self.mamba_dt_init!r}")
+        for name, allowed in (("gap_ablation", GAP_ABLATIONS), ("target_gap", ("given", "withheld")),
+                              ("blocks", BLOCKS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+
+    @property
+    def uses_assumed_gap(self) -> bool:
+        return self.gap_ablation == "constant" or self.target_gap == "withheld"
 
 
 class SS4RecBlock(nn.Module):
-    def __init__(self, hidden, s5_state, dt_min, dt_max, d_state, d_conv, expand, dropout):
+    """a = LN(h + Dropout(S5(h, dt)));  out = LN(a + Dropout(Mamba(a))); with layers="s5" or "mamba" the other
+    layer is left out (its residual step becomes the identity)."""
+
+    def __init__(self, hidden, s5_state, dt_min, dt_max, d_state, d_conv, expand, dropout, layers="s5+mamba"):
         super().__init__()
-        self.s5 = TimeAwareS5(hidden, s5_state, dt_min=dt_min, dt_max=dt_max)
-        self.mamba = Mamba(d_model=hidden, d_state=d_state, d_conv=d_conv, expand=expand)
+        self.s5 = TimeAwareS5(hidden, s5_state, dt_min=dt_min, dt_max=dt_max) if "s5" in layers else None
+        self.mamba = Mamba(d_model=hidden, d_state=d_state, d_conv=d_conv, expand=expand) if "mamba" in layers else None
         self.norm = nn.LayerNorm(hidden, eps=1e-12)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, h, dt, return_states: bool = False):
-        if return_states:
-            s, xs = self.s5(h, dt, return_state=True)
-        else:
-            s, xs = self.s5(h, dt), None
-        a = self.norm(h + self.dropout(s.to(h.dtype)))
-        out = self.norm(a + self.dropout(self.mamba(a)))
-        return (out, xs) if return_states else out
+    def forward(self, h, dt, return_states: bool = False, readout_dt=None):
+        xs = None
+        if self.s5 is not None:
+            if return_states:
+                s, xs = self.s5(h, dt, return_state=True, readout_dt=readout_dt)
+            else:
+                s = self.s5(h, dt, readout_dt=readout_dt)
+            h = self.norm(h + self.dropout(s.to(h.dtype)))
+        if self.mamba is not None:
+            h = self.norm(h + self.dropout(self.mamba(h)))
+        return (h, xs) if return_states else h
+
+    def prefill(self, h, dt, readout_dt=None):
+        """Like forward (eval), also returning (last S5 state, Mamba conv state, Mamba ssm state) for `step`."""
+        x_last = conv = ssm = None
+        if self.s5 is not None:
+            s, xs = self.s5(h, dt, return_state=True, readout_dt=readout_dt)
+            h = self.norm(h + s.to(h.dtype))
+            x_last = xs[:, -1]
+        if self.mamba is not None:
+            m, (conv, ssm) = self.mamba(h, return_state=True)
+            h = self.norm(h + m)
+        return h, (x_last, conv, ssm)
+
+    def empty_cache(self, device, dtype):
+        conv = ssm = None
+        if self.mamba is not None:
+            conv, ssm = self.mamba.allocate_state(1, device=device, dtype=dtype)
+        return None, conv, ssm
+
+    def step(self, u, dt, cache):
+        """One position after a prefilled history: u [1, d], dt [1] (the gap read out at this position)."""
+        x_prev, conv, ssm = cache
+        if self.s5 is not None:
+            s, _ = self.s5.step(u, dt, x_prev)
+            u = self.norm(u + s.to(u.dtype))
+        if self.mamba is not None:
+            m, _, _ = self.mamba.step(u, conv, ssm)
+            u = self.norm(u + m)
+        return u
 
 
 class SS4Rec(Recommender):
@@ -105,9 +164,12 @@ class SS4Rec(Recommender):
         self.float32_timestamps, self.logits_chunk = cfg.float32_timestamps, cfg.logits_chunk
         self.item_embedding = nn.Embedding(n_items, cfg.hidden, padding_idx=0)
         self.blocks = nn.ModuleList(SS4RecBlock(cfg.hidden, cfg.s5_state, cfg.dt_min, cfg.dt_max, cfg.d_state,
-                                                cfg.d_conv, cfg.expand, cfg.dropout) for _ in range(cfg.n_layers))
+                                                cfg.d_conv, cfg.expand, cfg.dropout, cfg.blocks)
+                                    for _ in range(cfg.n_layers))
         if cfg.time_normalise == "span":  # set from the training data (init_from_data); saved with the weights
             self.register_buffer("time_span", torch.tensor(1.0, dtype=torch.float64))
+        if cfg.uses_assumed_gap:  # seconds; set from the training data (init_from_data); saved with the weights
+            self.register_buffer("assumed_gap", torch.tensor(1.0, dtype=torch.float64))
         self.has_rating_head = cfg.rating_head
         self.rating_weight = float(cfg.rating_weight) if cfg.rating_head else 0.0
         if cfg.rating_head:
@@ -126,6 +188,8 @@ class SS4Rec(Recommender):
         return self.has_rating_head
 
     def init_from_data(self, task) -> None:
+        if self.config.uses_assumed_gap:
+            self.assumed_gap.fill_(median_nonzero_gap(task))
         if self.config.time_normalise == "span":
             ts = task.prepared.interactions["timestamp"].to_numpy()
             self.time_span.fill_(float(max(int(ts.max()) - int(ts.min()), 1)))
@@ -160,9 +224,41 @@ class SS4Rec(Recommender):
 
     def gaps(self, timestamps: torch.Tensor, lengths: torch.Tensor, target_times: torch.Tensor | None) -> torch.Tensor:
         """dt [B, L] as fed to the S5 layers: `recsys.data.history.gaps_after` (the gap after each item, the gap to
-        the target at the last one, 0 on padding), then scaled."""
-        tt = None if target_times is None else self._times(target_times)
-        return self.scale_gaps(gaps_after(self._times(timestamps), lengths, tt))
+        the target at the last one, 0 on padding), changed as `gap_ablation` says, then scaled. With `target_gap`
+        "withheld" the target's time is never read (the last position gets 0: nothing reads the state after it)."""
+        return self._fed_gaps(timestamps, lengths, None if self.config.target_gap == "withheld" else target_times)
+
+    def _fed_gaps(self, timestamps, lengths, next_times) -> torch.Tensor:
+        """`gaps` with the time after the last item always read (live scoring's prefill: there it is a history
+        item's, not the target's)."""
+        tt = None if next_times is None else self._times(next_times)
+        return self.scale_gaps(self.ablate_gaps(gaps_after(self._times(timestamps), lengths, tt), lengths))
+
+    def ablate_gaps(self, dt: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Raw-second gaps [B, L] -> what `gap_ablation` feeds instead (padding stays 0)."""
+        mode = self.config.gap_ablation
+        if mode == "none":
+            return dt
+        if mode == "zero":
+            return torch.zeros_like(dt)
+        valid = torch.arange(dt.shape[1], device=dt.device)[None, :] < lengths[:, None]
+        if mode == "constant":
+            return torch.where(valid, self.assumed_gap.to(dt.dtype), torch.zeros_like(dt))
+        # shuffled: each row's real gaps permuted among its real positions (fresh each training step, a fixed
+        # permutation in evaluation so a score can be reproduced)
+        gen = None
+        if not self.training:
+            gen = torch.Generator(device=dt.device)
+            gen.manual_seed(0)
+        keys = torch.rand(dt.shape, generator=gen, device=dt.device).masked_fill(~valid, 2.0)
+        order = keys.argsort(dim=1)
+        return torch.where(valid, dt.gather(1, order), torch.zeros_like(dt))
+
+    def readout_gap(self, batch_size: int, length: int, device) -> torch.Tensor | None:
+        """With `target_gap` "withheld", the assumed gap every output is read after (scaled), else None."""
+        if self.config.target_gap != "withheld":
+            return None
+        return self.scale_gaps(self.assumed_gap.to(device).expand(batch_size, length))
 
     # ----------------------------------------------------------------------------------------------- encoder
     def encode(self, items, timestamps, lengths, target_times=None, return_states: bool = False):
@@ -170,14 +266,15 @@ class SS4Rec(Recommender):
         [B, L, P] (complex) and the block outputs [B, L, d]."""
         h = self.item_embedding(items)
         dt = self.gaps(timestamps, lengths, target_times)
+        readout = self.readout_gap(*items.shape, items.device)
         states, layers = [], []
         for block in self.blocks:
             if return_states:
-                h, xs = block(h, dt, return_states=True)
+                h, xs = block(h, dt, return_states=True, readout_dt=readout)
                 states.append(xs)
                 layers.append(h)
             else:
-                h = block(h, dt)
+                h = block(h, dt, readout_dt=readout)
         return (h, states, layers) if return_states else h
 
     # ----------------------------------------------------------------------------------------------- live scoring
@@ -194,18 +291,14 @@ class SS4Rec(Recommender):
         cache = {"last_item": items[:, -1], "last_time": timestamps[:, -1], "layers": []}
         if n == 1:
             for block in self.blocks:
-                conv, ssm = block.mamba.allocate_state(1, device=items.device,
-                                                       dtype=self.item_embedding.weight.dtype)
-                cache["layers"].append((None, conv, ssm))
+                cache["layers"].append(block.empty_cache(items.device, self.item_embedding.weight.dtype))
             return cache
         h = self.item_embedding(items[:, :-1])
-        dt = self.gaps(timestamps[:, :-1], torch.tensor([n - 1], device=items.device), timestamps[:, -1])
+        dt = self._fed_gaps(timestamps[:, :-1], torch.tensor([n - 1], device=items.device), timestamps[:, -1])
+        readout = self.readout_gap(1, n - 1, items.device)
         for block in self.blocks:
-            s, xs = block.s5(h, dt, return_state=True)
-            a = block.norm(h + s.to(h.dtype))
-            m, (conv, ssm) = block.mamba(a, return_state=True)
-            h = block.norm(a + m)
-            cache["layers"].append((xs[:, -1], conv, ssm))
+            h, layer_cache = block.prefill(h, dt, readout)
+            cache["layers"].append(layer_cache)
         return cache
 
     @torch.no_grad()
@@ -216,14 +309,23 @@ class SS4Rec(Recommender):
                          self._times(now.reshape(1)))[:, 0]
         if bool(raw < 0):
             raise ValueError("'now' is before the last movie of the history")
-        dt = self.scale_gaps(raw)
+        readout = self.readout_gap(1, 1, now.device)
+        if readout is not None:  # the model does not read when "now" is
+            dt = readout[:, 0]
+        elif self.config.gap_ablation == "shuffled":  # one gap has nothing to be permuted with: fed as it is
+            dt = self.scale_gaps(raw)
+        else:
+            dt = self.scale_gaps(self.ablate_gaps(raw[:, None], one)[:, 0])
         u = self.item_embedding(cache["last_item"])
-        for block, (x_prev, conv, ssm) in zip(self.blocks, cache["layers"]):
-            s, _ = block.s5.step(u, dt, x_prev)
-            a = block.norm(u + s.to(u.dtype))
-            m, _, _ = block.mamba.step(a, conv, ssm)
-            u = block.norm(a + m)
+        for block, layer_cache in zip(self.blocks, cache["layers"]):
+            u = block.step(u, dt, layer_cache)
         return u @ self.item_embedding.weight.T
+
+    @property
+    def reads_target_time(self) -> bool:
+        """Whether a score depends on the time of the interaction it predicts (the what-if gap means something)."""
+        return (self.config.target_gap == "given" and self.config.gap_ablation in ("none", "shuffled")
+                and self.config.blocks != "mamba")
 
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         """Full-catalogue logits [B, n_items] for histories and the time of the interaction each predicts."""
@@ -254,6 +356,15 @@ class SS4Rec(Recommender):
             pred = self.rating_from_state(hv, tv)
             loss = loss + self.rating_weight * F.mse_loss(pred.float(), batch.target_ratings[valid].float())
         return loss
+
+
+def median_nonzero_gap(task) -> float:
+    """The median of the positive gaps (seconds) between consecutive training ratings of the same user."""
+    seqs = task.loo.train_sequences()
+    gaps = np.diff(seqs.timestamps)
+    row = np.repeat(np.arange(len(seqs)), np.diff(seqs.indptr))
+    gaps = gaps[(row[1:] == row[:-1]) & (gaps > 0)]
+    return float(np.median(gaps)) if len(gaps) else 1.0
 
 
 def n_parameters(model: nn.Module) -> int:
