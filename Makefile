@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 
-.PHONY: app test setup bench-data clean checkpoints
+.PHONY: app test setup bench-data clean checkpoints ablations
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,24 @@ checkpoints: $(STAMP)
 	    $(TRAIN) --model $$m --config configs/$$m.yaml --seed $$s || exit 1; \
 	  done; \
 	done
-	for run in $(CKPT)/ss4rec-ranking-*-released-seed* $(CKPT)/sasrec-ranking-*-seed* $(CKPT)/gru4rec-ranking-*-seed*; do \
+	for run in $(CKPT)/ss4rec-ranking-*-released-seed* $(CKPT)/sasrec-ranking-*-len50-seed* $(CKPT)/gru4rec-ranking-*-seed*; do \
 	  $(EVAL) --run $$run --set mask_seen=true || exit 1; \
+	done
+	$(MAKE) ablations
+
+# Issue 12's ablations (the "What matters" page): SS4Rec's released recipe with one thing changed, and SASRec given
+# SS4Rec's target-gap input, three seeds each (about 100 min on 2 CPU cores, two at a time). Adds to $(CKPT).
+SS4REC := $(TRAIN) --model ss4rec --config configs/ss4rec.yaml
+ablations: $(STAMP)
+	for s in $(SEEDS); do \
+	  $(SS4REC) --seed $$s --set variant=no-target-time --set target_gap=withheld && \
+	  $(SS4REC) --seed $$s --set variant=zero-gaps --set gap_ablation=zero && \
+	  $(SS4REC) --seed $$s --set variant=shuffled-gaps --set gap_ablation=shuffled && \
+	  $(SS4REC) --seed $$s --set variant=constant-gap --set gap_ablation=constant && \
+	  $(SS4REC) --seed $$s --set variant=log1p-gaps --set time_transform=log1p && \
+	  $(SS4REC) --seed $$s --set variant=span-normalised --set time_normalise=span && \
+	  $(SS4REC) --seed $$s --set variant=s5-only --set blocks=s5 && \
+	  $(SS4REC) --seed $$s --set variant=mamba-only --set blocks=mamba && \
+	  $(TRAIN) --model sasrec --config configs/sasrec.yaml --seed $$s --set variant=sasrec-target-time \
+	    --set target_gap_embedding=true || exit 1; \
 	done

@@ -14,6 +14,7 @@ pages = [
     st.Page("app_pages/answer.py", title="The answer", url_path="answer", default=True),
     st.Page("app_pages/explore.py", title="Explore MovieLens", url_path="explore-movielens"),
     st.Page("app_pages/compare.py", title="Compare runs", url_path="compare-runs"),
+    st.Page("app_pages/ablations.py", title="What matters", url_path="what-matters"),
     st.Page("app_pages/trajectories.py", title="State trajectories", url_path="state-trajectories"),
     st.Page("app_pages/live.py", title="Live recommendations", url_path="live-recommendations"),
 ]

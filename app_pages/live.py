@@ -6,14 +6,18 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from recsys import charts
 from recsys.app import state
 from recsys.app.runs import loaded_run_or_error
 from recsys.compare import MODEL_NAMES
-from recsys.inference import human_gap, prefill, score_history, user_history
+from recsys.compare.variants import changes, reads_target_time
+from recsys.inference import gap_sweep, human_gap, prefill, retention_curve, score_history, user_history
 from recsys.models import model_class
 
-GAPS = {"1 minute": 60, "1 hour": 3600, "1 day": 86400, "1 week": 7 * 86400, "1 month": 30 * 86400,
-        "6 months": 182 * 86400, "2 years": 730 * 86400}
+# log-spaced, second-scale steps: where a model told the gap still cares is a matter of seconds to minutes
+GAPS = {"0 s": 0, "5 s": 5, "30 s": 30, "1 min": 60, "5 min": 300, "30 min": 1800, "1 hour": 3600,
+        "6 hours": 6 * 3600, "1 day": 86400, "1 week": 7 * 86400, "1 month": 30 * 86400, "6 months": 182 * 86400,
+        "1 year": 365 * 86400, "2 years": 730 * 86400}
 
 st.title("Live recommendations")
 st.caption("SS4Rec reads a history of (movie, time) and is told when the next rating happens; SASRec, GRU4Rec and "
@@ -27,7 +31,12 @@ other_run = state.chosen_run("other")
 ncf_path = other_run.path if other_run is not None else None
 other = loaded_run_or_error(ncf_path) if ncf_path else None
 st.caption(f"SS4Rec run **{ss_path.name}**" + (f" beside **{ncf_path.name}**" if ncf_path else "")
-           + " (choose the runs in the sidebar).")
+           + " (choose the runs in the sidebar; the SS4Rec variants on What matters, e.g. log1p-gaps, are offered "
+           "there too).")
+timed = reads_target_time(ss.info)
+if not timed:
+    st.warning(f"This SS4Rec run does not read the time of the next rating ({'; '.join(changes(ss.info))}): the "
+               "what-if gap below changes nothing in its list.")
 if other is not None and not np.array_equal(other.prepared.item_map.raw, ss.prepared.item_map.raw):
     st.warning("The two runs index different movie sets (different filters); side-by-side lists may differ for that "
                "reason alone.")
@@ -101,8 +110,8 @@ def _prefill(run_path: str, items_key: bytes, times_key: bytes, _run=ss):
 try:
     cache = _prefill(str(ss_path), items.astype(np.int64).tobytes(), times.astype(np.int64).tobytes())
     res = score_history(ss, items, times, now=now, k=10, hide_seen=hide_seen, cache=cache)
-    base_res = score_history(ss, items, times, now=int(times[-1]) + GAPS["1 day"], k=10, hide_seen=hide_seen,
-                             cache=cache)
+    base_res = score_history(ss, items, times, now=int(times[-1]), k=10, hide_seen=hide_seen, cache=cache)
+    sweep = gap_sweep(ss, items, times, GAPS, k=10, hide_seen=hide_seen, cache=cache)
 except ValueError as exc:
     st.error(str(exc))
     st.stop()
@@ -112,11 +121,11 @@ with left:
     st.subheader("SS4Rec")
     moved = set(res.table["title"]) - set(base_res.table["title"])
     t = res.table.assign(**{"score (logit)": res.table["score"].round(3)},
-                         change=["new vs 1 day" if x in moved else "" for x in res.table["title"]])
+                         change=["new vs 0 s" if x in moved else "" for x in res.table["title"]])
     st.dataframe(t[["rank", "title", "score (logit)", "change"]], hide_index=True, width="stretch")
-    st.caption(f"Next rating {gap_label} after the last one ({human_gap(GAPS[gap_label])}); scored in "
-               f"{res.millis:.1f} ms (what-if re-score from cached states). {len(moved)} of 10 differ from the "
-               f"1-day list. Run: {ss_path.name}.")
+    st.caption(f"Next rating {gap_label} after the last one; scored in {res.millis:.1f} ms (what-if re-score from "
+               f"cached states). {len(moved)} of 10 differ from the list for a rating right away (0 s). "
+               f"Run: {ss_path.name}.")
 with right:
     other_reads = other is not None and model_class(other.kind).reads_history
     st.subheader("NCF" if other is None else MODEL_NAMES.get(other.kind, other.kind))
@@ -124,11 +133,12 @@ with right:
         st.info("Pick a baseline run on the same data in the sidebar (NCF, popularity, SASRec, GRU4Rec, Markov).")
     elif other_reads:
         try:
-            o = score_history(other, items, times, k=10, hide_seen=hide_seen)
+            o = score_history(other, items, times, now=now, k=10, hide_seen=hide_seen)
             st.dataframe(o.table[["rank", "title", "score"]].round(3).rename(columns={"score": "score (logit)"}),
                          hide_index=True, width="stretch")
-            st.caption(f"{o.note}: the time of the next rating does not change its list. Scored in {o.millis:.1f} "
-                       f"ms. Run: {ncf_path.name}.")
+            st.caption(f"{o.note}" + ("" if reads_target_time(other.info) else
+                                      ": the time of the next rating does not change its list")
+                       + f". Scored in {o.millis:.1f} ms. Run: {ncf_path.name}.")
         except ValueError as exc:
             st.warning(str(exc))
     elif user_id is None:
@@ -153,3 +163,20 @@ with right:
                        f"Scored in {o.millis:.1f} ms. Run: {ncf_path.name}.")
         except (KeyError, ValueError) as exc:
             st.warning(str(exc))
+
+st.subheader("Where SS4Rec stops caring about time")
+a, b = st.columns(2)
+with a:
+    st.altair_chart(charts.overlap_chart(sweep, gap_label), width="stretch")
+    st.caption("How many of SS4Rec's top 10 at each gap it shares with its top 10 for a rating right away (0 s); "
+               "10 everywhere means the gap changes nothing for this history.")
+with b:
+    curve = retention_curve(ss, np.geomspace(1, 730 * 86400, 60))
+    if curve.empty:
+        st.info("This run has no S5 layer (Mamba only): nothing in it decays with time.")
+    else:
+        st.altair_chart(charts.retention_curve_chart(curve, GAPS[gap_label]), width="stretch")
+        st.caption("S5 retention per layer: the share of the state (mean |Ā| over its dimensions) kept across a gap, "
+                   "as this run feeds gaps (raw seconds for the released model; log1p or span-scaled for those "
+                   "variants). Where it reaches 0, longer gaps all look the same to the model. The red line is the "
+                   "chosen gap.")

@@ -99,6 +99,58 @@ def difference_chart(df: pd.DataFrame, title: str) -> alt.LayerChart:
     return (bars + points + zero).properties(title=title, height=alt.Step(26))
 
 
+def bucket_difference_chart(df: pd.DataFrame, count: str = "users") -> alt.LayerChart:
+    """A paired difference per bucket (recsys.compare.ablations.regime_breakdown: bucket, diff, ci_low, ci_high and
+    a count column): a point at the difference, a bar over its 95% interval, the count above, a dashed rule at 0."""
+    df = _frame(df, ["bucket", "diff", "ci_low", "ci_high", count])
+    order = [str(b) for b in (df["bucket"].cat.categories if isinstance(df["bucket"].dtype, pd.CategoricalDtype)
+                              else dict.fromkeys(df["bucket"]))]
+    data = df.assign(bucket=df["bucket"].astype(str)).dropna(subset=["diff"])
+    x = alt.X("bucket:N", sort=order, title=None, axis=alt.Axis(labelAngle=0))
+    base = alt.Chart(data).encode(x=x, tooltip=["bucket:N", alt.Tooltip("diff:Q", format="+.4f"),
+                                                 alt.Tooltip("ci_low:Q", format="+.4f"),
+                                                 alt.Tooltip("ci_high:Q", format="+.4f"), f"{count}:Q"])
+    bars = base.mark_rule(strokeWidth=4).encode(y=alt.Y("ci_low:Q", title="difference with its 95% interval"),
+                                                y2="ci_high:Q")
+    points = base.mark_point(filled=True, size=90, opacity=1).encode(y="diff:Q")
+    labels = base.mark_text(dy=-12).encode(y="ci_high:Q", text=alt.Text(f"{count}:Q", format=","))
+    zero = alt.Chart(data).mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0))
+    return (bars + points + labels + zero).properties(title=f"Difference by bucket (n = {count} above each bar)",
+                                                      height=320)
+
+
+def overlap_chart(sweep: pd.DataFrame, chosen: str) -> alt.LayerChart:
+    """recsys.inference.gap_sweep: movies shared with the first gap's top 10, per what-if gap (in the given order),
+    the chosen gap in red."""
+    df = _frame(sweep, ["gap", "shared with the first"]).assign(chosen=lambda d: d["gap"] == chosen)
+    order = list(df["gap"])
+    base = alt.Chart(df).encode(x=alt.X("gap:N", sort=order, title="gap before the next rating",
+                                        axis=alt.Axis(labelAngle=-45)),
+                                y=alt.Y("shared with the first:Q", scale=alt.Scale(domain=[0, 10]),
+                                        title="top-10 movies shared with the 0 s list"),
+                                tooltip=["gap:N", "shared with the first:Q"])
+    line = base.mark_line(color="#4c78a8")
+    points = base.mark_point(filled=True, size=70).encode(
+        color=alt.condition(alt.datum.chosen, alt.value("#d62728"), alt.value("#4c78a8")))
+    return (line + points).properties(title="Does the gap change the list?", height=300)
+
+
+def retention_curve_chart(curve: pd.DataFrame, chosen_seconds: float) -> alt.LayerChart:
+    """recsys.inference.retention_curve: S5 retention per layer against the gap (log scale), a red rule at the
+    chosen gap (when it is above 0 s)."""
+    df = _frame(curve, ["seconds", "layer", "retention"])
+    line = alt.Chart(df).mark_line().encode(
+        x=alt.X("seconds:Q", scale=alt.Scale(type="log"), title="gap (seconds, log scale: 60 = 1 min, 86400 = 1 day)"),
+        y=alt.Y("retention:Q", scale=alt.Scale(domain=[0, 1]), title="share of the state kept"),
+        color=alt.Color("layer:N", legend=alt.Legend(orient="bottom")),
+        tooltip=[alt.Tooltip("seconds:Q", format=",.0f"), "layer:N", alt.Tooltip("retention:Q", format=".3f")])
+    layers = [line]
+    if chosen_seconds and chosen_seconds > 0:
+        layers.append(alt.Chart(pd.DataFrame({"seconds": [float(chosen_seconds)]})).mark_rule(color="#d62728")
+                      .encode(x="seconds:Q"))
+    return alt.layer(*layers).properties(title="S5 retention against the gap", height=300)
+
+
 def breakdown_chart(df: pd.DataFrame, y_title: str, x_title: str) -> alt.LayerChart:
     """Breakdown (recsys.compare.breakdown): grouped bars, one per run in each bucket, with the number of users/rows
     on top of each bar. Buckets keep their categorical order."""

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from recsys.compare.describe import MODEL_NAMES
+from recsys.compare.variants import reads_target_time
 from recsys.config import ConfigError, RunConfig
 from recsys.data.batch import SequenceBatch, single_history
 from recsys.data.history import History, cut_history, gaps_after, gaps_before
@@ -295,14 +296,17 @@ def score_history(run: LoadedRun, items=None, times=None, now: int | None = None
         scores = run.model.score_next(cache, torch.tensor([now]))[0]
         table = _top_table(run, scores, k, seen if hide_seen else None, "score")
         return Scored(table, (time.perf_counter() - t0) * 1000)
-    if model_class(run.kind).reads_history and items is not None:  # SASRec, GRU4Rec, Markov: the history, no time
+    if model_class(run.kind).reads_history and items is not None:  # SASRec, GRU4Rec, Markov: the history
         seen = np.asarray(items, dtype=np.int64)
         fed = _fed_history(run, items, times)
-        scores = run.model.score(single_history(fed.items, fed.times))[0].float()
+        now = int(fed.times[-1] + 86400) if now is None else int(now)
+        scores = run.model.score(single_history(fed.items, fed.times, now))[0].float()
         table = _top_table(run, scores, k, seen if hide_seen else None, "score")
+        timed = reads_target_time(run.info)
         return Scored(table, (time.perf_counter() - t0) * 1000,
                       f"scores for this history (its last {len(fed.items)} movies); "
-                      f"{MODEL_NAMES.get(run.kind, run.kind)} ignores time")
+                      + (f"{MODEL_NAMES.get(run.kind, run.kind)} reads the gap to the next rating (this variant)"
+                         if timed else f"{MODEL_NAMES.get(run.kind, run.kind)} ignores time"))
     if user_id is None:
         raise ValueError(f"{run.kind} scores known users only: it has no way to read a custom history")
     hist = user_history(run, user_id)
@@ -315,3 +319,33 @@ def score_history(run: LoadedRun, items=None, times=None, now: int | None = None
         kind, note = "score", ""
     table = _top_table(run, scores, k, exclude, kind)
     return Scored(table, (time.perf_counter() - t0) * 1000, note)
+
+
+def gap_sweep(run: LoadedRun, items, times, gaps: dict[str, int], k: int = 10, hide_seen: bool = True,
+              cache: dict | None = None) -> pd.DataFrame:
+    """SS4Rec's top-k for the next rating after each what-if gap (label -> seconds after the last movie), and how
+    many of its k movies it shares with the list at the first gap. Re-scores from one prefilled state."""
+    fed = _fed_history(run, items, times)
+    if cache is None:
+        cache = run.model.prefill(torch.from_numpy(fed.items)[None], torch.from_numpy(fed.times)[None])
+    rows, first = [], None
+    for label, gap in gaps.items():
+        res = score_history(run, items, times, now=int(fed.times[-1]) + int(gap), k=k, hide_seen=hide_seen,
+                            cache=cache)
+        top = set(res.table["item"])
+        first = top if first is None else first
+        rows.append({"gap": label, "seconds": int(gap), "shared with the first": len(top & first),
+                     "top": list(res.table["title"])})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def retention_curve(run: LoadedRun, seconds) -> pd.DataFrame:
+    """S5 retention (mean |Abar| over the state) of each layer after each gap in `seconds`, as the run feeds gaps
+    (its time unit, transform and normalisation). Empty for a run without S5 layers."""
+    dt = torch.as_tensor(np.asarray(seconds, dtype=np.float64))
+    rows = []
+    for i, block in enumerate(b for b in run.model.blocks if b.s5 is not None):
+        ret = block.s5.retention(run.model.scale_gaps(dt)).numpy()
+        rows += [{"seconds": float(g), "layer": f"layer {i + 1}", "retention": float(r)} for g, r in zip(seconds, ret)]
+    return pd.DataFrame(rows, columns=["seconds", "layer", "retention"])

@@ -10,15 +10,16 @@ Responsiveness (default), on the shipped checkpoints and the embedded ML-100K:
 - a live re-score: moving the what-if gap slider on Live recommendations until the new list is shown.
 Prints a table with the targets (8 s, 1.5 s, 300 ms).
 
-Load (--sessions N): N concurrent dashboard sessions against one `streamlit run streamlit_app.py` on 127.0.0.1,
-each a headless Chromium page in its own browser context, i.e. its own websocket session with the server, all open
-for the whole run. Session i opens its first page by URL (/ for the answer, /explore-movielens, /compare-runs,
-/state-trajectories, /live-recommendations, in turn by i), then goes through the five pages with the sidebar links,
---rounds times; all sessions move at once and every round ends before the next starts. After each page has finished
-running, it must show no exception, no st.error box, no "Traceback", no "Connection error" and no "Page not found".
-The server's resident memory (VmRSS of the streamlit process, /proc/PID/status) is sampled every 0.25 s. Passes when
-every page view is error-free, the server is alive and healthy at the end, its RSS grew by at most --max-growth-mb
-between the end of the first round (caches filled) and the end of the last, and its peak stayed under --max-rss-mb.
+Load (--sessions N): N concurrent dashboard sessions against one `streamlit run streamlit_app.py` on 127.0.0.1, each
+a headless Chromium page in its own browser context, i.e. its own websocket session with the server, all open for
+the whole run. Session i opens its first page by URL (/ for the answer, /explore-movielens, /compare-runs, /what-
+matters, /state-trajectories, /live-recommendations, in turn by i), then goes through the six pages with the sidebar
+links, --rounds times; all sessions move at once and every round ends before the next starts. After each page has
+finished running, it must show no exception, no st.error box, no "Traceback", no "Connection error" and no "Page not
+found". The server's resident memory (VmRSS of the streamlit process, /proc/PID/status) is sampled every 0.25 s.
+Passes when every page view is error-free, the server is alive and healthy at the end, its RSS grew by at most
+--max-growth-mb between the end of the first round (caches filled) and the end of the last, and its peak stayed
+under --max-rss-mb.
 Bounded: each page has --page-timeout seconds, the whole run --max-seconds; then it stops and reports what it got.
 
 Needs Debian's chromium at /usr/bin/chromium (--chromium) and the playwright package (never `playwright install`).
@@ -48,6 +49,7 @@ IDLE = """() => !document.querySelector('[data-testid="stStatusWidget"]') &&
 PAGES = [("", "The answer", "Does SS4Rec beat its baselines?"),
          ("explore-movielens", "Explore MovieLens", "Explore MovieLens"),
          ("compare-runs", "Compare runs", "Compare runs"),
+         ("what-matters", "What matters", "What matters"),
          ("state-trajectories", "State trajectories", "State trajectories"),
          ("live-recommendations", "Live recommendations", "Live recommendations")]
 HEADING = {title: heading for _, title, heading in PAGES}

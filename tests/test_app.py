@@ -43,7 +43,7 @@ def test_explore_bad_folder_shows_clear_error(tmp_path):
 def test_pages_import_neither_torch_nor_the_run_directory_internals():
     """Pages only lay out widgets: models come through recsys.inference, runs through recsys.compare / recsys.app."""
     pages = sorted((ROOT / "app_pages").glob("*.py"))
-    assert len(pages) == 5
+    assert len(pages) == 6
     for page in pages:
         text = page.read_text()
         assert not re.search(r"^\s*(import\s+torch|from\s+torch[\s.])", text, re.M), f"{page.name} imports torch"

@@ -42,7 +42,7 @@ def test_bench_app_two_sessions():
         name, value, bound, met = cells(line)
         rows[name] = (value, met)
     assert rows["concurrent dashboard sessions (one headless Chromium context and websocket session each)"][0] == "2"
-    assert rows["page views completed (2 rounds x 5 pages x 2 sessions)"] == ("20 of 20", "yes")
+    assert rows["page views completed (2 rounds x 6 pages x 2 sessions)"] == ("24 of 24", "yes")
     errors = "page views with an error (exception, st.error, Traceback, connection error, page not found, timeout)"
     assert rows[errors] == ("0", "yes")
     assert rows["server alive and healthy at the end"] == ("yes", "yes")

@@ -129,6 +129,15 @@ def test_compare_page(page, server):
     assert "ml-100k" in page.inner_text("body")
 
 
+def test_what_matters_page(page, server):
+    page.goto(server + "/what-matters")
+    check(page, "2b-what-matters")
+    body = page.inner_text("body")
+    assert "What matters" in body
+    if "No ablations" not in body:  # the shipped ablations: each variant against the released SS4Rec
+        assert "no-target-time" in body and "95%" in body and "Where the difference comes from" in body
+
+
 def test_trajectories_page(page, server):
     page.goto(server + "/state-trajectories")
     check(page, "3-trajectories")
@@ -165,7 +174,7 @@ def test_direct_link_to_a_page_keeps_the_app_navigation(page, server):
 
 
 PAGES = {"/": "Does SS4Rec beat its baselines?", "/explore-movielens": "Explore MovieLens",
-         "/compare-runs": "Compare runs", "/state-trajectories": "State trajectories",
+         "/compare-runs": "Compare runs", "/what-matters": "What matters", "/state-trajectories": "State trajectories",
          "/live-recommendations": "Live recommendations"}
 
 

@@ -240,3 +240,23 @@ def test_contributions_of_ss4rec_match_scoring_the_history_without_each_movie(ru
         contributions(run, items, times, 0, [1])
     with pytest.raises(ValueError, match="does not read histories"):
         contributions(load_run(runs["ncf"]), items, times, 2, [1])
+
+
+def test_gap_sweep_and_retention_curve(runs):
+    from recsys.inference import gap_sweep, retention_curve
+
+    ss = load_run(runs["ss"])
+    hist = user_history(ss, 1)
+    items, times = hist["item_idx"].to_numpy(), hist["timestamp"].to_numpy()
+    gaps = {"0 s": 0, "1 min": 60, "1 day": 86400, "2 years": 730 * 86400}
+    sweep = gap_sweep(ss, items, times, gaps)
+    assert sweep["gap"].tolist() == list(gaps) and sweep["shared with the first"].iloc[0] == 10
+    for _, row in sweep.iterrows():  # each list is exactly what scoring at that gap gives
+        direct = score_history(ss, items, times, now=int(times[-1]) + row["seconds"], k=10)
+        assert row["top"] == direct.table["title"].tolist()
+        assert row["shared with the first"] == len(set(row["top"]) & set(sweep["top"].iloc[0]))
+    curve = retention_curve(ss, [1, 60, 3600, 86400, 10**8])
+    assert sorted(curve["layer"].unique()) == ["layer 1", "layer 2"]
+    for _, g in curve.groupby("layer"):
+        r = g["retention"].to_numpy()
+        assert (np.diff(r) <= 1e-12).all() and r[0] > 0.9 and r[-1] < 1e-6  # decays from ~1 to 0 with the gap

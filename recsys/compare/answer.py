@@ -40,6 +40,7 @@ from recsys.compare.seeds import (
     per_user_mean,
     seed_groups,
 )
+from recsys.compare.variants import is_ablation
 
 TARGET_TIME_CAVEAT = ("SS4Rec is told the time of the interaction it predicts (the gap to the target drives its last "
                       "state update); SASRec, GRU4Rec, NCF and the floors are not. That is the paper's setting, and "
@@ -225,8 +226,10 @@ def _ranking_verdict(group: Group, load_results, metric: str, extra: list[str], 
     if not any(not c.floor for c in contenders):
         return None
     info = info_of(members[0])
-    ss4rec = _best(contenders, lambda c: c.model == "ss4rec")
-    baseline = _best(contenders, lambda c: c.model != "ss4rec" and not c.floor)
+    # ablations (a layer, the gaps or the target's time taken away; a baseline given SS4Rec's target time) are
+    # evidence for "why" (recsys.compare.ablations), not candidates for the headline
+    ss4rec = _best(contenders, lambda c: c.model == "ss4rec" and not is_ablation(c.seeds.info))
+    baseline = _best(contenders, lambda c: c.model != "ss4rec" and not c.floor and not is_ablation(c.seeds.info))
     floor = _best(contenders, lambda c: c.floor)
     if floor is not None:
         floor_test = floor.test[metric][0]
@@ -244,7 +247,7 @@ def _ranking_verdict(group: Group, load_results, metric: str, extra: list[str], 
             for m in ([metric, *extra] if other is baseline else [metric]):
                 v.comparisons.append(_compare_ranking(ss4rec, other, load_results, m, n_boot, seed))
         for c in contenders:
-            if c.model == "ss4rec" and c is not ss4rec:
+            if c.model == "ss4rec" and c is not ss4rec and not is_ablation(c.seeds.info):
                 v.variants.append(_compare_ranking(c, ss4rec, load_results, metric, n_boot, seed))
     v.caveats = _ranking_caveats(v, members)
     v.headline = _ranking_headline(v)
@@ -334,7 +337,8 @@ def contender_table(v: Verdict, metrics: Sequence[str] | None = None) -> pd.Data
     rows = []
     for c in v.contenders:
         role = ("chosen SS4Rec" if c is v.ss4rec else "best baseline" if c is v.baseline
-                else "best floor" if c is v.floor else "floor" if c.floor else "")
+                else "best floor" if c is v.floor else "floor" if c.floor
+                else "ablation (What matters)" if is_ablation(c.seeds.info) else "")
         row = {"configuration": c.name, "role": role, f"valid {metric_display(v.metric)} (selection)": _fmt(c.valid)}
         for m in metrics:
             row[f"test {metric_display(m)}"] = mean_sd_text(c.test[m])

@@ -1,0 +1,88 @@
+"""What matters: SS4Rec's ablations against the released configuration (recsys.compare.ablations), built from the
+runs in the sidebar's folder. What each variant changes, its difference from the released SS4Rec with a 95% interval,
+and where (by the gap to the predicted interaction and by history length) the difference comes from."""
+from __future__ import annotations
+
+import streamlit as st
+
+from recsys import charts
+from recsys import compare as C
+from recsys.app import state
+from recsys.compare import ablations as AB
+from recsys.compare.answer import TARGET_TIME_CAVEAT
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _studies(root: str, stamps: tuple, n_boot: int) -> list[AB.AblationStudy]:
+    """Keyed by every run's stamps, so a new run changes the page at once."""
+    runs = C.scan_runs(root).runs
+    return AB.ablation_studies(runs, lambda run: C.load_test_results(run.path, run.info), n_boot=n_boot)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _breakdown(root: str, stamps: tuple, study: int, row: int, by: str):
+    studies = _studies(root, stamps, 2000)
+    return AB.regime_breakdown(studies[study].rows[row], lambda run: C.load_test_results(run.path, run.info), by=by)
+
+
+st.title("What matters")
+st.caption("Why SS4Rec wins or loses: each ablation takes one thing away (the time of the predicted interaction, "
+           "the gaps, their scale, one of the two layers) or gives a baseline SS4Rec's time input, is trained with "
+           "the released recipe and its seeds, and is compared with the released SS4Rec on the same test users: "
+           "paired bootstrap of per-user metrics averaged over each configuration's seeds. What a variant changes "
+           "is read from its configuration, not from its name.")
+root = state.runs_folder()
+scan = state.scan()
+if scan.root_error:
+    st.error(f"Cannot read the runs folder: {scan.root_error}")
+    st.stop()
+stamps = tuple(sorted((r.label, C.info_stamp(r.path), C.results_stamp(r.path)) for r in scan.runs))
+with st.spinner("Pooling seeds and bootstrapping each variant against the released SS4Rec (cached)..."):
+    try:
+        studies = _studies(str(root), stamps, 2000)
+    except Exception as exc:  # never a traceback on the page
+        st.error(f"Could not build the ablations from these runs ({type(exc).__name__}): {exc}")
+        st.stop()
+if not studies:
+    st.info(f"No ablations in `{root}`: this page needs a complete released SS4Rec run and at least one variant "
+            "on the same data and protocol (`make ablations`, README).")
+    st.stop()
+
+st.info(TARGET_TIME_CAVEAT + " The variant **no-target-time** measures how much of SS4Rec's result is that input.")
+for si, study in enumerate(studies):
+    st.header(study.title)
+    st.caption(f"Dataset: {study.data} · Protocol: {study.protocol}"
+               + (f" · {study.n_users:,} test users" if study.n_users else "")
+               + f" · reference: {study.reference.name} ({study.reference.seeds_text}), test NDCG@10 "
+               f"{study.reference.test['ndcg@10'][0]:.4f}.")
+    for note in study.notes:
+        st.warning(note)
+    frame = AB.study_frame(study)
+    if not frame.empty:
+        st.altair_chart(charts.difference_chart(frame, "Each variant minus its reference on test (right of 0 = the "
+                                                       "variant higher), 95% interval"), width="stretch")
+    st.dataframe(AB.study_table(study), hide_index=True)
+    st.markdown("**Read from the numbers above**")
+    for line in AB.conclusions(study):
+        st.markdown(f"- {line}")
+    st.caption("Test numbers of configurations trained and selected (epoch, early stop) on validation only. "
+               "'no detectable difference' means the 95% interval holds 0: not that the two are equal.")
+
+    st.subheader("Where the difference comes from")
+    names = [f"{r.name} − {r.reference.name}" for r in study.rows]
+    default = next((i for i, r in enumerate(study.rows) if r.config.variant == "no-target-time"), 0)
+    pick = st.selectbox("Variant", range(len(names)), index=default, format_func=lambda i: names[i],
+                        key=f"abl_row_{si}")
+    by = st.radio("Split the test users by", ["gap", "length"], horizontal=True, key=f"abl_by_{si}",
+                  format_func=lambda b: {"gap": "gap from the last rating to the predicted one",
+                                         "length": "history length (all ratings before the target)"}[b])
+    try:
+        bd = _breakdown(str(root), stamps, si, pick, by)
+    except Exception as exc:
+        st.warning(f"No breakdown for this pair ({type(exc).__name__}): {exc}")
+        continue
+    st.altair_chart(charts.bucket_difference_chart(bd, "users"), width="stretch")
+    st.dataframe(bd.assign(bucket=bd["bucket"].astype(str)).round(4), hide_index=True)
+    st.caption("Mean paired difference of NDCG@10 inside each bucket, with a 95% bootstrap interval over its users "
+               "and their number; small buckets give wide intervals. 'same second': the predicted rating was saved in "
+               "the same second as the one before it, which the released SS4Rec is told.")

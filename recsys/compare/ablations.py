@@ -1,0 +1,224 @@
+"""Why SS4Rec wins or loses: its ablation variants against the released configuration, from the runs in a folder.
+
+Per comparability group of complete ranking runs (same data, filters and protocol):
+
+* the *reference* is the released SS4Rec (variant "released", or else the one SS4Rec configuration that changes
+  nothing `changes` knows);
+* every other SS4Rec configuration is a row: what it changes (read from its configuration, not from its name), its
+  test metrics as mean +- sd over its seeds, and the paired bootstrap of (variant - released) over users, per-user
+  metrics averaged over each configuration's seeds;
+* SASRec given the target gap (`target_gap_embedding`) is compared with plain SASRec (does the information help
+  attention?) and with the released SS4Rec (is the S5 worth more than the information?);
+* `regime_breakdown`: the same paired difference inside buckets of the gap to the predicted interaction (same second,
+  under a minute, under a day, longer) or of the history length, each with its count and a 95% interval.
+
+Everything is plain data, tested without Streamlit; app_pages/ablations.py draws it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from recsys.compare.answer import Comparison, Contender, _compare_ranking, _contenders, _group_title, _groups, _n_users
+from recsys.compare.breakdowns import activity_buckets, bucket_interval
+from recsys.compare.describe import dataset_summary, protocol_summary
+from recsys.compare.discovery import info_of, objective
+from recsys.compare.seeds import SeedAlignmentError, per_user_mean, seed_groups
+from recsys.compare.variants import changes, is_ablation
+
+METRICS = ("ndcg@10", "hr@10", "mrr@10")
+
+# the gap to the predicted interaction, in the regimes that matter for a model told it
+REGIME_EDGES = (1, 60, 86400)
+REGIME_LABELS = ("same second", "1 s – 1 min", "1 min – 1 day", "over a day")
+
+
+@dataclass
+class AblationRow:
+    """One configuration against its reference."""
+
+    config: Contender
+    reference: Contender
+    change: str
+    comparisons: dict[str, Comparison] = field(default_factory=dict)  # metric -> (this - reference)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+@dataclass
+class AblationStudy:
+    title: str
+    dataset: str
+    masked: bool
+    protocol: str
+    data: str
+    n_users: int | None
+    reference: Contender
+    rows: list[AblationRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _reference(contenders: list[Contender]) -> Contender | None:
+    plain = [c for c in contenders if c.model == "ss4rec" and not changes(c.seeds.info)]
+    named = [c for c in plain if c.variant == "released"]
+    pick = named or plain
+    return max(pick, key=lambda c: c.n_seeds) if pick else None
+
+
+def ablation_studies(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFrame],
+                     metrics: Sequence[str] = METRICS, n_boot: int = 2000, seed: int = 0) -> list[AblationStudy]:
+    """One study per comparability group that holds the released SS4Rec and at least one other configuration to
+    compare with it (see the module docstring)."""
+    out = []
+    for group in _groups(runs, "ranking"):
+        members = [m for m in group.members if objective(info_of(m)) == "ranking"]
+        contenders = _contenders(seed_groups(members), metrics[0], list(metrics))
+        ref = _reference(contenders)
+        if ref is None:
+            continue
+        info = info_of(ref.seeds.members[0])
+        study = AblationStudy(title=_group_title(info), dataset=str(info["dataset"].get("name")),
+                              masked=bool(info["protocol"].get("mask_seen")),
+                              protocol=protocol_summary(info, "ranking"), data=dataset_summary(info),
+                              n_users=_n_users(members), reference=ref)
+        plain_sasrec = [c for c in contenders if c.model == "sasrec" and not changes(c.seeds.info)]
+        for c in contenders:
+            if c is ref:
+                continue
+            if c.model == "ss4rec":
+                refs = [ref]
+            elif c.model == "sasrec" and is_ablation(c.seeds.info):
+                refs = plain_sasrec[:1] + [ref]
+            else:
+                continue
+            for r in refs:
+                row = AblationRow(config=c, reference=r,
+                                  change="; ".join(changes(c.seeds.info)) or "a different training setting")
+                for m in metrics:
+                    row.comparisons[m] = _compare_ranking(c, r, load_results, m, n_boot, seed)
+                study.rows.append(row)
+        if not study.rows:
+            continue
+        study.rows.sort(key=_row_order)
+        if any(c.n_seeds == 1 for c in [ref] + [r.config for r in study.rows]):
+            study.notes.append("Some configurations have a single seed: their ± is missing and their interval "
+                               "covers users only, not training randomness.")
+        out.append(study)
+    return sorted(out, key=lambda s: (s.masked, s.dataset != "ml-100k", s.dataset))
+
+
+# the issue's order: what the model is told, the gaps, their scale, the layers; then anything else
+ORDER = ("no-target-time", "zero-gaps", "shuffled-gaps", "constant-gap", "log1p-gaps", "span-normalised", "s5-only",
+         "mamba-only")
+
+
+def _row_order(row: AblationRow) -> tuple:
+    v = row.config.variant
+    return (row.config.model != "ss4rec", ORDER.index(v) if v in ORDER else len(ORDER), row.name,
+            row.reference.model != row.config.model)
+
+
+def study_table(study: AblationStudy, metric: str = "ndcg@10", digits: int = 4) -> pd.DataFrame:
+    """One line per row: what changed, seeds, test metric mean ± sd, the difference from its reference with its
+    interval and p, and a plain reading."""
+    from recsys.compare.answer import mean_sd_text
+    from recsys.compare.describe import format_p, metric_display
+
+    lines = []
+    for row in study.rows:
+        c = row.comparisons.get(metric)
+        ok = c is not None and not c.problem
+        lines.append({
+            "configuration": row.name, "compared with": row.reference.name, "what changes": row.change,
+            "seeds": row.config.seeds_text,
+            f"test {metric_display(metric)}": mean_sd_text(row.config.test[metric], digits),
+            f"reference {metric_display(metric)}": mean_sd_text(row.reference.test[metric], digits),
+            "difference (95% CI)": (f"{c.diff:+.{digits}f} ({c.ci_low:+.{digits}f} … {c.ci_high:+.{digits}f})"
+                                    if ok else f"not comparable: {c.problem if c else 'no result'}"),
+            "p": format_p(c.p_value, c.n_boot) if ok else "",
+            "reading": reading(c) if ok else "",
+        })
+    return pd.DataFrame(lines)
+
+
+def reading(c: Comparison) -> str:
+    if not c.reliable:
+        return "no detectable difference"
+    return "better than the reference" if c.a_better else "worse than the reference"
+
+
+def study_frame(study: AblationStudy, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
+    """For `charts.difference_chart`: row (configuration vs reference), metric, diff, ci_low, ci_high, text."""
+    from recsys.compare.answer import comparison_text
+    from recsys.compare.describe import metric_display
+
+    rows = []
+    for row in study.rows:
+        for m in metrics:
+            c = row.comparisons.get(m)
+            if c is None or c.problem:
+                continue
+            rows.append({"row": f"{row.name} − {row.reference.name}", "metric": metric_display(m), "diff": c.diff,
+                         "ci_low": c.ci_low, "ci_high": c.ci_high, "text": comparison_text(c)})
+    return pd.DataFrame(rows, columns=["row", "metric", "diff", "ci_low", "ci_high", "text"])
+
+
+def regime_buckets(gap_seconds) -> pd.Categorical:
+    """The gap to the predicted interaction: same second (0 s), 1 s – 1 min, 1 min – 1 day, over a day."""
+    v = np.asarray(gap_seconds, dtype=np.float64)
+    codes = np.searchsorted(np.asarray(REGIME_EDGES, float), v, side="right")
+    return pd.Categorical.from_codes(codes, categories=list(REGIME_LABELS), ordered=True)
+
+
+def regime_breakdown(row: AblationRow, load_results: Callable[[Any], pd.DataFrame], by: str = "gap",
+                     metric: str = "ndcg@10", n_boot: int = 1000) -> pd.DataFrame:
+    """(row's configuration - its reference) on `metric` within buckets of the gap to the predicted interaction
+    (`by="gap"`) or of the history length (`by="length"`): per bucket the users, both means, the mean paired
+    difference and its 95% bootstrap interval (seeds averaged per user first)."""
+    frames_a = [load_results(m) for m in row.config.seeds.members]
+    frames_b = [load_results(m) for m in row.reference.seeds.members]
+    a, b = per_user_mean(frames_a, [metric]), per_user_mean(frames_b, [metric])
+    col = "user_id" if "user_id" in a and "user_id" in b else "user"
+    context = frames_b[0]
+    need = "gap_before_target" if by == "gap" else "history_length"
+    if need not in context:
+        raise SeedAlignmentError(f"the per-user results do not record {need}")
+    ia, ib = a.set_index(col).sort_index(), b.set_index(col).sort_index()
+    if not ia.index.equals(ib.index):
+        raise SeedAlignmentError("the two configurations were tested on different users")
+    ctx = context.set_index(col if col in context else "user").sort_index().reindex(ia.index)
+    buckets = regime_buckets(ctx[need]) if by == "gap" else activity_buckets(ctx[need])
+    diff = ia[metric].to_numpy(float) - ib[metric].to_numpy(float)
+    out = []
+    for label in buckets.categories:
+        sel = np.asarray(buckets == label)
+        lo, hi = bucket_interval(diff[sel], n_boot=n_boot)
+        out.append({"bucket": label, "users": int(sel.sum()),
+                    "configuration": float(ia[metric].to_numpy(float)[sel].mean()) if sel.any() else math.nan,
+                    "reference": float(ib[metric].to_numpy(float)[sel].mean()) if sel.any() else math.nan,
+                    "diff": float(diff[sel].mean()) if sel.any() else math.nan, "ci_low": lo, "ci_high": hi})
+    df = pd.DataFrame(out)
+    df["bucket"] = pd.Categorical(df["bucket"], categories=list(buckets.categories), ordered=True)
+    return df
+
+
+def conclusions(study: AblationStudy, metric: str = "ndcg@10", digits: int = 4) -> list[str]:
+    """One sentence per row, from its numbers only."""
+    from recsys.compare.describe import metric_display
+
+    out = []
+    for row in study.rows:
+        c = row.comparisons.get(metric)
+        if c is None or c.problem:
+            continue
+        verb = reading(c)
+        out.append(f"**{row.name}** ({row.change}): {metric_display(metric)} {c.diff:+.{digits}f} against "
+                   f"{row.reference.name} (95% CI {c.ci_low:+.{digits}f} … {c.ci_high:+.{digits}f}; "
+                   f"{row.config.seeds_text} vs {row.reference.seeds_text}): {verb}.")
+    return out

@@ -1,0 +1,122 @@
+"""The "What matters" logic (recsys.compare.ablations, recsys.compare.variants): the released reference, what each
+variant changes read from its configuration, paired differences against hand-computed values, SASRec given the
+target gap compared with plain SASRec and with SS4Rec, the gap-regime breakdown by hand, ablations kept out of the
+answer page's headline; and the page on an empty folder."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from recsys.compare import ablations as AB
+from recsys.compare import answer as A
+from recsys.compare.variants import changes, is_ablation, reads_target_time
+from tests.conftest import ROOT
+from tests.test_answer import TARGETS, USERS, pattern, ranking_run
+
+GAPS = np.array([0] * 16 + [30] * 8 + [3600] * 8 + [5 * 86400] * 8)  # 40 users: 16 same second, 8, 8, 8
+LENGTHS = np.array([10] * 20 + [150] * 20)
+
+
+def frame(values):
+    v = np.asarray(values, float)
+    return pd.DataFrame({"user_id": list(USERS), "user": list(USERS), "target": list(TARGETS),
+                         "history_length": LENGTHS, "gap_before_target": GAPS, "ndcg@10": v,
+                         "hr@10": (v > 0) * 1.0, "mrr@10": v / 2})
+
+
+def run(model, variant, seed, valid, values, **config):
+    info = ranking_run(model, seed, valid=valid, test=float(np.mean(values)), variant=variant)
+    info["config"].update(config)
+    return info, values
+
+
+def build(specs):
+    frames = {info["run_id"]: frame(vals) for info, vals in specs}
+    return [info for info, _ in specs], (lambda info: frames[info["run_id"]])
+
+
+def test_what_a_variant_changes_is_read_from_its_configuration():
+    ss = {"model": "ss4rec"}
+    assert changes({**ss, "config": {}}) == [] and not is_ablation({**ss, "config": {}})
+    odd_name = {**ss, "config": {"variant": "released", "target_gap": "withheld"}}  # the name says nothing
+    assert is_ablation(odd_name) and "withheld" in changes(odd_name)[0]
+    assert not reads_target_time(odd_name) and reads_target_time({**ss, "config": {}})
+    assert "D·u" in changes({**ss, "config": {"gap_ablation": "zero"}})[0]
+    assert not reads_target_time({**ss, "config": {"blocks": "mamba"}})
+    log = {**ss, "config": {"time_transform": "log1p", "time_unit": 1}}
+    assert changes(log) == ["gaps log1p-scaled (long gaps keep some weight)"] and not is_ablation(log)
+    sas = {"model": "sasrec", "config": {"target_gap_embedding": True}}
+    assert is_ablation(sas) and reads_target_time(sas) and not is_ablation({"model": "sasrec", "config": {}})
+
+
+def test_each_variant_against_the_released_ss4rec_with_seeds_averaged_per_user():
+    r0, r1 = pattern(0.30, 0.2, seed=1), pattern(0.20, 0.2, seed=2)
+    n0, n1 = pattern(0.10, 0.1, seed=3), pattern(0.12, 0.1, seed=4)
+    m0 = pattern(0.25, 0.2, seed=5)
+    s0, t0 = pattern(0.15, 0.1, seed=6), pattern(0.22, 0.1, seed=7)
+    specs = [run("ss4rec", "released", 0, 0.08, r0), run("ss4rec", "released", 1, 0.08, r1),
+             run("ss4rec", "no-target-time", 0, 0.09, n0, target_gap="withheld"),
+             run("ss4rec", "no-target-time", 1, 0.09, n1, target_gap="withheld"),
+             run("ss4rec", "mamba-only", 0, 0.07, m0, blocks="mamba"),
+             run("sasrec", None, 0, 0.06, s0), run("sasrec", "sasrec-target-time", 0, 0.10, t0,
+                                                   target_gap_embedding=True)]
+    runs, load = build(specs)
+    (study,) = AB.ablation_studies(runs, load, n_boot=300)
+    assert study.reference.variant == "released" and study.reference.n_seeds == 2
+    pairs = [(r.config.variant, r.reference.model) for r in study.rows]
+    assert sorted(pairs) == sorted([("no-target-time", "ss4rec"), ("mamba-only", "ss4rec"),
+                                    ("sasrec-target-time", "sasrec"), ("sasrec-target-time", "ss4rec")])
+    row = next(r for r in study.rows if r.config.variant == "no-target-time")
+    c = row.comparisons["ndcg@10"]
+    assert c.diff == pytest.approx(np.mean((n0 + n1) / 2 - (r0 + r1) / 2))
+    assert c.reliable and not c.a_better and AB.reading(c) == "worse than the reference"
+    assert row.config.test["ndcg@10"][2] == 2
+    tt = next(r for r in study.rows if r.config.variant == "sasrec-target-time" and r.reference.model == "sasrec")
+    assert tt.comparisons["ndcg@10"].diff == pytest.approx(np.mean(t0 - s0))
+    assert any("single seed" in n for n in study.notes)  # mamba-only and the SASRecs have one
+    table = AB.study_table(study)
+    assert len(table) == 4 and "withheld" in table.loc[0, "what changes"]  # the issue's order, SASRec last
+    assert table["configuration"].tolist()[2:] == ["SASRec · sasrec-target-time · len50"] * 2
+    assert table["compared with"].tolist()[2:] == ["SASRec · len50", "SS4Rec · released · len50"]
+    assert set(AB.study_frame(study)["metric"]) == {"NDCG@10", "HR@10", "MRR@10"}
+    assert all(line.startswith("**") for line in AB.conclusions(study))
+    # the answer page: ablations are evidence, never the headline (no-target-time and SASRec+time have the best
+    # validation here)
+    (v,) = A.ranking_verdicts(runs, load, n_boot=200)
+    assert v.ss4rec.variant == "released" and v.baseline.variant == "default"
+    assert v.variants == []
+    roles = dict(zip(A.contender_table(v)["configuration"], A.contender_table(v)["role"]))
+    assert sum(r == "ablation (What matters)" for r in roles.values()) == 3
+
+
+def test_gap_regime_breakdown_by_hand():
+    ref = np.full(40, 0.2)
+    var = ref.copy()
+    var[:16] = 0.0   # the same-second users lose everything
+    var[16:24] = 0.3  # under a minute: +0.1
+    runs, load = build([run("ss4rec", "released", 0, 0.1, ref),
+                        run("ss4rec", "no-target-time", 0, 0.1, var, target_gap="withheld")])
+    (study,) = AB.ablation_studies(runs, load, n_boot=100)
+    bd = AB.regime_breakdown(study.rows[0], load, by="gap", n_boot=200)
+    assert [str(b) for b in bd["bucket"]] == list(AB.REGIME_LABELS)
+    assert bd["users"].tolist() == [16, 8, 8, 8]
+    assert bd["diff"].tolist() == pytest.approx([-0.2, 0.1, 0.0, 0.0])
+    assert bd["ci_low"][0] == pytest.approx(-0.2) and bd["ci_high"][0] == pytest.approx(-0.2)  # no spread
+    by_len = AB.regime_breakdown(study.rows[0], load, by="length")
+    assert by_len.set_index("bucket")["users"].sum() == 40
+    assert by_len.set_index("bucket").loc["≤20", "diff"] == pytest.approx((16 * -0.2 + 4 * 0.1) / 20)
+
+
+def test_regime_buckets_edges():
+    assert [str(b) for b in AB.regime_buckets([0, 1, 59, 60, 86399, 86400])] == [
+        "same second", "1 s – 1 min", "1 s – 1 min", "1 min – 1 day", "1 min – 1 day", "over a day"]
+
+
+def test_the_page_on_a_folder_without_ablations_says_what_it_needs(tmp_path):
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    at.sidebar.text_input[0].set_value(str(tmp_path)).run()
+    at.switch_page("app_pages/ablations.py").run()
+    assert not at.exception
+    assert any("No ablations" in i.value for i in at.info)
