@@ -12,10 +12,10 @@ Prints a table with the targets (8 s, 1.5 s, 300 ms).
 
 Load (--sessions N): N concurrent dashboard sessions against one `streamlit run streamlit_app.py` on 127.0.0.1, each
 a headless Chromium page in its own browser context, i.e. its own websocket session with the server, all open for
-the whole run. Session i opens its first page by URL (/ for the answer, /explore-movielens, /compare-runs, /what-
-matters, /state-trajectories, /live-recommendations, in turn by i), then goes through the six pages with the sidebar
-links, --rounds times; all sessions move at once and every round ends before the next starts. After each page has
-finished running, it must show no exception, no st.error box, no "Traceback", no "Connection error" and no "Page not
+the whole run. Session i opens its first page by URL (/ for the answer, /explore-movielens, /compare-runs,
+/what-matters, /state-trajectories, /live-recommendations, in turn by i), then goes through the six pages with the
+sidebar links, --rounds times; all sessions move at once and every round ends before the next starts. After each page
+has finished running, it must show no exception, no st.error box, no "Traceback", no "Connection error" and no "Page not
 found". The server's resident memory (VmRSS of the streamlit process, /proc/PID/status) is sampled every 0.25 s.
 Passes when every page view is error-free, the server is alive and healthy at the end, its RSS grew by at most
 --max-growth-mb between the end of the first round (caches filled) and the end of the last, and its peak stayed
