@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 FORMAT = "ss4rec-workbench-run/1"
 RUN_FILE = "run.json"
@@ -136,22 +135,28 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-_ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-              torch.bool: "BOOL", torch.complex64: "C64"}
+def _st_dtypes() -> dict:
+    import torch  # here, not at the top: reading run.json and results (the dashboard's answer page) needs no torch
+
+    return {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+            torch.bool: "BOOL", torch.complex64: "C64"}
 
 
 def safetensors_bytes(tensors: dict, metadata: dict) -> bytes:
     """The safetensors format written deterministically (tensors and metadata in name order), so identical runs
     give byte-identical weight files; safetensors' own writer orders the metadata differently from run to run."""
+    import torch
+
+    dtypes = _st_dtypes()
     header: dict = {"__metadata__": {k: str(metadata[k]) for k in sorted(metadata)}}
     chunks, offset = [], 0
     for name in sorted(tensors):
         t = tensors[name].detach().to("cpu").contiguous()
-        if t.dtype not in _ST_DTYPES:
+        if t.dtype not in dtypes:
             raise TypeError(f"{name}: dtype {t.dtype} cannot be stored")
         raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape),
+        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape),
                         "data_offsets": [offset, offset + len(raw)]}
         chunks.append(raw)
         offset += len(raw)
@@ -369,6 +374,8 @@ class RunDirectory:
         resume = self.path / RESUME_DIR
         if resume.is_symlink():
             raise RunError(f"{resume}: a symbolic link; refusing to write through it")
+        import torch
+
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(resume / "state.pt", buf.getvalue())
@@ -380,6 +387,8 @@ class RunDirectory:
         f = self.path / RESUME_DIR / "state.pt"
         if not self.has_resume():
             raise RunError(f"{self.path}: nothing to resume (no {RESUME_DIR}/state.pt)")
+        import torch
+
         try:
             state = torch.load(io.BytesIO(read_bytes(f)), map_location="cpu", weights_only=True)
         except RunError:
