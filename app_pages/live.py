@@ -107,11 +107,24 @@ def _prefill(run_path: str, items_key: bytes, times_key: bytes, _run=ss):
                    np.frombuffer(times_key, dtype=np.int64).copy())
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _sweep(run_path: str, items_key: bytes, times_key: bytes, hide: bool, _run=ss, _cache=None):
+    """Every what-if gap's list for this history: computed once per history, not on each move of the slider."""
+    return gap_sweep(_run, np.frombuffer(items_key, dtype=np.int64), np.frombuffer(times_key, dtype=np.int64), GAPS,
+                     k=10, hide_seen=hide, cache=_cache)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _retention(run_path: str, _run=ss):
+    return retention_curve(_run, np.geomspace(1, 730 * 86400, 60))
+
+
 try:
     cache = _prefill(str(ss_path), items.astype(np.int64).tobytes(), times.astype(np.int64).tobytes())
     res = score_history(ss, items, times, now=now, k=10, hide_seen=hide_seen, cache=cache)
     base_res = score_history(ss, items, times, now=int(times[-1]), k=10, hide_seen=hide_seen, cache=cache)
-    sweep = gap_sweep(ss, items, times, GAPS, k=10, hide_seen=hide_seen, cache=cache)
+    sweep = _sweep(str(ss_path), items.astype(np.int64).tobytes(), times.astype(np.int64).tobytes(), hide_seen,
+                   _cache=cache)
 except ValueError as exc:
     st.error(str(exc))
     st.stop()
@@ -171,7 +184,7 @@ with a:
     st.caption("How many of SS4Rec's top 10 at each gap it shares with its top 10 for a rating right away (0 s); "
                "10 everywhere means the gap changes nothing for this history.")
 with b:
-    curve = retention_curve(ss, np.geomspace(1, 730 * 86400, 60))
+    curve = _retention(str(ss_path))
     if curve.empty:
         st.info("This run has no S5 layer (Mamba only): nothing in it decays with time.")
     else:
