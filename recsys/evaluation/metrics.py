@@ -33,11 +33,14 @@ its ``mean``, ``median`` or ``rmse`` (``sqrt(mean)`` of squared errors: an RMSE 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence, Union
+import sys
+from typing import TYPE_CHECKING, Callable, Sequence, Union
 
 import numpy as np
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "rmse",
@@ -53,7 +56,15 @@ __all__ = [
 ]
 
 Csr = tuple[np.ndarray, np.ndarray]
-Exclude = Union[Csr, torch.Tensor, Sequence[Sequence[int]], None]
+Exclude = Union[Csr, "torch.Tensor", Sequence[Sequence[int]], None]
+
+
+def _is_tensor(x: object) -> bool:
+    """isinstance(x, torch.Tensor) without importing torch: the bootstrap and rating metrics (the dashboard's
+    answer page) need no torch, and nothing can be a tensor before torch is imported."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
 
 PADDING_ITEM = 0
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
@@ -69,7 +80,7 @@ _BOOT_CHUNK_ELEMS = 2**22
 
 def _as_float64(x: object) -> np.ndarray:
     """Convert a numpy array / torch tensor / sequence to a 1-D float64 numpy array."""
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
         x = x.detach().cpu().numpy()
     arr = np.asarray(x, dtype=np.float64)
     return arr.reshape(-1) if arr.ndim != 1 else arr
@@ -107,7 +118,7 @@ def rating_errors(pred: np.ndarray, target: np.ndarray, users: np.ndarray | None
     p, t = _check_pair(pred, target)
     cols: dict[str, np.ndarray] = {}
     if users is not None:
-        u = users.detach().cpu().numpy() if isinstance(users, torch.Tensor) else np.asarray(users)
+        u = users.detach().cpu().numpy() if _is_tensor(users) else np.asarray(users)
         u = u.reshape(-1)
         if u.shape[0] != p.shape[0]:
             raise ValueError(f"users has {u.shape[0]} rows but pred has {p.shape[0]}")
@@ -148,9 +159,11 @@ def _is_csr(exclude: object) -> bool:
 
 def _exclude_mask(exclude: Exclude, n_rows: int, n_items: int, device: torch.device) -> torch.Tensor | None:
     """Turn any supported exclude format into a boolean ``[n_rows, n_items]`` mask on ``device``."""
+    import torch
+
     if exclude is None:
         return None
-    if isinstance(exclude, torch.Tensor):
+    if _is_tensor(exclude):
         if exclude.dtype != torch.bool:
             raise ValueError(f"an exclude tensor must be boolean [B, n_items], got dtype {exclude.dtype}")
         if tuple(exclude.shape) != (n_rows, n_items):
@@ -189,6 +202,8 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: Exclude =
     ``[B, n_items]``) removes items from the candidates as if scored -inf; the target is never excluded. All-equal
     scores give every target rank ``n_items - 1 - #excluded`` (last), never 1. NaN scores raise ValueError.
     """
+    import torch
+
     if scores.dim() != 2:
         raise ValueError(f"scores must be [B, n_items], got shape {tuple(scores.shape)}")
     n_rows, n_items = scores.shape
@@ -258,12 +273,14 @@ def rank_all(
     ``len(offsets) == n + 1``, per-row lists, or a bool tensor ``[n, n_items]``). Tie rule, padding and NaN handling
     as in ``target_ranks``. ``progress=True`` shows a tqdm bar.
     """
+    import torch
+
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device)
     if isinstance(rows, (list, tuple)):
         rows = np.asarray(rows)
-    tgt = targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
+    tgt = targets.detach().cpu().numpy() if _is_tensor(targets) else np.asarray(targets)
     tgt = tgt.astype(np.int64, copy=False).reshape(-1)
     n = _n_rows(rows)
     if tgt.shape[0] != n:
@@ -283,7 +300,7 @@ def rank_all(
         for start in starts:
             stop = min(start + batch_size, n)
             batch = rows[start:stop]
-            batch_t = batch.to(device) if isinstance(batch, torch.Tensor) else torch.as_tensor(batch, device=device)
+            batch_t = batch.to(device) if _is_tensor(batch) else torch.as_tensor(batch, device=device)
             scores = score_fn(batch_t)
             if scores.dim() != 2 or scores.shape[0] != stop - start:
                 raise ValueError(
@@ -303,7 +320,7 @@ def rank_all(
 
 def _check_ranks(ranks: object) -> np.ndarray:
     """Validate 1-based integer ranks and return them as int64 numpy."""
-    r = ranks.detach().cpu().numpy() if isinstance(ranks, torch.Tensor) else np.asarray(ranks)
+    r = ranks.detach().cpu().numpy() if _is_tensor(ranks) else np.asarray(ranks)
     r = r.reshape(-1)
     if r.size == 0:
         raise ValueError("ranks are empty; ranking metrics over no users are undefined")
@@ -347,7 +364,7 @@ def ranking_metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS
 def per_user_ranking(ranks: np.ndarray, users: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> pd.DataFrame:
     """Per-user table: columns ``user``, ``rank``, then ``hr@k``, ``ndcg@k``, ``mrr@k`` for each k."""
     r, ks_t = _check_ranks(ranks), _check_ks(ks)
-    u = users.detach().cpu().numpy() if isinstance(users, torch.Tensor) else np.asarray(users)
+    u = users.detach().cpu().numpy() if _is_tensor(users) else np.asarray(users)
     u = u.reshape(-1)
     if u.shape[0] != r.shape[0]:
         raise ValueError(f"users has {u.shape[0]} rows but ranks has {r.shape[0]}")
