@@ -193,3 +193,9 @@ with b:
                    "as this run feeds gaps (raw seconds for the released model; log1p or span-scaled for those "
                    "variants). Where it reaches 0, longer gaps all look the same to the model. The red line is the "
                    "chosen gap.")
+        hour = curve[curve["seconds"] >= 3600].groupby("layer")["retention"].first()
+        if timed and (hour < 0.05).all():
+            st.info(f"This run keeps under 5% of its state over an hour (layers: "
+                    f"{', '.join(f'{r:.3f}' for r in hour)}): gaps of hours, days and years all look alike to it. "
+                    "For a model in which longer gaps still count, pick a **log1p-gaps** or **span-normalised** run "
+                    "in the sidebar (What matters compares them with the released one).")
