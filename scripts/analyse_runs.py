@@ -4,6 +4,7 @@
     python scripts/analyse_runs.py gap-sensitivity checkpoints/ss4rec-ranking-ml-100k-len50-released-seed0 [--users 200]
     python scripts/analyse_runs.py bootstrap RUN_A RUN_B [--metrics ndcg@10 hr@10] [--n-boot 2000]
     python scripts/analyse_runs.py matrix checkpoints [more folders of runs] [--metric ndcg@10]
+    python scripts/analyse_runs.py ablations checkpoints [more folders of runs] [--n-boot 2000]
 
 seen-share: the share of each user's unmasked top-10 (test cases) that they have already rated.
 gap-sensitivity: for SS4Rec, the S5 retention per layer for a few gaps, and how much the top-10 for a next rating
@@ -13,6 +14,9 @@ page's computation; refused when the two runs were not evaluated on the same cas
 matrix: every complete ranking run under the folders, runs that differ only in seed pooled: model x dataset as
 "mean ± sd (n seeds)" of the test metric, then per dataset the paired bootstrap of the reference configuration
 (SS4Rec, variant released) against each other configuration on per-user metrics averaged over seeds.
+ablations: the What matters page's tables (recsys.compare.ablations): each ablation against its reference (mean ± sd
+over seeds, paired bootstrap of NDCG/HR/MRR@10), then each one's NDCG@10 difference by the gap to the predicted
+interaction and by history length, with users and 95% intervals per bucket.
 """
 from __future__ import annotations
 
@@ -67,6 +71,51 @@ def matrix(args) -> None:
               f"{r['ci_low']:+.4f} … {r['ci_high']:+.4f} | {p_txt} |")
 
 
+def ablations(args) -> None:
+    from recsys.compare import ablations as AB
+    from recsys.compare import load_test_results, scan_runs
+
+    runs = []
+    for root in args.roots:
+        scan = scan_runs(root)
+        if scan.root_error:
+            raise SystemExit(scan.root_error)
+        runs += [r for r in scan.runs if r.problem is None]
+    load = lambda r: load_test_results(r.path, r.info)  # noqa: E731
+    studies = AB.ablation_studies(runs, load, n_boot=args.n_boot)
+    if not studies:
+        raise SystemExit("no released SS4Rec with ablations on the same data and protocol")
+    for study in studies:
+        print(f"## {study.title}\n\n{study.data}; {study.protocol}; reference {study.reference.name} "
+              f"({study.reference.seeds_text})\n")
+        print("| variant | compared with | seeds | test NDCG@10 | Δ NDCG@10 (95% CI) | p | Δ HR@10 (95% CI) | "
+              "Δ MRR@10 (95% CI) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for row in study.rows:
+            cells = []
+            for m in AB.METRICS:
+                c = row.comparisons[m]
+                cells.append("n/a" if c.problem else f"{c.diff:+.4f} ({c.ci_low:+.4f} … {c.ci_high:+.4f})")
+            c = row.comparisons["ndcg@10"]
+            p = "" if c.problem else (f"< {1 / c.n_boot:.4f}" if c.p_value == 0 else f"{c.p_value:.3f}")
+            mean, sd, _ = row.config.test["ndcg@10"]
+            print(f"| {row.config.variant} | {row.reference.name} | {row.config.n_seeds} | {mean:.4f}"
+                  f"{f' ± {sd:.4f}' if sd == sd else ''} | {cells[0]} | {p} | {cells[1]} | {cells[2]} |")
+        for by, title in (("gap", "gap from the last rating to the predicted one"), ("length", "history length")):
+            print(f"\nΔ NDCG@10 by {title} (users; mean paired difference, 95% interval):\n")
+            first = AB.regime_breakdown(study.rows[0], load, by=by)
+            print("| variant | " + " | ".join(f"{b} (n={n})" for b, n in zip(first["bucket"], first["users"]))
+                  + " |\n| --- |" + " --- |" * len(first))
+            for row in study.rows:
+                if row.reference is not study.reference:
+                    continue
+                bd = AB.regime_breakdown(row, load, by=by)
+                print(f"| {row.config.variant} | " + " | ".join(
+                    f"{d:+.4f} ({lo:+.4f} … {hi:+.4f})" for d, lo, hi in zip(bd["diff"], bd["ci_low"], bd["ci_high"]))
+                    + " |")
+        print()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -86,6 +135,9 @@ def main() -> None:
     d.add_argument("--split", default="test", choices=("test", "valid"))
     d.add_argument("--reference", default="ss4rec:released", help="MODEL:VARIANT compared with every other one")
     d.add_argument("--n-boot", type=int, default=2000)
+    e = sub.add_parser("ablations")
+    e.add_argument("roots", nargs="+")
+    e.add_argument("--n-boot", type=int, default=2000)
     args = ap.parse_args()
     print(f"$ python scripts/analyse_runs.py {' '.join(sys.argv[1:])}\n")
     if args.what == "seen-share":
@@ -95,6 +147,9 @@ def main() -> None:
         return
     if args.what == "matrix":
         matrix(args)
+        return
+    if args.what == "ablations":
+        ablations(args)
         return
     if args.what == "bootstrap":
         runs = [RunDirectory(r) for r in (args.run_a, args.run_b)]
