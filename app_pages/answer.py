@@ -9,6 +9,7 @@ import streamlit as st
 from recsys import charts
 from recsys import compare as C
 from recsys.app import state
+from recsys.compare import ablations as AB
 from recsys.compare import answer as A
 
 
@@ -21,6 +22,15 @@ def _verdicts(root: str, stamps: tuple, n_boot: int) -> tuple[list[A.Verdict], l
         return C.load_test_results(run.path, run.info)
 
     return A.ranking_verdicts(runs, load, n_boot=n_boot), A.rating_verdicts(runs, load, n_boot=n_boot)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _why(root: str, stamps: tuple, n_boot: int) -> dict[str, list[str]]:
+    """The ablation conclusions (NDCG@10 only) per group title, for the summary under each verdict."""
+    runs = C.scan_runs(root).runs
+    studies = AB.ablation_studies(runs, lambda run: C.load_test_results(run.path, run.info), metrics=("ndcg@10",),
+                                  n_boot=n_boot)
+    return {s.title: AB.conclusions(s) for s in studies}
 
 
 def _link(page: str, label: str) -> None:
@@ -49,6 +59,7 @@ stamps = tuple(sorted((r.label, C.info_stamp(r.path), C.results_stamp(r.path)) f
 with st.spinner("Pooling seeds and bootstrapping the differences (cached after the first time)..."):
     try:
         verdicts, rating = _verdicts(str(root), stamps, 2000)
+        why = _why(str(root), stamps, 2000)
     except Exception as exc:  # never a traceback on the page
         st.error(f"Could not build the answer from these runs ({type(exc).__name__}): {exc}")
         st.stop()
@@ -98,8 +109,14 @@ for v in verdicts:
         st.caption(f"Dataset: {v.data} · Protocol: {v.protocol}"
                    + (f" · {v.n_users:,} test users" if v.n_users else "") + ". 'beats best floor' compares test "
                    "means; the paired intervals above are the test of it for SS4Rec.")
+    if why.get(v.title):
+        st.subheader("Why: what SS4Rec's result rests on (ablations)")
+        for line in why[v.title]:
+            st.markdown(f"- {line}")
+        _link("app_pages/ablations.py", "What matters: these ablations with HR/MRR@10, their intervals drawn, and "
+              "where each difference comes from (by the gap to the predicted rating, by history length)")
     if v.variants:
-        st.subheader("Why: other SS4Rec configurations on the same data")
+        st.subheader("Other SS4Rec configurations on the same data")
         st.altair_chart(charts.difference_chart(A.differences_frame(v.variants, name="a"),
                                                 "Each SS4Rec configuration minus the chosen one (test, 95% CI)"),
                         width="stretch")
@@ -135,6 +152,8 @@ for rv in rating:
 st.header("Where to look next")
 _link("app_pages/compare.py", "Compare runs: every table, learning curves with seed bands, any paired bootstrap, "
       "breakdowns by activity and time gap")
+_link("app_pages/ablations.py", "What matters: SS4Rec's ablations (time, order, the target-time input, each layer) "
+      "against the released model")
 _link("app_pages/trajectories.py", "State trajectories: SS4Rec's time-aware state for one user, step by step")
 _link("app_pages/live.py", "Live recommendations: edit a history and its time gaps and watch the scores move")
 st.caption("docs/results.md holds the fidelity table (which changes to SS4Rec's training mattered), the cost "

@@ -90,13 +90,14 @@ def difference_chart(df: pd.DataFrame, title: str) -> alt.LayerChart:
     and metric, a point at the difference, a bar from the interval's low to high end, a dashed rule at 0."""
     df = _frame(df, ["row", "metric", "diff", "ci_low", "ci_high", "text"])
     y = alt.Y("row:N", title=None, sort=None, axis=alt.Axis(labelLimit=420))
-    base = alt.Chart(df).encode(y=y, color=alt.Color("metric:N", title="metric", legend=alt.Legend(orient="bottom")),
+    base = alt.Chart(df).encode(y=y, yOffset=alt.YOffset("metric:N"),  # the metrics of a row side by side
+                                color=alt.Color("metric:N", title="metric", legend=alt.Legend(orient="bottom")),
                                 tooltip=[alt.Tooltip("text:N", title="paired bootstrap")])
     bars = base.mark_rule(strokeWidth=4).encode(x=alt.X("ci_low:Q", title="difference A − B with its 95% interval"),
                                                x2="ci_high:Q")
     points = base.mark_point(filled=True, size=90, opacity=1).encode(x="diff:Q")
     zero = alt.Chart(df).mark_rule(strokeDash=[4, 4], color="gray").encode(x=alt.datum(0))
-    return (bars + points + zero).properties(title=title, height=alt.Step(26))
+    return (bars + points + zero).properties(title=title, height=alt.Step(14))
 
 
 def bucket_difference_chart(df: pd.DataFrame, count: str = "users") -> alt.LayerChart:

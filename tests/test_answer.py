@@ -181,6 +181,10 @@ def test_answer_page_renders_the_shipped_runs_and_an_empty_folder(tmp_path):
     if any("SS4Rec (3 seeds)" in b for b in boxes):  # the shipped runs: headline with seeds, interval and caveats
         assert any("95% CI" in b and "test NDCG@10" in b for b in boxes)
         assert any(A.TARGET_TIME_CAVEAT in m.value for m in at.markdown)
+    if list((ROOT / "checkpoints").glob("ss4rec-*-no-target-time-seed*")):  # the shipped ablations: evidence only
+        assert "Why: what SS4Rec's result rests on (ablations)" in [h.value for h in at.subheader]
+        assert any(c.value.startswith("SS4Rec · released") for c in at.caption)  # never an ablation as the headline
+        assert any("no-target-time" in m.value for m in at.markdown)
     at.text_input(key="runs-folder").set_value(str(tmp_path)).run()
     assert not at.exception and any("No runs found" in i.value for i in at.info)
 
