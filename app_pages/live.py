@@ -11,7 +11,7 @@ from recsys.app import state
 from recsys.app.runs import loaded_run_or_error
 from recsys.compare import MODEL_NAMES
 from recsys.compare.variants import changes, reads_target_time
-from recsys.inference import gap_sweep, human_gap, prefill, retention_curve, score_history, user_history
+from recsys.inference import contributions, gap_sweep, human_gap, prefill, retention_curve, score_history, user_history
 from recsys.models import model_class
 
 # log-spaced, second-scale steps: where a model told the gap still cares is a matter of seconds to minutes
@@ -176,6 +176,29 @@ with right:
                        f"Scored in {o.millis:.1f} ms. Run: {ncf_path.name}.")
         except (KeyError, ValueError) as exc:
             st.warning(str(exc))
+
+if st.toggle("Why SS4Rec's top pick? (leave-one-out contributions of each movie in the history)", value=False,
+             key="live_why"):
+    top_item = int(res.table["item"].iloc[0])
+    top_idx = int(ss.prepared.item_map.to_index([top_item])[0])
+    n_fed = min(len(items), ss.max_len)
+    with st.spinner("Scoring the history with each movie left out..."):
+        try:
+            why = contributions(ss, items, times, n_fed, [top_idx], now=now)
+        except ValueError as exc:
+            why = None
+            st.warning(str(exc))
+    if why is not None and n_fed > 1:
+        rows = pd.DataFrame({"step": why["positions"], "title": why["titles"], "target": "top pick",
+                             "contribution": why["values"][top_idx]})
+        st.altair_chart(charts.contribution_chart(rows, f"Score of the top pick ({res.table['title'].iloc[0]}) "
+                                                        f"{gap_label} after the last movie"), width="stretch")
+        lead = rows.sort_values("contribution", ascending=False).iloc[0]
+        st.caption(f"Contribution = the score (logit) with the whole fed history minus the score with that one movie "
+                   f"(and its time) left out. {lead['title']} did most ({lead['contribution']:+.2f}); the score is "
+                   f"{why['logit'][top_idx]:.2f}. The same computation as on State trajectories, at the what-if gap.")
+    elif why is not None:
+        st.caption("With one movie in the history there is nothing to take away.")
 
 st.subheader("Where SS4Rec stops caring about time")
 a, b = st.columns(2)

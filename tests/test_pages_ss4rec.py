@@ -90,6 +90,10 @@ def test_live_page_what_if_and_side_by_side(runs_dir):
     assert "Where SS4Rec stops caring about time" in [s.value for s in at.subheader]
     assert not any("does not read the time" in w.value for w in at.warning)  # the released model reads it
     assert at.select_slider(key="live_gap").options[:3] == ["0 s", "5 s", "30 s"]  # second-scale steps
+    at.toggle(key="live_why").set_value(True).run()  # why the top pick: one contribution per fed movie
+    no_exception(at)
+    assert any("did most" in c.value for c in at.caption)
+    at.toggle(key="live_why").set_value(False).run()
     at.select_slider(key="live_gap").set_value("2 years").run()
     no_exception(at)
     after = at.dataframe[1].value["title"].tolist()
