@@ -120,3 +120,13 @@ def test_the_page_on_a_folder_without_ablations_says_what_it_needs(tmp_path):
     at.switch_page("app_pages/ablations.py").run()
     assert not at.exception
     assert any("No ablations" in i.value for i in at.info)
+
+
+def test_a_run_that_predates_a_setting_pools_with_one_that_records_its_default():
+    from recsys.compare.seeds import configuration_key
+
+    old = {"model": "ss4rec", "config": {"variant": "released", "seed": 0, "hidden": 64}}
+    new = {"model": "ss4rec", "config": {"variant": "released", "seed": 1, "hidden": 64, "gap_ablation": "none",
+                                         "target_gap": "given", "blocks": "s5+mamba", "tie_order": "file"}}
+    ablated = {"model": "ss4rec", "config": {**new["config"], "gap_ablation": "zero"}}
+    assert configuration_key(old) == configuration_key(new) != configuration_key(ablated)

@@ -37,10 +37,17 @@ def seed_of(info: dict) -> int | None:
     return int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None
 
 
+# settings added after runs were shipped, with the value those runs had without recording it: a run that records
+# the default and one that predates the setting are the same configuration
+ADDED_DEFAULTS = {"gap_ablation": "none", "target_gap": "given", "blocks": "s5+mamba", "target_gap_embedding": False,
+                  "tie_order": "file"}
+
+
 def configuration_key(info: dict) -> str:
     """Equal for runs that differ only in seed (and where they ran)."""
     ds = info.get("dataset") or {}
-    cfg = {k: v for k, v in (info.get("config") or {}).items() if k not in SEED_FREE}
+    cfg = {k: v for k, v in (info.get("config") or {}).items()
+           if k not in SEED_FREE and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])}
     proto = {k: v for k, v in (info.get("protocol") or {}).items() if k not in _PROTOCOL_FREE}
     return json.dumps({"model": info.get("model"), "objective": objective(info), "variant": variant_of(info),
                        "dataset": [ds.get("name"), ds.get("fingerprint"), ds.get("filters")],
