@@ -40,6 +40,8 @@ class TrainConfig:
     user_k: int | None = None           # k-core on users; None: 5 for leave-one-out, 1 for literature splits
     item_k: int | None = None           # k-core on items; same rule
     timestamped_users_only: bool = False  # drop users with any rating lacking a timestamp (ML-1M shared copy)
+    tie_order: str = "file"             # order of a user's ratings that share a second: file (source order, as
+                                        # RecBole) | shuffled (seeded random: a check on id-ordered files)
     max_len: int = 50                   # history length a sequence model reads (RecBole's MAX_ITEM_LIST_LENGTH)
     window_stride: int | None = None    # sequence training windows: None = non-overlapping (runs before issue 11);
                                         # s = overlapping, every target sees >= max_len - s + 1 items (1: per-prefix)
@@ -185,6 +187,8 @@ def resolve_config(model: str, file_cfg: dict, overrides: dict) -> RunConfig:
     if train.window_stride is not None and not 1 <= int(train.window_stride) <= int(train.max_len):
         raise ConfigError(f"window_stride must be null (non-overlapping windows) or in 1..max_len ({train.max_len}), "
                           f"not {train.window_stride}")
+    if train.tie_order not in ("file", "shuffled"):
+        raise ConfigError(f"tie_order must be file or shuffled, not {train.tie_order!r}")
     if not isinstance(train.variant, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,47}", train.variant):
         raise ConfigError(f"variant must be a short name (letters, digits, - _ . +), not {train.variant!r}")
     return RunConfig(model, train, params)

@@ -95,6 +95,30 @@ def test_sequences_are_chronological_with_file_order_tie_break():
     assert [gaps_before(s.row(r)["timestamps"]).tolist() for r in range(len(s))] == [[0, 50], [0, 0, 200]]
 
 
+def test_shuffled_ties_randomise_only_the_order_within_a_second():
+    # one user rating 12 movies in one second, in increasing id order (like ml-latest-small's file), then two later
+    rows = [(1, i, 3, 100) for i in range(1, 13)] + [(1, 50, 4, 200), (1, 60, 4, 300)]
+    file_order = prepare(data_of(rows), 1, 1)
+    shuffled = prepare(data_of(rows), 1, 1, shuffle_ties=True)
+    a = file_order.item_map.to_raw(file_order.sequences().row(0)["items"]).tolist()
+    b = shuffled.item_map.to_raw(shuffled.sequences().row(0)["items"]).tolist()
+    assert a == list(range(1, 13)) + [50, 60]
+    assert sorted(b[:12]) == a[:12] and b[:12] != a[:12] and b[12:] == [50, 60]  # ties moved, time order kept
+    again = prepare(data_of(rows), 1, 1, shuffle_ties=True)
+    assert again.item_map.to_raw(again.sequences().row(0)["items"]).tolist() == b  # seeded: the same every time
+    assert "tie_order" in shuffled.filters and "tie_order" not in file_order.filters
+
+
+def test_tie_order_is_a_checked_setting_that_a_re_evaluation_may_change():
+    from recsys.config import ConfigError, resolve_config
+    from recsys.training.reevaluate import EVAL_ONLY_KEYS
+
+    assert resolve_config("markov", {}, {"tie_order": "shuffled"}).train.tie_order == "shuffled"
+    with pytest.raises(ConfigError, match="tie_order"):
+        resolve_config("markov", {}, {"tie_order": "random"})
+    assert "tie_order" in EVAL_ONLY_KEYS
+
+
 def seq_rows(n_users=4, length=6):
     rows = []
     for u in range(1, n_users + 1):

@@ -183,8 +183,12 @@ def _sorted_codes(raw_ids: np.ndarray) -> tuple[IdMap, np.ndarray]:
 
 
 def prepare(data: MovieLensData, user_k: int = 5, item_k: int = 5, timestamped_only: bool = False,
-            require_timestamps: bool = False) -> PreparedData:
-    """Filter (optionally timestamped users only, then k-core) and index a dataset."""
+            require_timestamps: bool = False, shuffle_ties: bool = False) -> PreparedData:
+    """Filter (optionally timestamped users only, then k-core) and index a dataset.
+
+    Sequences order a user's ratings by time, then by source-file row. `shuffle_ties` puts the rows in a seeded
+    random order first, so ratings sharing a second come in random order instead of the file's (ml-latest-small's
+    file is sorted by movie id, which a model can learn from same-second runs of ratings)."""
     inter = data.interactions
     if timestamped_only:
         inter = timestamped_users_only(inter)
@@ -196,6 +200,8 @@ def prepare(data: MovieLensData, user_k: int = 5, item_k: int = 5, timestamped_o
         raise DataValidationError(
             f"{data.name}: nothing is left after the {user_k}-core (users) / {item_k}-core (items) filter")
     inter = inter.reset_index(drop=True)
+    if shuffle_ties:
+        inter = inter.iloc[np.random.default_rng(0).permutation(len(inter))].reset_index(drop=True)
     user_map, inter["user_idx"] = _sorted_codes(inter["user"].to_numpy())
     item_map, inter["item_idx"] = _sorted_codes(inter["item"].to_numpy())
     items = data.items[data.items["item"].isin(item_map.raw)].copy()
@@ -203,4 +209,6 @@ def prepare(data: MovieLensData, user_k: int = 5, item_k: int = 5, timestamped_o
     items = items.sort_values("item_idx").reset_index(drop=True)
     filters = {"user_k": user_k, "item_k": item_k, "timestamped_users_only": bool(timestamped_only),
                "ratings_before_filter": int(n_before), "ratings_after_filter": int(len(inter))}
+    if shuffle_ties:
+        filters["tie_order"] = "shuffled (seeded random order among ratings of one user in the same second)"
     return PreparedData(data.name, inter, user_map, item_map, items, filters)

@@ -30,7 +30,8 @@ def load_prepared(train: TrainConfig, download: bool = True, data_dir: str | Non
     """The dataset and its filtered, indexed form exactly as a run with these settings sees them."""
     data = load_dataset(train.dataset, data_dir or train.data_dir, download=download)
     prepared = prepare(data, train.user_k, train.item_k, timestamped_only=bool(train.timestamped_users_only),
-                       require_timestamps=train.objective == "ranking" or train.split == "chronological")
+                       require_timestamps=train.objective == "ranking" or train.split == "chronological",
+                       shuffle_ties=getattr(train, "tie_order", "file") == "shuffled")
     return data, prepared
 
 
@@ -42,6 +43,8 @@ def build_task(cfg: RunConfig, prepared, model):
         proto = RankingProtocol(user_k=t.user_k, item_k=t.item_k, max_len=int(t.max_len), mask_seen=bool(t.mask_seen),
                                 timestamped_users_only=t.timestamped_users_only, ks=tuple(t.ks))
         desc = proto.describe()
+        if t.tie_order == "shuffled":
+            desc["history_order"] = "timestamp, then a seeded random order among ratings in the same second"
         if cls.reads_history:
             task = SequenceTask(prepared, leave_one_out(prepared), proto.max_len, proto.mask_seen, proto.ks,
                                window_stride=t.window_stride)
@@ -57,6 +60,8 @@ def build_task(cfg: RunConfig, prepared, model):
                            timestamped_users_only=t.timestamped_users_only)
     split = rating_split(prepared, proto, t.data_dir)
     desc = proto.describe()
+    if t.tie_order == "shuffled":
+        desc["tie_order"] = "shuffled: a seeded random order among a user's ratings in the same second"
     desc["notes"] = split.notes
     desc["sizes"] = {"train": int(len(split.train)), "valid": int(len(split.valid)), "test": int(len(split.test))}
     return RatingTask(prepared, split), desc
