@@ -130,3 +130,16 @@ def test_a_run_that_predates_a_setting_pools_with_one_that_records_its_default()
                                          "target_gap": "given", "blocks": "s5+mamba", "tie_order": "file"}}
     ablated = {"model": "ss4rec", "config": {**new["config"], "gap_ablation": "zero"}}
     assert configuration_key(old) == configuration_key(new) != configuration_key(ablated)
+
+
+def test_the_sidebar_offers_the_released_run_first_and_ablations_last():
+    from recsys import compare as C
+    from recsys.app import state
+
+    found = C.scan_runs(ROOT / "checkpoints")
+    ss = state.candidates("ss4rec", found)
+    assert ss[0].label == "ss4rec-ranking-ml-100k-len50-released-seed0"
+    flags = [is_ablation(r.info) for r in ss if not (r.info.get("protocol") or {}).get("mask_seen")]
+    assert flags == sorted(flags)  # every ablation after every non-ablation
+    other = state.candidates("other", found)
+    assert not is_ablation(other[0].info)

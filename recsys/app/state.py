@@ -16,6 +16,7 @@ import numpy as np
 import streamlit as st
 
 from recsys import compare as C
+from recsys.compare.variants import is_ablation
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FOLDER = "checkpoints"  # relative to the project root
@@ -51,9 +52,11 @@ def candidates(kind: str, found: C.ScanResult | None = None, dataset: str | None
     found = found or scan()
     runs = [r for r in found.runs if r.info["model"] in KINDS[kind] and r.info.get("status") == "complete"
             and (dataset is None or r.info["dataset"]["name"] == dataset)]
-    # the headline first: by model, then unmasked before masked re-evaluations, then by seed (stable otherwise)
+    # the headline first: by model, then unmasked before masked re-evaluations, the released configuration before
+    # other variants and ablations (What matters' evidence) last, then by seed (stable otherwise)
     return sorted(runs, key=lambda r: (KINDS[kind].index(r.info["model"]),
                                        bool((r.info.get("protocol") or {}).get("mask_seen")),
+                                       is_ablation(r.info), C.variant_of(r.info) not in ("released", "default"),
                                        C.seed_of(r.info) or 0))
 
 
