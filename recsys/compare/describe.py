@@ -45,8 +45,12 @@ def is_embedded_ml100k(info: dict) -> bool:
 
 
 def default_selection(runs: Sequence[Run]) -> list[str]:
-    """Labels of the complete runs of the embedded ML-100K."""
-    return [r.label for r in runs if r.status in ("complete", "inconsistent") and is_embedded_ml100k(r.info)]
+    """Labels of the complete runs of the embedded ML-100K, ablations left out (What matters shows them; they can
+    be added to the selection)."""
+    from recsys.compare.variants import is_ablation
+
+    return [r.label for r in runs if r.status in ("complete", "inconsistent") and is_embedded_ml100k(r.info)
+            and not is_ablation(r.info)]
 
 
 def filters_summary(info: dict) -> str:
