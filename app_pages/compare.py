@@ -95,7 +95,8 @@ chosen = st.multiselect(
     "Runs", labels, default=default, key=f"runs::{root}",
     format_func=lambda lab: f"{lab} · {C.model_label(by_label[lab].info)}"
     + ("  ⏳ running" if by_label[lab].status == "running" else ""),
-    help="Default: every complete run of the embedded ML-100K.")
+    help="Default: every complete run of the embedded ML-100K except the ablations (SS4Rec with a part taken away, "
+         "SASRec given the target gap), which What matters compares; add them here to see them in these tables.")
 runs = [by_label[lab] for lab in chosen]
 if not runs:
     st.info("Select at least one run.")
