@@ -107,10 +107,9 @@ def ablations(args) -> None:
             print("| variant | " + " | ".join(f"{b} (n={n})" for b, n in zip(first["bucket"], first["users"]))
                   + " |\n| --- |" + " --- |" * len(first))
             for row in study.rows:
-                if row.reference is not study.reference:
-                    continue
                 bd = AB.regime_breakdown(row, load, by=by)
-                print(f"| {row.config.variant} | " + " | ".join(
+                vs = "" if row.reference is study.reference else f" − {row.reference.name}"
+                print(f"| {row.config.variant}{vs} | " + " | ".join(
                     f"{d:+.4f} ({lo:+.4f} … {hi:+.4f})" for d, lo, hi in zip(bd["diff"], bd["ci_low"], bd["ci_high"]))
                     + " |")
         print()
