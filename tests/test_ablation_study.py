@@ -143,3 +143,21 @@ def test_the_sidebar_offers_the_released_run_first_and_ablations_last():
     assert flags == sorted(flags)  # every ablation after every non-ablation
     other = state.candidates("other", found)
     assert not is_ablation(other[0].info)
+
+
+def test_the_page_on_the_shipped_ablations():
+    if not list((ROOT / "checkpoints").glob("ss4rec-*-no-target-time-seed*")):
+        pytest.skip("no shipped ablation runs")
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300).run()
+    at.switch_page("app_pages/ablations.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    variants = {"no-target-time", "zero-gaps", "shuffled-gaps", "constant-gap", "log1p-gaps", "span-normalised",
+                "s5-only", "mamba-only", "sasrec-target-time"}
+    assert {v for v in variants if table["configuration"].str.contains(v).any()} == variants
+    assert (table["seeds"] == "3 seeds").all()
+    assert at.selectbox(key="abl_row_0").value == 0  # the breakdown opens on no-target-time
+    breakdown = at.dataframe[1].value
+    assert breakdown["users"].sum() == 943 and list(breakdown["bucket"]) == list(AB.REGIME_LABELS)
+    at.radio(key="abl_by_0").set_value("length").run()
+    assert not at.exception and at.dataframe[1].value["users"].sum() == 943
