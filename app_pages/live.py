@@ -220,5 +220,6 @@ with b:
         if timed and (hour < 0.05).all():
             st.info(f"This run keeps under 5% of its state over an hour (layers: "
                     f"{', '.join(f'{r:.3f}' for r in hour)}): gaps of hours, days and years all look alike to it. "
-                    "For a model in which longer gaps still count, pick a **log1p-gaps** or **span-normalised** run "
-                    "in the sidebar (What matters compares them with the released one).")
+                    "For a model in which longer gaps still count, pick a **log1p-gaps** run in the sidebar: its S5 "
+                    "keeps most of its state across days and years (What matters compares it with the released "
+                    "one).")
