@@ -129,6 +129,20 @@ except ValueError as exc:
     st.error(str(exc))
     st.stop()
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _other_history_scores(run_path: str, items_key: bytes, times_key: bytes, when: int | None, hide: bool,
+                          _run=other):
+    """The baseline's list for a history: it does not move with the what-if gap unless the run reads time (then
+    `when` is part of the key), so moving the slider does not re-score it."""
+    return score_history(_run, np.frombuffer(items_key, dtype=np.int64), np.frombuffer(times_key, dtype=np.int64),
+                         now=when, k=10, hide_seen=hide)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _other_user_scores(run_path: str, uid: int, hide: bool, _run=other):
+    return score_history(_run, user_id=uid, k=10, hide_seen=hide)
+
+
 left, right = st.columns(2)
 with left:
     st.subheader("SS4Rec")
@@ -146,7 +160,9 @@ with right:
         st.info("Pick a baseline run on the same data in the sidebar (NCF, popularity, SASRec, GRU4Rec, Markov).")
     elif other_reads:
         try:
-            o = score_history(other, items, times, now=now, k=10, hide_seen=hide_seen)
+            o = _other_history_scores(str(ncf_path), items.astype(np.int64).tobytes(),
+                                      times.astype(np.int64).tobytes(),
+                                      now if reads_target_time(other.info) else None, hide_seen)
             st.dataframe(o.table[["rank", "title", "score"]].round(3).rename(columns={"score": "score (logit)"}),
                          hide_index=True, width="stretch")
             st.caption(f"{o.note}" + ("" if reads_target_time(other.info) else
@@ -169,7 +185,7 @@ with right:
                    ". Pick an existing user to see NCF's own list.")
     else:
         try:
-            o = score_history(other, user_id=user_id, k=10, hide_seen=hide_seen)
+            o = _other_user_scores(str(ncf_path), int(user_id), hide_seen)
             col = [c for c in o.table.columns if c in ("score", "predicted rating")][0]
             st.dataframe(o.table[["rank", "title", col]].round(3), hide_index=True, width="stretch")
             st.caption(f"{o.note or 'Scores for this user'}; the time of the next rating does not change NCF. "
@@ -203,7 +219,7 @@ if st.toggle("Why SS4Rec's top pick? (leave-one-out contributions of each movie 
 st.subheader("Where SS4Rec stops caring about time")
 a, b = st.columns(2)
 with a:
-    st.altair_chart(charts.overlap_chart(sweep, gap_label), width="stretch")
+    st.altair_chart(charts.overlap_chart(sweep), width="stretch")
     st.caption("How many of SS4Rec's top 10 at each gap it shares with its top 10 for a rating right away (0 s); "
                "10 everywhere means the gap changes nothing for this history.")
 with b:
@@ -211,11 +227,10 @@ with b:
     if curve.empty:
         st.info("This run has no S5 layer (Mamba only): nothing in it decays with time.")
     else:
-        st.altair_chart(charts.retention_curve_chart(curve, GAPS[gap_label]), width="stretch")
+        st.altair_chart(charts.retention_curve_chart(curve), width="stretch")
         st.caption("S5 retention per layer: the share of the state (mean |Ā| over its dimensions) kept across a gap, "
                    "as this run feeds gaps (raw seconds for the released model; log1p or span-scaled for those "
-                   "variants). Where it reaches 0, longer gaps all look the same to the model. The red line is the "
-                   "chosen gap.")
+                   "variants). Where it reaches 0, longer gaps all look the same to the model.")
         hour = curve[curve["seconds"] >= 3600].groupby("layer")["retention"].first()
         if timed and (hour < 0.05).all():
             st.info(f"This run keeps under 5% of its state over an hour (layers: "

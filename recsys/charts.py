@@ -120,36 +120,29 @@ def bucket_difference_chart(df: pd.DataFrame, count: str = "users") -> alt.Layer
                                                       height=320)
 
 
-def overlap_chart(sweep: pd.DataFrame, chosen: str) -> alt.LayerChart:
-    """recsys.inference.gap_sweep: movies shared with the first gap's top 10, per what-if gap (in the given order),
-    the chosen gap in red."""
-    df = _frame(sweep, ["gap", "shared with the first"]).assign(chosen=lambda d: d["gap"] == chosen)
+def overlap_chart(sweep: pd.DataFrame) -> alt.LayerChart:
+    """recsys.inference.gap_sweep: movies shared with the first gap's top 10, per what-if gap (in the given order).
+    It does not mark the chosen gap, so moving the what-if slider leaves the chart as it is (no re-render)."""
+    df = _frame(sweep, ["gap", "shared with the first"])
     order = list(df["gap"])
     base = alt.Chart(df).encode(x=alt.X("gap:N", sort=order, title="gap before the next rating",
                                         axis=alt.Axis(labelAngle=-45)),
                                 y=alt.Y("shared with the first:Q", scale=alt.Scale(domain=[0, 10]),
                                         title="top-10 movies shared with the 0 s list"),
                                 tooltip=["gap:N", "shared with the first:Q"])
-    line = base.mark_line(color="#4c78a8")
-    points = base.mark_point(filled=True, size=70).encode(
-        color=alt.condition(alt.datum.chosen, alt.value("#d62728"), alt.value("#4c78a8")))
-    return (line + points).properties(title="Does the gap change the list?", height=300)
+    return (base.mark_line(color="#4c78a8") + base.mark_point(filled=True, size=70, color="#4c78a8")).properties(
+        title="Does the gap change the list?", height=300)
 
 
-def retention_curve_chart(curve: pd.DataFrame, chosen_seconds: float) -> alt.LayerChart:
-    """recsys.inference.retention_curve: S5 retention per layer against the gap (log scale), a red rule at the
-    chosen gap (when it is above 0 s)."""
+def retention_curve_chart(curve: pd.DataFrame) -> alt.Chart:
+    """recsys.inference.retention_curve: S5 retention per layer against the gap (log scale)."""
     df = _frame(curve, ["seconds", "layer", "retention"])
-    line = alt.Chart(df).mark_line().encode(
+    return alt.Chart(df).mark_line().encode(
         x=alt.X("seconds:Q", scale=alt.Scale(type="log"), title="gap (seconds, log scale: 60 = 1 min, 86400 = 1 day)"),
         y=alt.Y("retention:Q", scale=alt.Scale(domain=[0, 1]), title="share of the state kept"),
         color=alt.Color("layer:N", legend=alt.Legend(orient="bottom")),
-        tooltip=[alt.Tooltip("seconds:Q", format=",.0f"), "layer:N", alt.Tooltip("retention:Q", format=".3f")])
-    layers = [line]
-    if chosen_seconds and chosen_seconds > 0:
-        layers.append(alt.Chart(pd.DataFrame({"seconds": [float(chosen_seconds)]})).mark_rule(color="#d62728")
-                      .encode(x="seconds:Q"))
-    return alt.layer(*layers).properties(title="S5 retention against the gap", height=300)
+        tooltip=[alt.Tooltip("seconds:Q", format=",.0f"), "layer:N", alt.Tooltip("retention:Q", format=".3f")],
+    ).properties(title="S5 retention against the gap", height=300)
 
 
 def breakdown_chart(df: pd.DataFrame, y_title: str, x_title: str) -> alt.LayerChart:

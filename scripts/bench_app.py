@@ -347,6 +347,9 @@ def load(args) -> int:
     planned = args.sessions * args.rounds * len(PAGES)
     bad = [v for v in views if v["problems"]]
     ready = sorted(v["ready"] for v in views if "ready" in v)
+    # what a person switching pages sees once the caches are warm: sidebar clicks after the first round
+    switches = sorted(v["ready"] for v in views if "ready" in v and v["round"] > 1)
+    switch_target = 1.5 if args.sessions <= 5 else 3.0  # the dashboard issue's targets (5 and 20 sessions)
     rss_mb = [r / 2**20 for r in result["round_end_rss"]]
     peak_mb = max([sampler.peak(), idle_rss, after_close_rss, *result["round_end_rss"]]) / 2**20
     growth = rss_mb[-1] - rss_mb[0] if len(rss_mb) >= 2 else None
@@ -365,6 +368,9 @@ def load(args) -> int:
          f"{statistics.median(ready):.2f} s / {ready[-1]:.2f} s" if ready else "n/a",
          f"< {args.page_timeout:g} s each", bool(ready) and ready[-1] < args.page_timeout),
         *[(f"  of which {'/' + path}: median / max", per_page(views, path), "", None) for path, _, _ in PAGES],
+        ("page switch under load (sidebar clicks after round 1, caches warm): median / max",
+         f"{statistics.median(switches):.2f} s / {switches[-1]:.2f} s" if switches else "n/a (one round)",
+         f"median <= {switch_target:g} s", (statistics.median(switches) <= switch_target) if switches else None),
         ("server RSS before the first session", mb(idle_rss / 2**20), "", None),
         ("server RSS peak (sampled every 0.25 s)", mb(peak_mb), f"< {args.max_rss_mb:,.0f} MB",
          peak_mb < args.max_rss_mb),
@@ -395,7 +401,9 @@ def load(args) -> int:
         print(f"\nstopped early: {result['stopped']}")
     for v in bad[:10]:
         print(f"\nsession {v['session']}, round {v['round']}, /{v['page']}: {'; '.join(v['problems'])}")
-    ok = all(met is not False for *_, met in rows)
+    # PASS is about correctness and memory; the switch-time target is reported (met: yes / NO), never a failure, as
+    # the same two cores also run the browsers
+    ok = all(met is not False for name, *_, met in rows if not name.startswith("page switch under load"))
     print(f"\nload test: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 

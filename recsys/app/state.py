@@ -43,8 +43,18 @@ def runs_folder() -> Path:
 
 
 def scan() -> C.ScanResult:
-    """The runs of the chosen folder (reads each run.json: cheap, and never stale after a training run)."""
-    return C.scan_runs(runs_folder())
+    """The runs of the chosen folder, never stale after a training run: re-read whenever a run's files change
+    (C.folder_stamp: their sizes and times), else the result of this session's last scan (a page run asks several
+    times)."""
+    folder = runs_folder()
+    stamp = C.folder_stamp(folder)
+    memo = st.session_state.get("_scan_memo")
+    if memo is not None and memo[0] == (str(folder), stamp) and \
+            not any(r.info.get("status") == "running" for r in memo[1].runs):  # a training may die unseen
+        return memo[1]
+    found = C.scan_runs(folder)
+    st.session_state["_scan_memo"] = ((str(folder), stamp), found)
+    return found
 
 
 def candidates(kind: str, found: C.ScanResult | None = None, dataset: str | None = None) -> list[C.Run]:

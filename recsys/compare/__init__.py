@@ -58,6 +58,7 @@ from recsys.compare.discovery import (
     Run,
     RunError,
     ScanResult,
+    folder_stamp,
     info_stamp,
     load_test_results,
     read_history,
@@ -107,7 +108,7 @@ from recsys.compare.seeds import (
 
 __all__ = [
     # discovery
-    "FAMILIES", "Run", "ScanResult", "RunError", "scan_runs", "validate_info", "load_test_results",
+    "FAMILIES", "Run", "ScanResult", "RunError", "folder_stamp", "scan_runs", "validate_info", "load_test_results",
     "results_stamp", "info_stamp", "read_history", "run_users",
     # grouping
     "ComparabilityKey", "Group", "families", "has_rating_head", "comparability_key", "group_runs",

@@ -7,6 +7,7 @@ into a message instead of a traceback. Nothing here parses run.json or hashes a 
 """
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from dataclasses import dataclass, field
@@ -126,10 +127,19 @@ def _process_gone(info: dict) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=1024)
+def _read_info(path: str, stamp: tuple) -> dict:
+    """run.json read, digest-checked and validated once per version of the file (stamp: its mtime, size, inode):
+    the dashboard scans the folder several times per page run."""
+    return validate_info(RunDirectory(path).info(), Path(path) / RUN_FILE)
+
+
 def _load_one(path: Path) -> Run:
-    info = validate_info(RunDirectory(path).info(), path / RUN_FILE)
+    stamp = _stamp(path)
+    info = copy.deepcopy(_read_info(str(path), stamp)) if stamp[0] is not None else \
+        validate_info(RunDirectory(path).info(), path / RUN_FILE)
     if info.get("status") == "complete":
-        problem = _checked(str(path), _stamp(path))
+        problem = _checked(str(path), stamp)
         if problem:
             return Run(path, {**info, "status": "inconsistent", "metrics": {}}, problem)
     elif info.get("status") == "running" and _process_gone(info):
@@ -137,6 +147,19 @@ def _load_one(path: Path) -> Run:
                f"scripts/train.py --resume {path}")
         return Run(path, {**info, "status": "interrupted"}, why)
     return Run(path, info)
+
+
+def folder_stamp(root: str | Path) -> tuple:
+    """What changes when any run under root is added, removed, re-trained or edited: each folder's name and the
+    stamps (mtime, size, inode) of its run.json, results and weights. Cheap: no file is read."""
+    root = Path(root).expanduser()
+    try:
+        if (root / RUN_FILE).exists():
+            return ((root.name, _stamp(root)),)
+        return tuple((p.name, _stamp(p)) for p in sorted(root.iterdir())
+                     if p.is_dir() and not p.name.startswith((".", "__")))
+    except OSError:
+        return ()
 
 
 def scan_runs(root: str | Path) -> ScanResult:
