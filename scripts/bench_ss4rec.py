@@ -126,9 +126,9 @@ def reference_classes():
             self.dropout = nn.Dropout(block.dropout.p)
             self.load_state_dict(block.state_dict())     # identical names: seq.{Lambda,B,C,D,log_step}, mamba.*
 
-        def forward(self, h, dt, return_states: bool = False):
-            if return_states:
-                raise NotImplementedError("benchmark layer: training forward only")
+        def forward(self, h, dt, return_states: bool = False, readout_dt=None):
+            if return_states or readout_dt is not None:
+                raise NotImplementedError("benchmark layer: the released training forward only")
             # s5-pytorch returns a non-contiguous [B, L, H]; dropout draws its mask in memory order, so without
             # this (negligible) copy the two variants would get differently placed masks from the same seed
             s = self.s5(h, step_scale=dt).contiguous()
