@@ -34,15 +34,23 @@ ROOT = Path(__file__).resolve().parents[1]
 GAPS = {"1 minute": 60, "1 hour": 3600, "1 day": 86400, "1 week": 7 * 86400, "2 years": 730 * 86400}
 
 
-def matrix(args) -> None:
-    from recsys.compare import load_test_results, ranking_matrix, reference_comparisons, scan_runs
+def checked_runs(roots) -> list:
+    """Every run under the folders that passed its checks (a folder that cannot be read stops the command)."""
+    from recsys.compare import scan_runs
 
     runs = []
-    for root in args.roots:
+    for root in roots:
         scan = scan_runs(root)
         if scan.root_error:
             raise SystemExit(scan.root_error)
         runs += [r for r in scan.runs if r.problem is None]
+    return runs
+
+
+def matrix(args) -> None:
+    from recsys.compare import load_test_results, ranking_matrix, reference_comparisons
+
+    runs = checked_runs(args.roots)
     table = ranking_matrix(runs, args.metric, args.split)
     print(f"{args.split} {args.metric}, mean ± sd over seeds (leave-one-out by time, full ranking):\n")
     cols = list(table.columns)
@@ -73,14 +81,9 @@ def matrix(args) -> None:
 
 def ablations(args) -> None:
     from recsys.compare import ablations as AB
-    from recsys.compare import load_test_results, scan_runs
+    from recsys.compare import load_test_results
 
-    runs = []
-    for root in args.roots:
-        scan = scan_runs(root)
-        if scan.root_error:
-            raise SystemExit(scan.root_error)
-        runs += [r for r in scan.runs if r.problem is None]
+    runs = checked_runs(args.roots)
     load = lambda r: load_test_results(r.path, r.info)  # noqa: E731
     studies = AB.ablation_studies(runs, load, n_boot=args.n_boot)
     if not studies:
