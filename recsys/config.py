@@ -168,11 +168,14 @@ def resolve_config(model: str, file_cfg: dict, overrides: dict) -> RunConfig:
     if train.objective not in ("rating", "ranking"):
         raise ConfigError(f"objective must be rating or ranking, not {train.objective!r}")
     if train.objective not in cls.objectives:
-        if model == "ss4rec":
-            raise ConfigError("SS4Rec trains on next-item ranking; its rating head is evaluated on the chronological "
-                              "rating protocol in the same run (rating_head: true)")
         raise ConfigError(f"the {model} {'floor' if not cls.trainable else 'model'} is a "
                           f"{' / '.join(cls.objectives)} model")
+    if (train.objective == "rating" and cls.trainable and cls.reads_history
+            and not (getattr(params, "rating_head", False) or getattr(params, "rating_input", False))):
+        raise ConfigError(f"a {model} rating run needs a rating head: --set rating_input=true (the rating-aware "
+                          f"variant, which reads the history's ratings){' or rating_head=true' * (model == 'ss4rec')}")
+    if train.objective == "ranking" and not getattr(params, "ce_weight", 1.0):
+        raise ConfigError("a ranking run needs the next-item loss: ce_weight must be > 0")
     if train.objective == "ranking" and train.split != "chronological":
         raise ConfigError("the ranking protocol is leave-one-out by time; --split applies to the rating objective")
     literature = train.split in LITERATURE_SPLITS

@@ -61,7 +61,11 @@ def candidates(kind: str, found: C.ScanResult | None = None, dataset: str | None
     """Complete runs offered for a choice (`kind`: "ss4rec" or "other"), optionally only those on `dataset`."""
     found = found or scan()
     runs = [r for r in found.runs if r.info["model"] in KINDS[kind] and r.info.get("status") == "complete"
-            and (dataset is None or r.info["dataset"]["name"] == dataset)]
+            and (dataset is None or r.info["dataset"]["name"] == dataset)
+            # a rating-aware run reads a history's ratings (the Compare page's rating group shows it); the state
+            # and live pages step through or score ranking histories, and SS4Rec's there are ranking runs
+            and not (r.info.get("config") or {}).get("rating_input")
+            and (kind != "ss4rec" or r.info.get("objective", "ranking") == "ranking")]
     # the headline first: by model, then unmasked before masked re-evaluations, the released configuration before
     # other variants and ablations (What matters' evidence) last, then by seed (stable otherwise)
     return sorted(runs, key=lambda r: (KINDS[kind].index(r.info["model"]),

@@ -26,6 +26,8 @@ class SequenceBatch:
     target_times: torch.Tensor | None = None   # [B] time of the (last) target
     target_ratings: torch.Tensor | None = None  # like targets, float32
     negatives: torch.Tensor | None = None      # [B, K] sampled negative items (pointwise ranking losses)
+    ratings: torch.Tensor | None = None        # [B, L] the history's own ratings (0 on padding), float32: what a
+                                               # rating-aware model reads; never the rating it predicts
 
     def __len__(self) -> int:
         return len(self.users)
@@ -51,7 +53,7 @@ class SequenceBatch:
         if self.items is None or not len(self):
             return self
         width = max(int(self.lengths.max()), 1)
-        per_position = {"items", "timestamps", "targets", "target_ratings"}  # [B, L] fields (targets: windows)
+        per_position = {"items", "timestamps", "targets", "target_ratings", "ratings"}  # [B, L] (targets: windows)
         return replace(self, **{name: getattr(self, name)[:, :width] for name in per_position
                                 if getattr(self, name) is not None and getattr(self, name).dim() == 2})
 
@@ -116,6 +118,7 @@ def training_windows(seqs: Sequences, max_len: int, stride: int | None = None) -
         targets=_t(take(seqs.items, inp + 1, in_loss), np.int64),
         target_times=_t(seqs.timestamps[starts + last] if len(row) else np.zeros(0), np.int64),
         target_ratings=_t(take(seqs.ratings, inp + 1, in_loss), np.float32),
+        ratings=_t(take(seqs.ratings, inp, valid), np.float32),
     )
 
 
@@ -127,12 +130,39 @@ def evaluation_cases(seqs: Sequences, rows: np.ndarray, target_pos: np.ndarray, 
     n = len(target_pos)
     items = np.where(valid, seqs.items[pos], 0) if n else np.zeros((0, max_len), np.int64)
     times = np.where(valid, seqs.timestamps[pos], 0) if n else np.zeros((0, max_len), np.int64)
+    ratings = np.where(valid, seqs.ratings[pos], 0) if n else np.zeros((0, max_len), np.float32)
     return SequenceBatch(
         users=_t(seqs.users[rows], np.int64), items=_t(items, np.int64), timestamps=_t(times, np.int64),
         lengths=_t(lengths, np.int64), targets=_t(seqs.items[target_pos], np.int64),
         target_times=_t(seqs.timestamps[target_pos], np.int64),
-        target_ratings=_t(seqs.ratings[target_pos], np.float32),
+        target_ratings=_t(seqs.ratings[target_pos], np.float32), ratings=_t(ratings, np.float32),
     )
+
+
+def timed_cases(pool: Sequences, users, items, times, ratings, max_len: int) -> tuple[SequenceBatch, np.ndarray]:
+    """One case per (user, item, time, rating) target, its history the user's ratings in `pool` with a strictly
+    earlier timestamp (ratings in the same second are not history), the last `max_len` of them.
+
+    The rule of the literature rating splits for sequence models: `pool` holds the training ratings (u1.base ...),
+    the targets are held-out rows. Returns the cases and each target's full history length (before the cut)."""
+    users, times = np.asarray(users, np.int64), np.asarray(times, np.int64)
+    lo = int(min(pool.timestamps.min(initial=0), times.min(initial=0)))
+    span = int(max(pool.timestamps.max(initial=0), times.max(initial=0))) - lo + 1
+    row_of_pos = np.repeat(pool.users, pool.lengths)
+    keys = row_of_pos * span + (pool.timestamps - lo)  # ascending: pool is sorted by user, then time
+    ends = np.searchsorted(keys, users * span + (times - lo), side="left")
+    starts = np.searchsorted(keys, users * span, side="left")
+    pos, lengths = history_positions(starts, ends, max_len)
+    valid = np.arange(max_len)[None, :] < lengths[:, None]
+    n = len(users)
+    pick = lambda a, fill_dtype: (np.where(valid, a[pos], 0) if n and len(a)  # noqa: E731
+                                  else np.zeros((n, max_len), fill_dtype))
+    batch = SequenceBatch(
+        users=_t(users, np.int64), items=_t(pick(pool.items, np.int64), np.int64),
+        timestamps=_t(pick(pool.timestamps, np.int64), np.int64), lengths=_t(lengths, np.int64),
+        targets=_t(items, np.int64), target_times=_t(times, np.int64), target_ratings=_t(ratings, np.float32),
+        ratings=_t(pick(pool.ratings, np.float32), np.float32))
+    return batch, (ends - starts).astype(np.int64)
 
 
 def rating_pairs(users, items, ratings) -> SequenceBatch:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from recsys.models.base import Recommender
-from recsys.models.baselines import BiasBaseline, GlobalMean, MostPopular
+from recsys.models.baselines import BiasBaseline, GlobalMean, MostPopular, RecentResidual
 from recsys.models.gru4rec import GRU4Rec
 from recsys.models.markov import MarkovChain
 from recsys.models.ncf import NeuMF
@@ -23,6 +23,7 @@ MODELS: dict[str, type[Recommender]] = {
     "gru4rec": GRU4Rec,
     "global-mean": GlobalMean,
     "bias": BiasBaseline,
+    "recent-residual": RecentResidual,
     "popular": MostPopular,
     "markov": MarkovChain,
 }

@@ -26,6 +26,12 @@ class BiasConfig:
 
 
 @dataclass
+class RecentResidualConfig(BiasConfig):
+    k_grid: list[int] = field(default_factory=lambda: [1, 2, 3, 5, 10, 20, 50])  # last k ratings; chosen on valid
+    shrink_grid: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 5.0, 10.0, 20.0])  # lambda; valid
+
+
+@dataclass
 class PopularConfig:
     pass
 
@@ -113,6 +119,66 @@ class BiasBaseline(_RatingFloor):
 
     def pair_ratings(self, users, items):
         return self.mean + self.user_bias[users] + self.item_bias[items]
+
+
+class RecentResidual(BiasBaseline):
+    """The bias floor plus a shrunk mean of the user's residuals over the last k ratings before the target:
+
+        r_hat = mu + b_u + b_i + sum_{last k} (r_h - mu - b_u - b_h) / (n_k + lambda),   n_k = min(k, history)
+
+    "Lately this user has rated above or below what the biases expect." The biases are the bias floor's (their
+    regularisation chosen on validation RMSE with k = 0), then k and lambda on validation RMSE. The history is the
+    task's (strictly earlier ratings, never the target's), so it needs a history-reading task.
+    """
+
+    name = "recent-residual"
+    Config = RecentResidualConfig
+    reads_history = True
+
+    def __init__(self, n_users: int, n_items: int, reg_grid=(10.0,), iters: int = 10, k_grid=(5,),
+                 shrink_grid=(1.0,)):
+        super().__init__(n_users, n_items, reg_grid, iters)
+        self.k_grid, self.shrink_grid = tuple(int(k) for k in k_grid), tuple(float(s) for s in shrink_grid)
+        if any(k < 1 for k in self.k_grid) or any(s < 0 for s in self.shrink_grid):
+            raise ValueError("k_grid needs k >= 1 and shrink_grid lambda >= 0")
+        self.register_buffer("k", torch.tensor(0))
+        self.register_buffer("shrink", torch.tensor(0.0))
+
+    @classmethod
+    def from_config(cls, config, n_users: int, n_items: int) -> "RecentResidual":
+        p = config.params
+        return cls(n_users, n_items, p.bias_reg_grid, int(p.iters), p.k_grid, p.shrink_grid)
+
+    def fit(self, task, device: str) -> dict:
+        self.k.fill_(0)  # the plain bias floor while its regularisation is chosen
+        chosen = super().fit(task, device)
+        best = None
+        for k in self.k_grid:
+            for lam in self.shrink_grid:
+                self.k.fill_(k)
+                self.shrink.fill_(lam)
+                rmse = task.evaluate(self, "valid", device)[0]["rmse"]
+                if best is None or rmse < best[0] - 1e-12:
+                    best = (rmse, k, lam)
+        self.k.fill_(best[1])
+        self.shrink.fill_(best[2])
+        return {**chosen, "chosen_k": best[1], "chosen_shrink": best[2], "valid_rmse": best[0]}
+
+    def predict_rating(self, batch: SequenceBatch) -> torch.Tensor:
+        base = self.pair_ratings(batch.users, batch.targets)
+        k = int(self.k)
+        if k == 0 or batch.items is None or batch.items.shape[1] == 0:
+            return base
+        if batch.ratings is None:
+            raise ValueError("the recent-residual floor needs the history's ratings")
+        pos = torch.arange(batch.items.shape[1], device=batch.items.device)[None, :]
+        lengths = batch.lengths[:, None]
+        recent = (pos < lengths) & (pos >= lengths - k)
+        expected = self.mean + self.user_bias[batch.users][:, None] + self.item_bias[batch.items]
+        res = torch.where(recent, batch.ratings.float() - expected, torch.zeros_like(expected))
+        n = recent.sum(dim=1).float()
+        denom = n + self.shrink
+        return base + torch.where(denom > 0, res.sum(dim=1) / denom.clamp_min(1e-12), torch.zeros_like(base))
 
 
 class MostPopular(Recommender):

@@ -39,6 +39,7 @@ from recsys.data.batch import SequenceBatch
 from recsys.data.history import gaps_after
 from recsys.models.base import Recommender
 from recsys.models.losses import chunked_softmax_cross_entropy
+from recsys.models.rating_aware import RatingSide, joint_loss
 
 GAP_BUCKETS = 28  # floor(log2(1 + seconds)): 0 = the same second, 26 = about two years; longer -> the last
 
@@ -65,12 +66,17 @@ class SASRecConfig:
     initializer_range: float = 0.02     # std of the normal init of every Linear/Embedding
     logits_chunk: int = 8192            # rows of full-softmax logits held at once
     target_gap_embedding: bool = False  # add a log2-bucketed embedding of the gap after each item (target's at the end)
+    rating_input: bool = False          # rating-aware (issue 13): reads the history's ratings, predicts the next one
+    ce_weight: float = 1.0              # weight of the next-item cross-entropy (0: a pure rating model)
+    rating_weight: float = 1.0          # weight of the rating MSE (rating-aware only)
 
     def __post_init__(self):
         if self.hidden_act not in _ACTIVATIONS:
             raise ValueError(f"hidden_act must be one of {', '.join(_ACTIVATIONS)}, not {self.hidden_act!r}")
         if int(self.n_heads) < 1 or int(self.hidden_size) % int(self.n_heads):
             raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of n_heads ({self.n_heads})")
+        if not float(self.ce_weight) >= 0 or not float(self.rating_weight) >= 0:
+            raise ValueError("ce_weight and rating_weight must be >= 0")
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -130,6 +136,7 @@ class TransformerBlock(nn.Module):
 class SASRec(Recommender):
     name = "sasrec"
     Config = SASRecConfig
+    objectives = ("ranking", "rating")  # rating: the rating-aware variant (rating_input)
     reads_history = True
 
     def __init__(self, n_items: int, config: SASRecConfig | None = None, max_len: int = 50, **overrides):
@@ -145,7 +152,11 @@ class SASRec(Recommender):
         self.input_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.input_dropout = nn.Dropout(cfg.hidden_dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.rating_side = RatingSide(n_items, cfg.hidden_size) if cfg.rating_input else None
+        self.ce_weight, self.rating_weight = float(cfg.ce_weight), float(cfg.rating_weight)
         self._recbole_init(cfg.initializer_range)
+        if self.rating_side is not None:
+            self.rating_side.reset_parameters()
 
     @classmethod
     def from_config(cls, config, n_users: int, n_items: int) -> "SASRec":
@@ -160,6 +171,14 @@ class SASRec(Recommender):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    @property
+    def has_rating(self) -> bool:
+        return self.rating_side is not None
+
+    def init_from_data(self, task) -> None:
+        if self.rating_side is not None:
+            self.rating_side.readout.global_mean.fill_(task.train_mean)
 
     @staticmethod
     def attention_mask(items: torch.Tensor) -> torch.Tensor:
@@ -176,6 +195,8 @@ class SASRec(Recommender):
             raise ValueError(f"histories of {L} positions, but SASRec was built with max_len={self.max_len}")
         positions = torch.arange(L, device=items.device)
         h = self.item_embedding(items) + self.position_embedding(positions)[None]
+        if self.rating_side is not None:
+            h = h + self.rating_side.read(items, None if batch is None else batch.ratings)
         if self.gap_embedding is not None:
             if batch is None or batch.timestamps is None or batch.target_times is None:
                 raise ValueError("SASRec with target_gap_embedding needs the history's times and the target's time")
@@ -192,11 +213,24 @@ class SASRec(Recommender):
         return self.gather_last(h, batch.lengths) @ self.item_embedding.weight.T
 
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
-        """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1]; full-softmax CE."""
+        """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1]; ce_weight x the
+        full-softmax CE, plus (rating-aware) rating_weight x the MSE of the rating of targets[:, j]."""
         h = self.encode(batch.items, batch)
         valid = batch.targets > 0
-        return chunked_softmax_cross_entropy(h[valid], self.item_embedding.weight, batch.targets[valid],
-                                             self.logits_chunk)
+        hv, tv = h[valid], batch.targets[valid]
+        ce = (chunked_softmax_cross_entropy(hv, self.item_embedding.weight, tv, self.logits_chunk)
+              if self.ce_weight else None)
+        pred = target = None
+        if self.rating_side is not None and batch.target_ratings is not None:
+            pred, target = self.rating_side.predict(hv, self.item_embedding(tv), tv), batch.target_ratings[valid]
+        return joint_loss(ce, self.ce_weight, pred, target, self.rating_weight if self.rating_side else 0.0)
+
+    def predict_rating(self, batch: SequenceBatch) -> torch.Tensor:
+        """The rating of `batch.targets` from the state after each history (rating-aware runs)."""
+        if self.rating_side is None:
+            return super().predict_rating(batch)
+        state = self.gather_last(self.encode(batch.items, batch), batch.lengths)
+        return self.rating_side.predict(state, self.item_embedding(batch.targets), batch.targets)
 
 
 __all__ = ["SASRec", "SASRecConfig"]

@@ -41,7 +41,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recsys.data.batch import SequenceBatch
@@ -49,6 +48,7 @@ from recsys.data.history import gaps_after
 from recsys.models.base import Recommender
 from recsys.models.losses import chunked_softmax_cross_entropy
 from recsys.models.mamba import Mamba
+from recsys.models.rating_aware import RatingSide, joint_loss
 from recsys.models.s5 import TimeAwareS5
 
 GAP_ABLATIONS = ("none", "zero", "constant", "shuffled")
@@ -77,6 +77,8 @@ class SS4RecConfig:
     blocks: str = "s5+mamba"            # s5+mamba (released) | s5 | mamba: which layers each block holds
     rating_head: bool = False           # our addition (not released): predicts the next rating from the state
     rating_weight: float = 1.0          # weight of the rating MSE in the joint loss
+    rating_input: bool = False          # rating-aware (issue 13): the history's ratings are inputs (needs the head)
+    ce_weight: float = 1.0              # weight of the next-item cross-entropy (0: a pure rating model)
     logits_chunk: int = 8192            # rows of full-softmax logits held at once
 
     def __post_init__(self):
@@ -86,6 +88,10 @@ class SS4RecConfig:
             raise ValueError(f"time_normalise must be 'none' or 'span', not {self.time_normalise!r}")
         if self.mamba_dt_init not in ("released", "mamba"):
             raise ValueError(f"mamba_dt_init must be 'released' or 'mamba', not {self.mamba_dt_init!r}")
+        if self.rating_input and not self.rating_head:
+            raise ValueError("rating_input (a rating-aware model) needs rating_head: true")
+        if not float(self.ce_weight) >= 0 or not float(self.rating_weight) >= 0:
+            raise ValueError("ce_weight and rating_weight must be >= 0")
         for name, allowed in (("gap_ablation", GAP_ABLATIONS), ("target_gap", ("given", "withheld")),
                               ("blocks", BLOCKS)):
             if getattr(self, name) not in allowed:
@@ -152,6 +158,7 @@ class SS4RecBlock(nn.Module):
 class SS4Rec(Recommender):
     name = "ss4rec"
     Config = SS4RecConfig
+    objectives = ("ranking", "rating")  # rating: needs the rating head (rating-aware with rating_input)
     reads_history = True
 
     def __init__(self, n_items: int, config: SS4RecConfig | None = None, **overrides):
@@ -172,12 +179,16 @@ class SS4Rec(Recommender):
             self.register_buffer("assumed_gap", torch.tensor(1.0, dtype=torch.float64))
         self.has_rating_head = cfg.rating_head
         self.rating_weight = float(cfg.rating_weight) if cfg.rating_head else 0.0
-        if cfg.rating_head:
+        self.ce_weight = float(cfg.ce_weight)
+        self.rating_side = RatingSide(n_items, cfg.hidden) if cfg.rating_input else None
+        if cfg.rating_head and not cfg.rating_input:
             # unused: reserved for a learned "no history yet" state; kept so the shipped weights still load
             self.rating_start = nn.Parameter(torch.zeros(cfg.hidden))
             self.rating_mlp = nn.Sequential(nn.Linear(3 * cfg.hidden, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 1))
             self.register_buffer("global_mean", torch.tensor(3.5))
         self._recbole_init(keep_mamba_dt=cfg.mamba_dt_init == "mamba")
+        if self.rating_side is not None:
+            self.rating_side.reset_parameters()
 
     @classmethod
     def from_config(cls, config, n_users: int, n_items: int) -> "SS4Rec":
@@ -193,7 +204,9 @@ class SS4Rec(Recommender):
         if self.config.time_normalise == "span":
             ts = task.prepared.interactions["timestamp"].to_numpy()
             self.time_span.fill_(float(max(int(ts.max()) - int(ts.min()), 1)))
-        if self.has_rating_head:  # the head predicts residuals around the training mean
+        if self.rating_side is not None:
+            self.rating_side.readout.global_mean.fill_(task.train_mean)
+        elif self.has_rating_head:  # the head predicts residuals around the training mean
             self.global_mean.fill_(task.train_mean)
 
     def _recbole_init(self, keep_mamba_dt: bool):
@@ -261,10 +274,12 @@ class SS4Rec(Recommender):
         return self.scale_gaps(self.assumed_gap.to(device).expand(batch_size, length))
 
     # ----------------------------------------------------------------------------------------------- encoder
-    def encode(self, items, timestamps, lengths, target_times=None, return_states: bool = False):
+    def encode(self, items, timestamps, lengths, target_times=None, return_states: bool = False, ratings=None):
         """Hidden states [B, L, d] of every position; with return_states also, per layer, the S5 states
-        [B, L, P] (complex) and the block outputs [B, L, d]."""
+        [B, L, P] (complex) and the block outputs [B, L, d]. A rating-aware model also reads `ratings` [B, L]."""
         h = self.item_embedding(items)
+        if self.rating_side is not None:
+            h = h + self.rating_side.read(items, ratings)
         dt = self.gaps(timestamps, lengths, target_times)
         readout = self.readout_gap(*items.shape, items.device)
         states, layers = [], []
@@ -286,6 +301,8 @@ class SS4Rec(Recommender):
         on the time of the next interaction costs microseconds, not a forward pass.
         """
         n = items.shape[1]
+        if self.rating_side is not None:
+            raise ValueError("a rating-aware run reads ratings; live ranking uses a ranking run")
         if n < 1:
             raise ValueError("an empty history cannot be scored; add at least one movie")
         cache = {"last_item": items[:, -1], "last_time": timestamps[:, -1], "layers": []}
@@ -329,38 +346,42 @@ class SS4Rec(Recommender):
 
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         """Full-catalogue logits [B, n_items] for histories and the time of the interaction each predicts."""
-        h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times)
+        h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times, ratings=batch.ratings)
         return self.gather_last(h, batch.lengths) @ self.item_embedding.weight.T
 
     def predict_rating(self, batch: SequenceBatch) -> torch.Tensor:
         """The rating of `batch.targets` from the state after each history (with the target's time)."""
         if not self.has_rating_head:
             return super().predict_rating(batch)
-        h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times)
+        h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times, ratings=batch.ratings)
         return self.rating_from_state(self.gather_last(h, batch.lengths), batch.targets)
 
     def rating_from_state(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         e = self.item_embedding(items)
+        if self.rating_side is not None:
+            return self.rating_side.predict(state, e, items)
         return self.global_mean + self.rating_mlp(torch.cat([state, e, state * e], dim=-1)).squeeze(-1)
 
     # ----------------------------------------------------------------------------------------------- training
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1]; full-softmax CE,
-        plus rating_weight x the rating MSE when the model has a rating head and the batch has ratings."""
-        h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times)
+        plus rating_weight x the rating MSE when the model has a rating head and the batch has ratings (ce_weight
+        scales the cross-entropy; 0 leaves it out: a pure rating model)."""
+        h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times, ratings=batch.ratings)
         valid = batch.targets > 0
         hv = h[valid]
         tv = batch.targets[valid]
-        loss = chunked_softmax_cross_entropy(hv, self.item_embedding.weight, tv, self.logits_chunk)
+        ce = (chunked_softmax_cross_entropy(hv, self.item_embedding.weight, tv, self.logits_chunk)
+              if self.ce_weight else None)
+        pred = target = None
         if self.has_rating_head and batch.target_ratings is not None:
-            pred = self.rating_from_state(hv, tv)
-            loss = loss + self.rating_weight * F.mse_loss(pred.float(), batch.target_ratings[valid].float())
-        return loss
+            pred, target = self.rating_from_state(hv, tv), batch.target_ratings[valid]
+        return joint_loss(ce, self.ce_weight, pred, target, self.rating_weight)
 
 
 def median_nonzero_gap(task) -> float:
     """The median of the positive gaps (seconds) between consecutive training ratings of the same user."""
-    seqs = task.loo.train_sequences()
+    seqs = task.train_seqs
     gaps = np.diff(seqs.timestamps)
     row = np.repeat(np.arange(len(seqs)), np.diff(seqs.indptr))
     gaps = gaps[(row[1:] == row[:-1]) & (gaps > 0)]

@@ -23,7 +23,7 @@ from recsys.evaluation.protocols import RankingProtocol, RatingProtocol, leave_o
 from recsys.models import build_model, model_class
 from recsys.runs import RUN_FILE, WEIGHTS, RunDirectory, RunError, host_id, load_weights, save_weights
 from recsys.training.engine import fit, init_distributed, resolve_device, seed_everything
-from recsys.training.tasks import RankingTask, RatingTask, SequenceTask
+from recsys.training.tasks import RankingTask, RatingTask, SequenceRatingTask, SequenceTask
 
 
 def load_prepared(train: TrainConfig, download: bool = True, data_dir: str | None = None):
@@ -60,11 +60,22 @@ def build_task(cfg: RunConfig, prepared, model):
                            timestamped_users_only=t.timestamped_users_only)
     split = rating_split(prepared, proto, t.data_dir)
     desc = proto.describe()
+    if cls.reads_history:  # a rating-aware sequence model or the recent-residual floor: the rule for its history
+        desc["max_len"] = int(t.max_len)
+        desc["history"] = (
+            "each held-out rating is predicted from the same user's earlier ratings by time (ties in file order; "
+            "the test history holds the validation rating), the last max_len of them"
+            if proto.split == "chronological" else
+            "each held-out rating is predicted from the same user's training-part ratings (fit and validation rows) "
+            "with a strictly earlier timestamp (ratings in the same second are not history), the last max_len")
+        task = SequenceRatingTask(prepared, split, int(t.max_len), t.window_stride)
+    else:
+        task = RatingTask(prepared, split)
     if t.tie_order == "shuffled":
         desc["tie_order"] = "shuffled: a seeded random order among a user's ratings in the same second"
     desc["notes"] = split.notes
     desc["sizes"] = {"train": int(len(split.train)), "valid": int(len(split.valid)), "test": int(len(split.test))}
-    return RatingTask(prepared, split), desc
+    return task, desc
 
 
 def _git(*args: str) -> str | None:

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys.data.batch import SequenceBatch, rating_pairs, training_windows
+from recsys.data.batch import SequenceBatch, rating_pairs, timed_cases, training_windows
 from recsys.data.history import gap_to_target
-from recsys.data.prepare import PreparedData
+from recsys.data.prepare import PreparedData, build_sequences
 from recsys.evaluation import metrics as M
-from recsys.evaluation.protocols import LeaveOneOut, RatingSplit
+from recsys.evaluation.protocols import LeaveOneOut, RatingSplit, leave_one_out
 
 
 def epoch_rng(seed: int, epoch: int, salt: int = 0) -> np.random.Generator:
@@ -159,6 +159,7 @@ class SequenceTask(RankingTask):
                  ks=(5, 10, 20), window_stride: int | None = None):
         super().__init__(prepared, loo, max_len, mask_seen, ks)
         train = loo.train_sequences()
+        self.train_seqs = train
         self.windows = training_windows(train, max_len, window_stride)
         self.train_mean = float(train.ratings.mean())
         self.rating_scale = (float(prepared.interactions["rating"].min()),
@@ -185,3 +186,74 @@ class SequenceTask(RankingTask):
             per_user["target_rating"] = target
             per_user["sq_error"] = (pred.astype(np.float64) - target) ** 2
         return metrics, per_user
+
+
+class SequenceRatingTask:
+    """Next-rating prediction for a model that reads a history (a rating-aware sequence model, the recent-residual
+    floor): RMSE/MAE on the rows of a `RatingSplit`, each predicted from the same user's earlier ratings.
+
+    - chronological: the rows of the leave-one-out split, each user's valid/test rating predicted from every earlier
+      rating by time (ties in file order; the test history holds the validation rating), as `SequenceTask` does;
+    - literature splits (random, kfold, ml100k-folds): each held-out rating predicted from the user's ratings in the
+      training part (fit rows and validation rows) with a strictly earlier timestamp; same-second ratings are not
+      history (`timed_cases`).
+    Sequence training runs on windows of each user's fit rows in time order, every position's rating a target.
+    `train` holds the fit rows as pairs (what the bias of a floor is fitted on). Monitored by validation RMSE."""
+
+    monitor, mode = "rmse", "min"
+
+    def __init__(self, prepared: PreparedData, split: RatingSplit, max_len: int, window_stride: int | None = None):
+        inter = prepared.interactions
+        self.prepared, self.split, self.max_len = prepared, split, max_len
+        part = inter.loc[split.train]
+        self.train = rating_pairs(part["user_idx"].to_numpy(), part["item_idx"].to_numpy(), part["rating"].to_numpy())
+        self.train_mean = float(self.train.target_ratings.mean())
+        self.rating_scale = (float(inter["rating"].min()), float(inter["rating"].max()))
+        self._cases, self._full_length = {}, {}
+        if split.protocol.split == "chronological":
+            loo = leave_one_out(prepared)
+            self.train_seqs = loo.train_sequences()
+            for stage in ("valid", "test"):
+                self._cases[stage] = loo.cases(stage, max_len)
+                self._full_length[stage] = loo.seqs.lengths[loo.eval_rows] - (2 if stage == "valid" else 1)
+        else:
+            self.train_seqs = build_sequences(part)
+            pool = build_sequences(inter.loc[np.concatenate([split.train, split.valid])])
+            for stage, rows in (("valid", split.valid), ("test", split.test)):
+                t = inter.loc[rows]
+                self._cases[stage], self._full_length[stage] = timed_cases(
+                    pool, t["user_idx"].to_numpy(), t["item_idx"].to_numpy(), t["timestamp"].to_numpy(np.int64),
+                    t["rating"].to_numpy(), max_len)
+        self.windows = training_windows(self.train_seqs, max_len, window_stride)
+
+    def n_train(self) -> int:
+        return len(self.windows)
+
+    def cases(self, stage: str) -> SequenceBatch:
+        return self._cases[stage]
+
+    def batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[SequenceBatch]:
+        for idx in shard(self.n_train(), epoch_rng(seed, epoch), rank, world, batch_size):
+            yield self.windows.take(idx).trimmed()
+
+    def loss(self, model, batch: SequenceBatch) -> torch.Tensor:
+        return model(batch)
+
+    @torch.no_grad()
+    def predict(self, model, stage: str, device, batch_size: int = 1024) -> np.ndarray:
+        c = self.cases(stage)
+        out = [model.predict_rating(c.take(slice(s, s + batch_size)).to(device)).float().cpu()
+               for s in range(0, len(c), batch_size)]
+        pred = torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+        return np.clip(pred, *self.rating_scale)
+
+    def evaluate(self, model, stage: str, device, batch_size: int = 1024, **_) -> tuple[dict, pd.DataFrame]:
+        pred = self.predict(model, stage, device, batch_size)
+        c = self.cases(stage)
+        target = c.target_ratings.numpy()
+        per_row = M.rating_errors(pred, target, users=c.users.numpy())
+        per_row.insert(1, "item", c.targets.numpy())
+        per_row["history_length"] = self._full_length[stage]
+        per_row["gap_before_target"] = gap_to_target(c.timestamps.numpy(), c.lengths.numpy(),
+                                                     c.target_times.numpy())
+        return {"rmse": M.rmse(pred, target), "mae": M.mae(pred, target), "n": int(len(target))}, per_row

@@ -1,0 +1,91 @@
+"""What makes a sequence model rating-aware (issue 13): it reads the ratings of the history and predicts the rating
+of a given next (movie, time).
+
+Shared by SS4Rec and SASRec (`rating_input: true`), so the two differ only in their encoder:
+
+- input at position k: the movie's embedding plus `RatingReader(items_k, r_k)` = an embedding of the rating level
+  (half stars 0.5..5, 0 = padding) plus a learned direction times the residual r_k - mean - b_i (how much more the
+  user liked movie k than its average rater did, with the model's own item bias b_i);
+- read-out at position k for the next movie j: mean + b_j + MLP([h_k, e_j, h_k * e_j]) (`RatingReadout`).
+
+Causality: the encoders are causal, so the state at position k holds ratings 1..k and never the rating it
+predicts (k + 1) or anything later; `tests/test_rating_aware.py` checks it by changing later ratings.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+N_LEVELS = 11  # 0 = padding / no rating, 1..10 = 0.5..5 stars in half-star steps
+
+
+def rating_levels(ratings: torch.Tensor) -> torch.Tensor:
+    """Ratings (0 on padding) -> level indices 0..10 (half stars, rounded)."""
+    return torch.round(ratings.float() * 2).clamp(0, N_LEVELS - 1).long()
+
+
+class RatingReader(nn.Module):
+    """The rating part of each history position's input: level embedding + residual direction x residual."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.level = nn.Embedding(N_LEVELS, hidden, padding_idx=0)
+        self.residual = nn.Linear(1, hidden, bias=False)
+
+    def forward(self, ratings: torch.Tensor, item_bias: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """ratings [B, L] (0 on padding), item_bias [B, L] (the history movies' biases) -> [B, L, d]."""
+        real = (ratings > 0).to(item_bias.dtype)
+        res = (ratings.to(item_bias.dtype) - mean - item_bias) * real
+        return self.level(rating_levels(ratings)) + self.residual(res.unsqueeze(-1))
+
+
+class RatingReadout(nn.Module):
+    """mean + b_item + MLP([state, e, state * e]): the predicted rating of movie `items` after `state`."""
+
+    def __init__(self, n_items: int, hidden: int):
+        super().__init__()
+        self.item_bias = nn.Embedding(n_items, 1)
+        self.mlp = nn.Sequential(nn.Linear(3 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.register_buffer("global_mean", torch.tensor(3.5))
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.item_bias.weight)
+
+    def bias(self, items: torch.Tensor) -> torch.Tensor:
+        return self.item_bias(items).squeeze(-1)
+
+    def forward(self, state: torch.Tensor, e: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.global_mean + self.bias(items) + self.mlp(torch.cat([state, e, state * e], dim=-1)).squeeze(-1)
+
+
+class RatingSide(nn.Module):
+    """Reader + read-out of one model (what its Config's `rating_input` switches on)."""
+
+    def __init__(self, n_items: int, hidden: int):
+        super().__init__()
+        self.reader = RatingReader(hidden)
+        self.readout = RatingReadout(n_items, hidden)
+
+    def reset_parameters(self) -> None:
+        self.readout.reset_parameters()
+
+    def read(self, items: torch.Tensor, ratings: torch.Tensor | None) -> torch.Tensor:
+        if ratings is None:
+            raise ValueError("a rating-aware model needs the history's ratings (SequenceBatch.ratings)")
+        return self.reader(ratings, self.readout.bias(items), self.readout.global_mean)
+
+    def predict(self, state: torch.Tensor, e: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.readout(state, e, items)
+
+
+def joint_loss(ce: torch.Tensor | None, ce_weight: float, pred: torch.Tensor | None, target: torch.Tensor | None,
+               rating_weight: float) -> torch.Tensor:
+    """ce_weight x next-item CE + rating_weight x rating MSE (either term left out when its weight is 0)."""
+    terms = []
+    if ce is not None and ce_weight:
+        terms.append(ce_weight * ce)
+    if pred is not None and rating_weight:
+        terms.append(rating_weight * torch.nn.functional.mse_loss(pred.float(), target.float()))
+    if not terms:
+        raise ValueError("the loss has no term: ce_weight and rating_weight are both 0")
+    return sum(terms[1:], terms[0])
