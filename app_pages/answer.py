@@ -137,6 +137,14 @@ for rv in rating:
         st.altair_chart(charts.difference_chart(A.differences_frame([c]), f"{c.a} minus {c.b}: test RMSE (left "
                                                 f"of 0 = {c.a} better)"), width="stretch")
         st.dataframe(A.differences_table([c]), hide_index=True)
+    ok = [x for x in rv.ss4rec if not x.problem and x.a != (c.a if c is not None else None)]
+    if ok or any(x.problem for x in rv.ss4rec):
+        st.markdown("**SS4Rec's best rating configuration (chosen on validation RMSE) against its rivals**")
+        for x in rv.ss4rec:
+            st.markdown(f"- {A.comparison_text(x)}")
+        if ok:
+            st.altair_chart(charts.difference_chart(A.differences_frame(ok), "SS4Rec minus rival: test RMSE (left of "
+                                                    "0 = SS4Rec better)"), width="stretch")
     with st.container(border=True):
         st.markdown("**Caveats**")
         for line in rv.caveats:

@@ -91,6 +91,8 @@ def test_rating_aware_state_never_reads_the_rating_it_predicts(model_name):
     later[:, j + 1:] = 6 - later[:, j + 1:]  # change every rating after position j
     moved = per_position(later)
     assert torch.allclose(base[:, :j + 1], moved[:, :j + 1], atol=1e-6)  # the state up to j never saw them
+    off, off_moved = model.rating_side.offsets(items, ratings), model.rating_side.offsets(items, later)
+    assert torch.allclose(off[:, :j + 1], off_moved[:, :j + 1]) and not torch.allclose(off, off_moved)
     assert not torch.allclose(base[:, j + 1:], moved[:, j + 1:], atol=1e-4)  # but the model does read ratings
     # a case's prediction does not depend on its target's true rating
     case = SequenceBatch(users=torch.zeros(3, dtype=torch.long), items=items, timestamps=times, lengths=lengths,
@@ -102,6 +104,23 @@ def test_rating_aware_state_never_reads_the_rating_it_predicts(model_name):
     with pytest.raises(ValueError, match="ratings"):
         model.predict_rating(SequenceBatch(users=case.users, items=items, timestamps=times, lengths=lengths,
                                            targets=case.targets, target_times=case.target_times))
+
+
+def test_rating_skip_is_a_decayed_shrunk_mean_of_residuals():
+    torch.manual_seed(0)
+    model = SS4Rec(10, rating_head=True, rating_input=True, **TINY_SS4REC)
+    side = model.rating_side
+    side.readout.global_mean.fill_(3.0)
+    with torch.no_grad():
+        side.readout.item_bias.weight[:, 0] = torch.linspace(-0.5, 0.5, 10)
+    items = torch.tensor([[1, 4, 7, 0]])
+    ratings = torch.tensor([[5.0, 2.0, 4.0, 0.0]])
+    a, lam = 0.9, 2.0  # the initial decay and shrinkage
+    b = side.readout.item_bias.weight[:, 0]
+    res = [5 - 3 - b[1], 2 - 3 - b[4], 4 - 3 - b[7]]
+    k = 2  # position 2 sees residuals 0, 1, 2 with weights a^2, a, 1
+    expected = (a**2 * res[0] + a * res[1] + res[2]) / (a**2 + a + 1 + lam)
+    assert side.offsets(items, ratings)[0, k].detach().item() == pytest.approx(float(expected), abs=1e-4)
 
 
 def test_rating_levels_half_stars_and_padding():

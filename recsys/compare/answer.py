@@ -130,6 +130,7 @@ class RatingVerdict:
     contenders: list[Contender] = field(default_factory=list)
     caveats: list[str] = field(default_factory=list)
     headline: str = ""
+    ss4rec: list[Comparison] = field(default_factory=list)  # the best SS4Rec vs the best other learned model / floor
 
 
 def _metric_values(g: SeedGroup, split: str, metric: str) -> list[float]:
@@ -429,6 +430,7 @@ def rating_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFr
         contenders = _contenders(seed_groups(group.members), "rmse", ["rmse", "mae"], lower_is_better=True)
         model = _best(contenders, lambda c: not c.floor)
         floor = _best(contenders, lambda c: c.floor)
+        ss4rec = _best(contenders, lambda c: c.model == "ss4rec")
         info = info_of(group.members[0])
         split = (info.get("protocol") or {}).get("split")
         v = RatingVerdict(title=f"{info['dataset'].get('name')}, {split} hold-out",
@@ -436,20 +438,33 @@ def rating_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFr
                           model=model, floor=floor, comparison=None, contenders=contenders)
         if model is not None and floor is not None:
             model.beats_floor = bool(model.test["rmse"][0] < floor.test["rmse"][0])
-            try:
-                fa = pooled_rating_rows([load_results(m) for m in model.seeds.members], model.name)
-                fb = pooled_rating_rows([load_results(m) for m in floor.seeds.members], floor.name)
-                r = compare_pair(fa, fb, "rating", "rmse", n_boot=n_boot, seed=seed, names=(model.name, floor.name))
-                v.comparison = Comparison(model.name, floor.name, "rmse", r["mean_a"], r["mean_b"], r["diff"],
-                                          r["ci_low"], r["ci_high"], r["p_value"], int(r["n"]), int(r["n_boot"]),
-                                          lower_is_better=True)
-            except Exception as exc:  # shown as a message
-                v.comparison = Comparison(model.name, floor.name, "rmse", *([math.nan] * 6), n=0, n_boot=n_boot,
-                                          lower_is_better=True, problem=str(exc))
+            v.comparison = _compare_rating(model, floor, load_results, n_boot, seed)
+        if ss4rec is not None:  # "on which metric": SS4Rec's own rating number against its rivals, whoever won
+            rival = _best(contenders, lambda c: not c.floor and c.model != "ss4rec")
+            v.ss4rec = [_compare_rating(ss4rec, b, load_results, n_boot, seed) for b in (rival, floor)
+                        if b is not None]
         v.caveats = _rating_caveats(v)
         v.headline = _rating_headline(v)
         out.append(v)
     return out
+
+
+def _compare_rating(a: Contender, b: Contender, load_results, n_boot: int, seed: int) -> Comparison:
+    """Paired bootstrap of the RMSE difference a - b on the same held-out rows, each configuration's squared errors
+    averaged over its seeds."""
+    try:
+        fa = pooled_rating_rows([load_results(m) for m in a.seeds.members], a.name)
+        fb = pooled_rating_rows([load_results(m) for m in b.seeds.members], b.name)
+        r = compare_pair(fa, fb, "rating", "rmse", n_boot=n_boot, seed=seed, names=(a.name, b.name))
+    except Exception as exc:  # an unreadable or misaligned result is a message on the page, never a traceback
+        return Comparison(a.name, b.name, "rmse", *([math.nan] * 6), n=0, n_boot=n_boot, lower_is_better=True,
+                          problem=str(exc))
+    return Comparison(a.name, b.name, "rmse", r["mean_a"], r["mean_b"], r["diff"], r["ci_low"], r["ci_high"],
+                      r["p_value"], int(r["n"]), int(r["n_boot"]), lower_is_better=True)
+
+
+def _reads_ratings(c: Contender) -> bool:
+    return bool((info_of(c.seeds.members[0]).get("config") or {}).get("rating_input"))
 
 
 def _rating_caveats(v: RatingVerdict) -> list[str]:
@@ -459,9 +474,17 @@ def _rating_caveats(v: RatingVerdict) -> list[str]:
         caveats.append(f"One seed only for {v.model.name}.")
     if v.model is not None and v.model.beats_floor is False:
         caveats.append(f"{v.model.name} does not beat the {v.floor.name} floor on test RMSE.")
-    if not any(c.model == "ss4rec" for c in v.contenders):
-        caveats.append("No rating-aware sequence model is among these runs: SS4Rec's shipped configuration ranks "
-                       "and has no rating head.")
+    if not any(_reads_ratings(c) for c in v.contenders):
+        caveats.append("No rating-aware sequence model (one that reads the history's ratings) is among these runs: "
+                       "SS4Rec's shipped ranking configuration has no rating head.")
+    ss = [c for c in v.contenders if c.model == "ss4rec"]
+    if any(_reads_ratings(c) and (info_of(c.seeds.members[0]).get("config") or {}).get("target_gap", "given")
+           == "given" for c in ss):
+        caveats.append("Rating-aware SS4Rec is told the time of the rating it predicts (its S5 integrates the gap to "
+                       "it), as released SS4Rec is for ranking; NCF, the floors and SASRec are not.")
+    if any(c.model == "ss4rec" and not _reads_ratings(c) for c in v.contenders):
+        caveats.append("An SS4Rec without rating input predicts ratings from movies and times only (its rating head "
+                       "never sees a rating): its RMSE shows what order and time alone say about the next rating.")
     return caveats
 
 

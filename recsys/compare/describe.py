@@ -13,9 +13,10 @@ from recsys.compare.discovery import Run, info_of, label_of, objective
 from recsys.compare.grouping import CHRONO_RANKING_SPLIT, Group, families
 
 # The closed-form reference models (recsys.models with trainable = False): they bound what a learned model must beat.
-FLOOR_MODELS = {"global-mean": "rating", "bias": "rating", "popular": "ranking", "markov": "ranking"}
+FLOOR_MODELS = {"global-mean": "rating", "bias": "rating", "recent-residual": "rating", "popular": "ranking",
+                "markov": "ranking"}
 MODEL_NAMES = {"ss4rec": "SS4Rec", "ncf": "NCF", "sasrec": "SASRec", "gru4rec": "GRU4Rec", "popular": "Popular",
-               "markov": "Markov", "bias": "Bias", "global-mean": "Global mean"}
+               "markov": "Markov", "bias": "Bias", "global-mean": "Global mean", "recent-residual": "Recent residual"}
 
 
 def is_floor(info: dict) -> bool:

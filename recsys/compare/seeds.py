@@ -24,7 +24,7 @@ from recsys.evaluation.metrics import paired_bootstrap
 
 SEED_FREE = frozenset({"seed", "cpu_threads", "device", "eval_batch_size", "data_dir"})
 _PROTOCOL_FREE = frozenset({"notes", "sizes", "seed"})
-DETERMINISTIC = frozenset({"global-mean", "bias", "popular", "markov"})
+DETERMINISTIC = frozenset({"global-mean", "bias", "recent-residual", "popular", "markov"})
 
 
 def variant_of(info: dict) -> str:
@@ -40,7 +40,8 @@ def seed_of(info: dict) -> int | None:
 # settings added after runs were shipped, with the value those runs had without recording it: a run that records
 # the default and one that predates the setting are the same configuration
 ADDED_DEFAULTS = {"gap_ablation": "none", "target_gap": "given", "blocks": "s5+mamba", "target_gap_embedding": False,
-                  "tie_order": "file"}
+                  "tie_order": "file", "rating_input": False, "ce_weight": 1.0, "rating_weight": 1.0,
+                  "rating_skip": True}
 
 
 def configuration_key(info: dict) -> str:

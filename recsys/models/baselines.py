@@ -28,7 +28,7 @@ class BiasConfig:
 @dataclass
 class RecentResidualConfig(BiasConfig):
     k_grid: list[int] = field(default_factory=lambda: [1, 2, 3, 5, 10, 20, 50])  # last k ratings; chosen on valid
-    shrink_grid: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 5.0, 10.0, 20.0])  # lambda; valid
+    shrink_grid: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0])
 
 
 @dataclass

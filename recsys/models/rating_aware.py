@@ -6,7 +6,10 @@ Shared by SS4Rec and SASRec (`rating_input: true`), so the two differ only in th
 - input at position k: the movie's embedding plus `RatingReader(items_k, r_k)` = an embedding of the rating level
   (half stars 0.5..5, 0 = padding) plus a learned direction times the residual r_k - mean - b_i (how much more the
   user liked movie k than its average rater did, with the model's own item bias b_i);
-- read-out at position k for the next movie j: mean + b_j + MLP([h_k, e_j, h_k * e_j]) (`RatingReadout`).
+- read-out at position k for the next movie j: mean + b_j + MLP([h_k, e_j, h_k * e_j]) (`RatingReadout`), plus
+  (`rating_skip`, default on) a decayed, shrunk mean of the residuals at positions <= k:
+  sum_i a^(k-i) res_i / (sum_i a^(k-i) + lambda), a and lambda learned (`RatingSkip`): the recent-residual floor's
+  idea as a differentiable path, so the encoder only has to learn what the user's recent residuals do not say.
 
 Causality: the encoders are causal, so the state at position k holds ratings 1..k and never the rating it
 predicts (k + 1) or anything later; `tests/test_rating_aware.py` checks it by changing later ratings.
@@ -58,24 +61,66 @@ class RatingReadout(nn.Module):
         return self.global_mean + self.bias(items) + self.mlp(torch.cat([state, e, state * e], dim=-1)).squeeze(-1)
 
 
+class RatingSkip(nn.Module):
+    """Per position k, sum_{i<=k} a^(k-i) res_i / (sum_{i<=k} a^(k-i) + lambda) over real positions; a in (0, 1)
+    and lambda > 0 learned (initial 0.9 and 2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.decay_logit = nn.Parameter(torch.tensor(2.1972))   # sigmoid -> 0.9
+        self.shrink_raw = nn.Parameter(torch.tensor(1.8546))    # softplus -> 2.0
+
+    def forward(self, res: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        L = res.shape[1]
+        a = torch.sigmoid(self.decay_logit)
+        k = torch.arange(L, device=res.device)
+        lag = (k[:, None] - k[None, :]).to(res.dtype)
+        weights = torch.where(lag >= 0, a.to(res.dtype) ** lag.clamp_min(0), torch.zeros_like(lag))  # [k, i]
+        num = (res * real) @ weights.T
+        den = real @ weights.T + torch.nn.functional.softplus(self.shrink_raw)
+        return num / den
+
+
 class RatingSide(nn.Module):
     """Reader + read-out of one model (what its Config's `rating_input` switches on)."""
 
-    def __init__(self, n_items: int, hidden: int):
+    def __init__(self, n_items: int, hidden: int, skip: bool = True):
         super().__init__()
         self.reader = RatingReader(hidden)
         self.readout = RatingReadout(n_items, hidden)
+        self.skip = RatingSkip() if skip else None
 
     def reset_parameters(self) -> None:
         self.readout.reset_parameters()
+        if self.skip is not None:
+            with torch.no_grad():
+                self.skip.decay_logit.fill_(2.1972)
+                self.skip.shrink_raw.fill_(1.8546)
+
+    def offsets(self, items: torch.Tensor, ratings: torch.Tensor | None) -> torch.Tensor | None:
+        """The skip path's offset [B, L] at every position (None without it)."""
+        if self.skip is None:
+            return None
+        real = (ratings > 0).to(torch.float32)
+        res = (ratings.float() - self.readout.global_mean.float() - self.readout.bias(items).float()) * real
+        return self.skip(res, real)
 
     def read(self, items: torch.Tensor, ratings: torch.Tensor | None) -> torch.Tensor:
         if ratings is None:
             raise ValueError("a rating-aware model needs the history's ratings (SequenceBatch.ratings)")
         return self.reader(ratings, self.readout.bias(items), self.readout.global_mean)
 
-    def predict(self, state: torch.Tensor, e: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.readout(state, e, items)
+    def predict(self, state: torch.Tensor, e: torch.Tensor, items: torch.Tensor,
+                offset: torch.Tensor | None = None) -> torch.Tensor:
+        pred = self.readout(state, e, items)
+        return pred if offset is None else pred + offset.to(pred.dtype)
+
+    def last_offset(self, batch) -> torch.Tensor | None:
+        """The skip offset after each case's whole history (0 for an empty one)."""
+        off = self.offsets(batch.items, batch.ratings)
+        if off is None:
+            return None
+        return off.gather(1, (batch.lengths - 1).clamp_min(0)[:, None]).squeeze(1) * (batch.lengths > 0)
 
 
 def joint_loss(ce: torch.Tensor | None, ce_weight: float, pred: torch.Tensor | None, target: torch.Tensor | None,

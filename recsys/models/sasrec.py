@@ -67,6 +67,7 @@ class SASRecConfig:
     logits_chunk: int = 8192            # rows of full-softmax logits held at once
     target_gap_embedding: bool = False  # add a log2-bucketed embedding of the gap after each item (target's at the end)
     rating_input: bool = False          # rating-aware (issue 13): reads the history's ratings, predicts the next one
+    rating_skip: bool = True            # rating-aware read-out adds a learned decayed mean of recent residuals
     ce_weight: float = 1.0              # weight of the next-item cross-entropy (0: a pure rating model)
     rating_weight: float = 1.0          # weight of the rating MSE (rating-aware only)
 
@@ -152,7 +153,7 @@ class SASRec(Recommender):
         self.input_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.input_dropout = nn.Dropout(cfg.hidden_dropout)
         self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.rating_side = RatingSide(n_items, cfg.hidden_size) if cfg.rating_input else None
+        self.rating_side = RatingSide(n_items, cfg.hidden_size, cfg.rating_skip) if cfg.rating_input else None
         self.ce_weight, self.rating_weight = float(cfg.ce_weight), float(cfg.rating_weight)
         self._recbole_init(cfg.initializer_range)
         if self.rating_side is not None:
@@ -222,7 +223,9 @@ class SASRec(Recommender):
               if self.ce_weight else None)
         pred = target = None
         if self.rating_side is not None and batch.target_ratings is not None:
-            pred, target = self.rating_side.predict(hv, self.item_embedding(tv), tv), batch.target_ratings[valid]
+            offset = self.rating_side.offsets(batch.items, batch.ratings)
+            pred = self.rating_side.predict(hv, self.item_embedding(tv), tv, None if offset is None else offset[valid])
+            target = batch.target_ratings[valid]
         return joint_loss(ce, self.ce_weight, pred, target, self.rating_weight if self.rating_side else 0.0)
 
     def predict_rating(self, batch: SequenceBatch) -> torch.Tensor:
@@ -230,7 +233,8 @@ class SASRec(Recommender):
         if self.rating_side is None:
             return super().predict_rating(batch)
         state = self.gather_last(self.encode(batch.items, batch), batch.lengths)
-        return self.rating_side.predict(state, self.item_embedding(batch.targets), batch.targets)
+        return self.rating_side.predict(state, self.item_embedding(batch.targets), batch.targets,
+                                        self.rating_side.last_offset(batch))
 
 
 __all__ = ["SASRec", "SASRecConfig"]

@@ -78,6 +78,7 @@ class SS4RecConfig:
     rating_head: bool = False           # our addition (not released): predicts the next rating from the state
     rating_weight: float = 1.0          # weight of the rating MSE in the joint loss
     rating_input: bool = False          # rating-aware (issue 13): the history's ratings are inputs (needs the head)
+    rating_skip: bool = True            # rating-aware read-out adds a learned decayed mean of recent residuals
     ce_weight: float = 1.0              # weight of the next-item cross-entropy (0: a pure rating model)
     logits_chunk: int = 8192            # rows of full-softmax logits held at once
 
@@ -180,7 +181,7 @@ class SS4Rec(Recommender):
         self.has_rating_head = cfg.rating_head
         self.rating_weight = float(cfg.rating_weight) if cfg.rating_head else 0.0
         self.ce_weight = float(cfg.ce_weight)
-        self.rating_side = RatingSide(n_items, cfg.hidden) if cfg.rating_input else None
+        self.rating_side = RatingSide(n_items, cfg.hidden, cfg.rating_skip) if cfg.rating_input else None
         if cfg.rating_head and not cfg.rating_input:
             # unused: reserved for a learned "no history yet" state; kept so the shipped weights still load
             self.rating_start = nn.Parameter(torch.zeros(cfg.hidden))
@@ -354,12 +355,13 @@ class SS4Rec(Recommender):
         if not self.has_rating_head:
             return super().predict_rating(batch)
         h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times, ratings=batch.ratings)
-        return self.rating_from_state(self.gather_last(h, batch.lengths), batch.targets)
+        offset = self.rating_side.last_offset(batch) if self.rating_side is not None else None
+        return self.rating_from_state(self.gather_last(h, batch.lengths), batch.targets, offset)
 
-    def rating_from_state(self, state: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    def rating_from_state(self, state: torch.Tensor, items: torch.Tensor, offset=None) -> torch.Tensor:
         e = self.item_embedding(items)
         if self.rating_side is not None:
-            return self.rating_side.predict(state, e, items)
+            return self.rating_side.predict(state, e, items, offset)
         return self.global_mean + self.rating_mlp(torch.cat([state, e, state * e], dim=-1)).squeeze(-1)
 
     # ----------------------------------------------------------------------------------------------- training
@@ -375,7 +377,9 @@ class SS4Rec(Recommender):
               if self.ce_weight else None)
         pred = target = None
         if self.has_rating_head and batch.target_ratings is not None:
-            pred, target = self.rating_from_state(hv, tv), batch.target_ratings[valid]
+            offset = self.rating_side.offsets(batch.items, batch.ratings) if self.rating_side is not None else None
+            pred = self.rating_from_state(hv, tv, None if offset is None else offset[valid])
+            target = batch.target_ratings[valid]
         return joint_loss(ce, self.ce_weight, pred, target, self.rating_weight)
 
 
