@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 
-.PHONY: app test setup bench-data clean checkpoints ablations
+.PHONY: app test setup bench-data clean checkpoints ablations rating
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,7 @@ checkpoints: $(STAMP)
 	  $(EVAL) --run $$run --set mask_seen=true || exit 1; \
 	done
 	$(MAKE) ablations
+	$(MAKE) rating
 
 # Issue 12's ablations (the "What matters" page): SS4Rec's released recipe with one thing changed, and SASRec given
 # SS4Rec's target-gap input, three seeds each. Adds to $(CKPT). One after another here; the shipped ones took 67 min
@@ -75,4 +76,15 @@ ablations: $(STAMP)
 	  $(SS4REC) --seed $$s --set variant=mamba-only --set blocks=mamba && \
 	  $(TRAIN) --model sasrec --config configs/sasrec.yaml --seed $$s --set variant=sasrec-target-time \
 	    --set target_gap_embedding=true || exit 1; \
+	done
+
+# Issue 13's rating runs (the Compare page's rating group, the answer page's rating verdict): the recent-residual floor,
+# rating-aware SS4Rec and SASRec (configs/*-rating.yaml), and SS4Rec's joint rating head (not rating-aware) selected
+# on validation RMSE; three seeds each. Adds to $(CKPT). About 35 min on 2 CPU cores, two at a time.
+rating: $(STAMP)
+	$(TRAIN) --model recent-residual --objective rating
+	for s in $(SEEDS); do \
+	  $(TRAIN) --model ss4rec --config configs/ss4rec-rating.yaml --seed $$s && \
+	  $(TRAIN) --model sasrec --config configs/sasrec-rating.yaml --seed $$s && \
+	  $(SS4REC) --seed $$s --objective rating --set rating_head=true --set variant=rating-head-rmse-epoch || exit 1; \
 	done

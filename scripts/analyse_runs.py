@@ -5,6 +5,7 @@
     python scripts/analyse_runs.py bootstrap RUN_A RUN_B [--metrics ndcg@10 hr@10] [--n-boot 2000]
     python scripts/analyse_runs.py matrix checkpoints [more folders of runs] [--metric ndcg@10]
     python scripts/analyse_runs.py ablations checkpoints [more folders of runs] [--n-boot 2000]
+    python scripts/analyse_runs.py rating checkpoints [more folders of runs] [--n-boot 2000]
 
 seen-share: the share of each user's unmasked top-10 (test cases) that they have already rated.
 gap-sensitivity: for SS4Rec, the S5 retention per layer for a few gaps, and how much the top-10 for a next rating
@@ -17,6 +18,10 @@ matrix: every complete ranking run under the folders, runs that differ only in s
 ablations: the What matters page's tables (recsys.compare.ablations): each ablation against its reference (mean ± sd
 over seeds, paired bootstrap of NDCG/HR/MRR@10), then each one's NDCG@10 difference by the gap to the predicted
 interaction and by history length, with users and 95% intervals per bucket.
+rating: per rating protocol (dataset, split, fold), every configuration's validation and test RMSE (mean ± sd over
+seeds; the best learned one and the best floor chosen on validation), the paired bootstrap of each learned
+configuration against NCF and against the best floor (squared errors averaged over seeds, the same held-out rows),
+the RMSE by history length and by the gap since the previous rating, and the mean over ML-100K's u1..u5 folds.
 """
 from __future__ import annotations
 
@@ -118,6 +123,86 @@ def ablations(args) -> None:
         print()
 
 
+def _pooled_with_context(config, load) -> "object":
+    """A configuration's held-out rows, errors averaged over its seeds, with its first seed's history length and
+    gap before the target where its results record them."""
+    from recsys.compare.answer import pooled_rating_rows
+    from recsys.compare.paired import _rating_rows
+
+    frames = [load(m) for m in config.seeds.members]
+    rows = pooled_rating_rows(frames, config.name)
+    first = _rating_rows(frames[0], config.name)
+    key = "user_id" if "user_id" in rows else "user"
+    ctx = [c for c in ("history_length", "gap_before_target") if c in first]
+    return rows.merge(first[[key, "item", *ctx]], on=[key, "item"], how="left") if ctx else rows
+
+
+def rating(args) -> None:
+    import statistics
+
+    from recsys.compare import answer as A
+    from recsys.compare import load_test_results
+    from recsys.compare.breakdowns import breakdown
+
+    runs = checked_runs(args.roots)
+    load = lambda r: load_test_results(r.path, r.info)  # noqa: E731
+    verdicts = A.rating_verdicts(runs, load, n_boot=args.n_boot)
+    if not verdicts:
+        raise SystemExit("no complete rating runs (or SS4Rec runs with a rating head) under these folders")
+    folds: dict[str, list[float]] = {}
+    for v in verdicts:
+        print(f"## {v.title}\n\n{v.protocol}\n")
+        print("| configuration | role | seeds | valid RMSE | test RMSE | test MAE |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for c in v.contenders:
+            role = "chosen model" if c is v.model else "chosen floor" if c is v.floor else "floor" if c.floor else ""
+            print(f"| {c.name} | {role} | {c.seeds_text} | {c.valid:.4f} | {A.mean_sd_text(c.test['rmse'])} | "
+                  f"{A.mean_sd_text(c.test['mae'])} |")
+            if "fold" in v.protocol or "ml100k-folds" in v.title:
+                folds.setdefault(f"{c.model} · {c.variant}", []).append(c.test["rmse"][0])
+        ncf = next((c for c in v.contenders if c.model == "ncf"), None)
+        refs = [r for r in (ncf, v.floor) if r is not None]
+        print(f"\nPaired bootstrap of test RMSE differences ({args.n_boot} resamples of the held-out rows; "
+              f"negative = the first is better):\n")
+        print("| configuration | compared with | diff | 95% CI | p |\n| --- | --- | --- | --- | --- |")
+        for c in v.contenders:
+            if c.floor and c is not v.floor:
+                continue
+            for r in refs:
+                if r is c:
+                    continue
+                x = A._compare_rating(c, r, load, args.n_boot, 0)
+                if x.problem:
+                    print(f"| {c.name} | {r.name} | not comparable: {x.problem} | | |")
+                    continue
+                p = f"< {1 / x.n_boot:.4f}" if x.p_value == 0 else f"{x.p_value:.4f}"
+                print(f"| {c.name} | {r.name} | {x.diff:+.4f} | {x.ci_low:+.4f} … {x.ci_high:+.4f} | {p} |")
+        shown = [c for c in v.contenders if not c.floor or c is v.floor]
+        frames = {c.name: _pooled_with_context(c, load) for c in shown}
+        for by, title in (("activity", "history length (ratings before the target; quartiles)"),
+                          ("gap", "gap since the previous rating")):
+            table, skipped, _ = breakdown(frames, by, "rating", "rmse", scheme="quantile")
+            if table.empty:
+                continue
+            print(f"\nTest RMSE by {title} (held-out ratings per bucket; 95% interval):\n")
+            buckets = [b for b in table["bucket"].drop_duplicates()]
+            counts = table.groupby("bucket", observed=True)["count"].max()
+            print("| configuration | " + " | ".join(f"{b} (n={int(counts.get(b, 0))})" for b in buckets) + " |")
+            print("| --- |" + " --- |" * len(buckets))
+            for name in table["run"].drop_duplicates():
+                t = table[table["run"] == name].set_index("bucket")
+                print(f"| {name} | " + " | ".join(
+                    "" if t.loc[b, "value"] != t.loc[b, "value"] else
+                    f"{t.loc[b, 'value']:.3f} ({t.loc[b, 'ci_low']:.3f} … {t.loc[b, 'ci_high']:.3f})"
+                    for b in buckets) + " |")
+        print()
+    if folds:
+        print("## Mean test RMSE over the ML-100K u1..u5 folds (one seed per fold)\n")
+        print("| configuration | folds | mean | per fold |\n| --- | --- | --- | --- |")
+        for name, vals in sorted(folds.items(), key=lambda kv: statistics.mean(kv[1])):
+            print(f"| {name} | {len(vals)} | {statistics.mean(vals):.4f} | {' '.join(f'{x:.4f}' for x in vals)} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
@@ -140,6 +225,9 @@ def main() -> None:
     e = sub.add_parser("ablations")
     e.add_argument("roots", nargs="+")
     e.add_argument("--n-boot", type=int, default=2000)
+    f = sub.add_parser("rating")
+    f.add_argument("roots", nargs="+")
+    f.add_argument("--n-boot", type=int, default=2000)
     args = ap.parse_args()
     print(f"$ python scripts/analyse_runs.py {' '.join(sys.argv[1:])}\n")
     if args.what == "seen-share":
@@ -152,6 +240,9 @@ def main() -> None:
         return
     if args.what == "ablations":
         ablations(args)
+        return
+    if args.what == "rating":
+        rating(args)
         return
     if args.what == "bootstrap":
         runs = [RunDirectory(r) for r in (args.run_a, args.run_b)]

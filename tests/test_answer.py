@@ -165,6 +165,29 @@ def test_rating_verdict_pools_squared_errors_over_seeds():
         A.pooled_rating_rows([rating_results(), rating_results(items=(10, 20, 30, 41))])
 
 
+def test_rating_verdict_compares_ss4rec_with_its_rivals_even_when_it_is_not_chosen():
+    def rating_run(model, valid, run_id, **config):
+        info = info_for(model, "rating", metrics={"rmse": 1.0, "mae": 1.0, "n": 4}, run_id=run_id,
+                        split="chronological")
+        info["metrics"]["valid"] = {"rmse": valid, "mae": valid, "n": 4}
+        info["config"].update(seed=0, **config)
+        return info
+    truth = np.array([4.0, 3.0, 5.0, 1.0])
+    preds = {"ncf": (4.0, 3.0, 4.5, 1.5), "ss": (3.0, 3.0, 4.0, 3.0), "rr": (3.5, 3.5, 4.5, 2.0)}
+    frames = {k: rating_results(preds=p) for k, p in preds.items()}
+    runs = [rating_run("ncf", 0.90, "ncf"), rating_run("ss4rec", 0.95, "ss", rating_input=True, rating_head=True),
+            rating_run("recent-residual", 0.97, "rr")]
+    (v,) = A.rating_verdicts(runs, lambda info: frames[info["run_id"]], n_boot=200)
+    assert v.model.model == "ncf" and v.floor.model == "recent-residual"  # chosen on validation; a floor
+    rmse = {k: math.sqrt(((np.array(p) - truth) ** 2).mean()) for k, p in preds.items()}
+    vs_ncf, vs_floor = v.ss4rec
+    assert (vs_ncf.b, vs_floor.b) == (v.model.name, v.floor.name)
+    assert vs_ncf.diff == pytest.approx(rmse["ss"] - rmse["ncf"])
+    assert vs_floor.diff == pytest.approx(rmse["ss"] - rmse["rr"])
+    assert any("told the time of the rating it predicts" in c for c in v.caveats)
+    assert not any("No rating-aware" in c for c in v.caveats)
+
+
 def test_difference_chart_draws_intervals_and_accepts_nothing():
     frame = pd.DataFrame({"row": ["A − B · NDCG@10"], "metric": ["NDCG@10"], "diff": [0.01], "ci_low": [-0.01],
                           "ci_high": [0.03], "text": ["x"]})
