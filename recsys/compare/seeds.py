@@ -41,7 +41,7 @@ def seed_of(info: dict) -> int | None:
 # the default and one that predates the setting are the same configuration
 ADDED_DEFAULTS = {"gap_ablation": "none", "target_gap": "given", "blocks": "s5+mamba", "target_gap_embedding": False,
                   "tie_order": "file", "rating_input": False, "ce_weight": 1.0, "rating_weight": 1.0,
-                  "rating_skip": True}
+                  "rating_skip": True, "rating_bias_init": False}
 
 
 def configuration_key(info: dict) -> str:

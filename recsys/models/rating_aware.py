@@ -90,6 +90,22 @@ class RatingSide(nn.Module):
         self.readout = RatingReadout(n_items, hidden)
         self.skip = RatingSkip() if skip else None
 
+    def init_from_data(self, task, bias_init: bool) -> None:
+        """Start from the training mean, or (bias_init) from the bias floor's closed-form fit on the training
+        ratings (mean and item biases, its regularisation chosen on validation RMSE as the floor's is): the item
+        biases are then learned further, from a well-estimated start instead of zero."""
+        self.readout.global_mean.fill_(task.train_mean)
+        if not bias_init:
+            return
+        from recsys.models.baselines import BiasBaseline
+
+        n_items = self.readout.item_bias.num_embeddings
+        floor = BiasBaseline(int(task.prepared.n_users) + 1, n_items, reg_grid=(1.0, 3.0, 10.0, 25.0))
+        floor.fit(task, "cpu")
+        with torch.no_grad():
+            self.readout.global_mean.fill_(float(floor.mean))
+            self.readout.item_bias.weight[:, 0] = floor.item_bias.to(self.readout.item_bias.weight.dtype)
+
     def reset_parameters(self) -> None:
         self.readout.reset_parameters()
         if self.skip is not None:

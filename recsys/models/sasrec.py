@@ -68,6 +68,7 @@ class SASRecConfig:
     target_gap_embedding: bool = False  # add a log2-bucketed embedding of the gap after each item (target's at the end)
     rating_input: bool = False          # rating-aware (issue 13): reads the history's ratings, predicts the next one
     rating_skip: bool = True            # rating-aware read-out adds a learned decayed mean of recent residuals
+    rating_bias_init: bool = False      # rating-aware: start mean and item biases from the bias floor's fit
     ce_weight: float = 1.0              # weight of the next-item cross-entropy (0: a pure rating model)
     rating_weight: float = 1.0          # weight of the rating MSE (rating-aware only)
 
@@ -179,7 +180,7 @@ class SASRec(Recommender):
 
     def init_from_data(self, task) -> None:
         if self.rating_side is not None:
-            self.rating_side.readout.global_mean.fill_(task.train_mean)
+            self.rating_side.init_from_data(task, self.config.rating_bias_init)
 
     @staticmethod
     def attention_mask(items: torch.Tensor) -> torch.Tensor:

@@ -79,6 +79,7 @@ class SS4RecConfig:
     rating_weight: float = 1.0          # weight of the rating MSE in the joint loss
     rating_input: bool = False          # rating-aware (issue 13): the history's ratings are inputs (needs the head)
     rating_skip: bool = True            # rating-aware read-out adds a learned decayed mean of recent residuals
+    rating_bias_init: bool = False      # rating-aware: start mean and item biases from the bias floor's fit
     ce_weight: float = 1.0              # weight of the next-item cross-entropy (0: a pure rating model)
     logits_chunk: int = 8192            # rows of full-softmax logits held at once
 
@@ -206,7 +207,7 @@ class SS4Rec(Recommender):
             ts = task.prepared.interactions["timestamp"].to_numpy()
             self.time_span.fill_(float(max(int(ts.max()) - int(ts.min()), 1)))
         if self.rating_side is not None:
-            self.rating_side.readout.global_mean.fill_(task.train_mean)
+            self.rating_side.init_from_data(task, self.config.rating_bias_init)
         elif self.has_rating_head:  # the head predicts residuals around the training mean
             self.global_mean.fill_(task.train_mean)
 
