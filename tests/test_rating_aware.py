@@ -116,11 +116,31 @@ def test_rating_skip_is_a_decayed_shrunk_mean_of_residuals():
     items = torch.tensor([[1, 4, 7, 0]])
     ratings = torch.tensor([[5.0, 2.0, 4.0, 0.0]])
     a, lam = 0.9, 2.0  # the initial decay and shrinkage
-    b = side.readout.item_bias.weight[:, 0]
+    b = side.readout.item_bias.weight[:, 0].detach()
     res = [5 - 3 - b[1], 2 - 3 - b[4], 4 - 3 - b[7]]
     k = 2  # position 2 sees residuals 0, 1, 2 with weights a^2, a, 1
     expected = (a**2 * res[0] + a * res[1] + res[2]) / (a**2 + a + 1 + lam)
     assert side.offsets(items, ratings)[0, k].detach().item() == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_bias_init_starts_from_the_bias_floor_fit():
+    from recsys.evaluation.protocols import RatingProtocol, rating_split
+    from recsys.models.baselines import BiasBaseline
+    from recsys.training.runner import load_prepared
+    from recsys.training.tasks import SequenceRatingTask
+
+    cfg = resolve_config("ss4rec", {}, {"objective": "rating", "rating_head": True, "rating_input": True,
+                                        "rating_bias_init": True, **TINY_SS4REC})
+    _, prepared = load_prepared(cfg.train)
+    task = SequenceRatingTask(prepared, rating_split(prepared, RatingProtocol()), max_len=20)
+    model = SS4Rec(prepared.n_items + 1, cfg.params)
+    model.init_from_data(task)
+    floor = BiasBaseline(prepared.n_users + 1, prepared.n_items + 1, reg_grid=(1.0, 3.0, 10.0, 25.0))
+    floor.fit(task, "cpu")
+    readout = model.rating_side.readout
+    assert float(readout.global_mean) == pytest.approx(float(floor.mean))
+    assert torch.allclose(readout.item_bias.weight[:, 0], floor.item_bias)
+    assert float(readout.item_bias.weight.abs().max()) > 0.1  # real biases, not the zero start
 
 
 def test_rating_levels_half_stars_and_padding():
