@@ -211,3 +211,14 @@ def test_sequence_rating_run_on_literature_folds_uses_the_timestamp_rule(tmp_pat
     expect = [int(((base.user == u) & (base.ts < ts)).sum()) for u, ts in raw[raw.test][["user", "ts"]].itertuples(
         index=False)]
     assert sorted(res["history_length"].tolist()) == sorted(expect)
+
+
+def test_a_saved_rating_aware_run_reloads_to_the_same_numbers_and_refuses_a_head_refit(tmp_path):
+    from recsys.training.reevaluate import evaluate_run, refit_rating_head
+
+    info = _train(tmp_path, "ss4rec", "sas", objective="rating", rating_head=True, rating_input=True,
+                  rating_bias_init=True, epochs=1, batch_size=64, **TINY_SS4REC)
+    again = evaluate_run(tmp_path / "sas", tmp_path / "sas-again", {}, ["test"])
+    assert again["metrics"]["test"]["rmse"] == pytest.approx(info["metrics"]["test"]["rmse"], abs=1e-6)
+    with pytest.raises(ConfigError, match="rating run"):
+        refit_rating_head(tmp_path / "sas", tmp_path / "refit", ["test"])

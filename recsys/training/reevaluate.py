@@ -150,6 +150,9 @@ def refit_rating_head(source: str | Path, out: str | Path, command: list[str], e
     model = r.model
     if not model.has_rating:
         raise ConfigError(f"{source} was trained without a rating head (rating_head: false)")
+    if r.config.train.objective != "ranking" or getattr(model, "rating_side", None) is not None:
+        raise ConfigError(f"{source} is a rating run, already trained and selected on validation RMSE; the refit is "
+                          f"for the rating head of a ranking run")
     for p in model.parameters():
         p.requires_grad_(False)
     for p in model.rating_mlp.parameters():
