@@ -11,6 +11,7 @@ from recsys import compare as C
 from recsys.app import state
 from recsys.compare import ablations as AB
 from recsys.compare import answer as A
+from recsys.compare.variants import is_ablation
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -149,7 +150,8 @@ for rv in rating:
         st.markdown("**Caveats**")
         for line in rv.caveats:
             st.markdown(f"- {line}")
-    rows = [{"configuration": x.name, "role": "chosen" if x is rv.model else "floor" if x.floor else "",
+    rows = [{"configuration": x.name, "role": "chosen" if x is rv.model else "floor" if x.floor else
+             "ablation (not a candidate)" if is_ablation(x.seeds.info) else "",
              "valid RMSE (selection)": f"{x.valid:.4f}" if x.valid == x.valid else "",
              "test RMSE": A.mean_sd_text(x.test["rmse"]), "test MAE": A.mean_sd_text(x.test["mae"]),
              "seeds": x.seeds_text} for x in rv.contenders]

@@ -88,7 +88,7 @@ def test_the_assumed_gap_is_the_median_of_the_nonzero_training_gaps():
     seqs = Sequences(users=np.array([1, 2]), indptr=np.array([0, 5, 8]),
                      items=np.arange(1, 9), timestamps=np.array([0, 0, 10, 10, 50, 7, 12, 12]),
                      ratings=np.ones(8), row_ids=np.arange(8))
-    task = type("T", (), {"loo": type("L", (), {"train_sequences": lambda self: seqs})()})()
+    task = type("T", (), {"train_seqs": seqs})()  # what SequenceTask and SequenceRatingTask hold
     assert median_nonzero_gap(task) == 10.0
     m = small(target_gap="withheld")
     m.init_from_data(task)

@@ -428,9 +428,9 @@ def rating_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFr
     out = []
     for group in _groups(runs, "rating"):
         contenders = _contenders(seed_groups(group.members), "rmse", ["rmse", "mae"], lower_is_better=True)
-        model = _best(contenders, lambda c: not c.floor)
+        model = _best(contenders, lambda c: not c.floor and not is_ablation(c.seeds.info))
         floor = _best(contenders, lambda c: c.floor)
-        ss4rec = _best(contenders, lambda c: c.model == "ss4rec")
+        ss4rec = _best(contenders, lambda c: c.model == "ss4rec" and not is_ablation(c.seeds.info))
         info = info_of(group.members[0])
         split = (info.get("protocol") or {}).get("split")
         v = RatingVerdict(title=f"{info['dataset'].get('name')}, {split} hold-out",
@@ -440,7 +440,7 @@ def rating_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFr
             model.beats_floor = bool(model.test["rmse"][0] < floor.test["rmse"][0])
             v.comparison = _compare_rating(model, floor, load_results, n_boot, seed)
         if ss4rec is not None:  # "on which metric": SS4Rec's own rating number against its rivals, whoever won
-            rival = _best(contenders, lambda c: not c.floor and c.model != "ss4rec")
+            rival = _best(contenders, lambda c: not c.floor and c.model != "ss4rec" and not is_ablation(c.seeds.info))
             v.ss4rec = [_compare_rating(ss4rec, b, load_results, n_boot, seed) for b in (rival, floor)
                         if b is not None]
         v.caveats = _rating_caveats(v)

@@ -25,6 +25,7 @@ _SS4REC = {
     "float32_timestamps": (False, {True: "timestamps rounded to float32 like RecBole"}),
     "mamba_dt_init": ("released", {"mamba": "Mamba's own step-size initialisation kept"}),
     "rating_head": (False, {True: "a joint rating head (our addition)"}),
+    "rating_input": (False, {True: "reads the history's ratings and predicts the next one (rating-aware, issue 13)"}),
 }
 TARGET_GAP_SASREC = ("SASRec given the same target-gap information as SS4Rec: a log2-bucketed embedding of the gap "
                      "after each item (the target's at the last)")
