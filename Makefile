@@ -79,12 +79,15 @@ ablations: $(STAMP)
 	done
 
 # Issue 13's rating runs (the Compare page's rating group, the answer page's rating verdict): the recent-residual floor,
-# rating-aware SS4Rec and SASRec (configs/*-rating.yaml), and SS4Rec's joint rating head (not rating-aware) selected
-# on validation RMSE; three seeds each. Adds to $(CKPT). About 35 min on 2 CPU cores, two at a time.
+# rating-aware SS4Rec and SASRec (configs/*-rating.yaml), SS4Rec's joint rating head (not rating-aware) selected
+# on validation RMSE, and rating-aware SS4Rec without the time of the rating it predicts; three seeds each. Adds to
+# $(CKPT). About 45 min on 2 CPU cores, two at a time.
 rating: $(STAMP)
 	$(TRAIN) --model recent-residual --objective rating
 	for s in $(SEEDS); do \
 	  $(TRAIN) --model ss4rec --config configs/ss4rec-rating.yaml --seed $$s && \
 	  $(TRAIN) --model sasrec --config configs/sasrec-rating.yaml --seed $$s && \
-	  $(SS4REC) --seed $$s --objective rating --set rating_head=true --set variant=rating-head-rmse-epoch || exit 1; \
+	  $(SS4REC) --seed $$s --objective rating --set rating_head=true --set variant=rating-head-rmse-epoch && \
+	  $(TRAIN) --model ss4rec --config configs/ss4rec-rating.yaml --seed $$s --set target_gap=withheld \
+	    --set variant=rating-aware-no-target-time || exit 1; \
 	done
