@@ -441,8 +441,10 @@ def rating_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFr
             v.comparison = _compare_rating(model, floor, load_results, n_boot, seed)
         if ss4rec is not None:  # "on which metric": SS4Rec's own rating number against its rivals, whoever won
             rival = _best(contenders, lambda c: not c.floor and c.model != "ss4rec" and not is_ablation(c.seeds.info))
-            v.ss4rec = [_compare_rating(ss4rec, b, load_results, n_boot, seed) for b in (rival, floor)
-                        if b is not None]
+            ncf = _best(contenders, lambda c: c.model == "ncf")  # the rating baseline of the literature
+            rivals = [x for i, x in enumerate((rival, ncf, floor))
+                      if x is not None and all(x is not y for y in (rival, ncf, floor)[:i])]
+            v.ss4rec = [_compare_rating(ss4rec, b, load_results, n_boot, seed) for b in rivals]
         v.caveats = _rating_caveats(v)
         v.headline = _rating_headline(v)
         out.append(v)
