@@ -30,7 +30,7 @@ import pandas as pd
 from recsys.compare.describe import dataset_summary, is_floor, metric_display, protocol_summary
 from recsys.compare.discovery import info_of, objective
 from recsys.compare.grouping import Group, group_runs
-from recsys.compare.paired import ComparisonError, _rating_rows, compare_pair
+from recsys.compare.paired import ComparisonError, compare_pair
 from recsys.compare.seeds import (
     SeedAlignmentError,
     SeedGroup,
@@ -38,6 +38,7 @@ from recsys.compare.seeds import (
     configuration_labels,
     mean_sd,
     per_user_mean,
+    pooled_rating_rows,
     seed_groups,
 )
 from recsys.compare.variants import is_ablation
@@ -386,25 +387,6 @@ def _reading(c: Comparison) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def pooled_rating_rows(frames: Sequence[pd.DataFrame], name: str = "run") -> pd.DataFrame:
-    """The held-out rating rows of a configuration's seeds, with squared and absolute errors averaged over seeds
-    (refused unless every seed holds the same (user, item) rows with the same true ratings)."""
-    rows = [_rating_rows(f, name) for f in frames]
-    ucol = "user_id" if all("user_id" in r for r in rows) else "user"
-    keyed = [r.set_index([ucol, "item"]).sort_index() for r in rows]
-    first = keyed[0]
-    if first.index.duplicated().any():
-        raise SeedAlignmentError(f"{name}: a held-out (user, item) row appears twice")
-    for other in keyed[1:]:
-        if not other.index.equals(first.index):
-            raise SeedAlignmentError(f"{name}: the seeds were tested on different held-out ratings")
-    out = first[["rating"]].copy()
-    out["sq_error"] = sum(k["sq_error"] for k in keyed) / len(keyed)
-    out["abs_error"] = sum(k["abs_error"] for k in keyed) / len(keyed)
-    out = out.reset_index().rename(columns={"rating": "target"})
-    return out
-
-
 def interval_over_users(frames: Sequence[pd.DataFrame], family: str, metric: str, n_boot: int = 1000
                         ) -> tuple[float, float]:
     """95% bootstrap interval, over the held-out users (ranking: per-user `metric` averaged over the seeds) or rows
@@ -440,11 +422,10 @@ def rating_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFr
             model.beats_floor = bool(model.test["rmse"][0] < floor.test["rmse"][0])
             v.comparison = _compare_rating(model, floor, load_results, n_boot, seed)
         if ss4rec is not None:  # "on which metric": SS4Rec's own rating number against its rivals, whoever won
-            rival = _best(contenders, lambda c: not c.floor and c.model != "ss4rec" and not is_ablation(c.seeds.info))
-            ncf = _best(contenders, lambda c: c.model == "ncf")  # the rating baseline of the literature
-            rivals = [x for i, x in enumerate((rival, ncf, floor))
-                      if x is not None and all(x is not y for y in (rival, ncf, floor)[:i])]
-            v.ss4rec = [_compare_rating(ss4rec, b, load_results, n_boot, seed) for b in rivals]
+            learned = [c for c in contenders if c.model != "ss4rec" and not c.floor and not is_ablation(c.seeds.info)]
+            rivals = (_best(learned, lambda c: True), _best(contenders, lambda c: c.model == "ncf"), floor)
+            v.ss4rec = [_compare_rating(ss4rec, b, load_results, n_boot, seed) for i, b in enumerate(rivals)
+                        if b is not None and all(b is not x for x in rivals[:i])]
         v.caveats = _rating_caveats(v)
         v.headline = _rating_headline(v)
         out.append(v)
@@ -452,8 +433,7 @@ def rating_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFr
 
 
 def _compare_rating(a: Contender, b: Contender, load_results, n_boot: int, seed: int) -> Comparison:
-    """Paired bootstrap of the RMSE difference a - b on the same held-out rows, each configuration's squared errors
-    averaged over its seeds."""
+    """Paired bootstrap of RMSE(a) - RMSE(b) on the same held-out rows, squared errors averaged over seeds."""
     try:
         fa = pooled_rating_rows([load_results(m) for m in a.seeds.members], a.name)
         fb = pooled_rating_rows([load_results(m) for m in b.seeds.members], b.name)
@@ -465,8 +445,8 @@ def _compare_rating(a: Contender, b: Contender, load_results, n_boot: int, seed:
                       r["p_value"], int(r["n"]), int(r["n_boot"]), lower_is_better=True)
 
 
-def _reads_ratings(c: Contender) -> bool:
-    return bool((info_of(c.seeds.members[0]).get("config") or {}).get("rating_input"))
+def _config(c: Contender) -> dict:
+    return info_of(c.seeds.members[0]).get("config") or {}
 
 
 def _rating_caveats(v: RatingVerdict) -> list[str]:
@@ -476,15 +456,14 @@ def _rating_caveats(v: RatingVerdict) -> list[str]:
         caveats.append(f"One seed only for {v.model.name}.")
     if v.model is not None and v.model.beats_floor is False:
         caveats.append(f"{v.model.name} does not beat the {v.floor.name} floor on test RMSE.")
-    if not any(_reads_ratings(c) for c in v.contenders):
+    if not any(_config(c).get("rating_input") for c in v.contenders):
         caveats.append("No rating-aware sequence model (one that reads the history's ratings) is among these runs: "
                        "SS4Rec's shipped ranking configuration has no rating head.")
-    ss = [c for c in v.contenders if c.model == "ss4rec"]
-    if any(_reads_ratings(c) and (info_of(c.seeds.members[0]).get("config") or {}).get("target_gap", "given")
-           == "given" for c in ss):
+    if any(c.model == "ss4rec" and _config(c).get("rating_input") and _config(c).get("target_gap", "given") == "given"
+           for c in v.contenders):
         caveats.append("Rating-aware SS4Rec is told the time of the rating it predicts (its S5 integrates the gap to "
                        "it), as released SS4Rec is for ranking; NCF, the floors and SASRec are not.")
-    if any(c.model == "ss4rec" and not _reads_ratings(c) for c in v.contenders):
+    if any(c.model == "ss4rec" and not _config(c).get("rating_input") for c in v.contenders):
         caveats.append("An SS4Rec without rating input predicts ratings from movies and times only (its rating head "
                        "never sees a rating): its RMSE shows what order and time alone say about the next rating.")
     return caveats

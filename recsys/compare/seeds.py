@@ -293,6 +293,29 @@ def reference_comparisons(items: Sequence[Any], load_results, reference: tuple[s
     return pd.DataFrame(rows)
 
 
+
+
+def pooled_rating_rows(frames: Sequence[pd.DataFrame], name: str = "run") -> pd.DataFrame:
+    """The held-out rating rows of a configuration's seeds, with squared and absolute errors averaged over seeds
+    (refused unless every seed holds the same (user, item) rows with the same true ratings)."""
+    from recsys.compare.paired import _rating_rows
+    rows = [_rating_rows(f, name) for f in frames]
+    ucol = "user_id" if all("user_id" in r for r in rows) else "user"
+    keyed = [r.set_index([ucol, "item"]).sort_index() for r in rows]
+    first = keyed[0]
+    if first.index.duplicated().any():
+        raise SeedAlignmentError(f"{name}: a held-out (user, item) row appears twice")
+    for other in keyed[1:]:
+        if not other.index.equals(first.index):
+            raise SeedAlignmentError(f"{name}: the seeds were tested on different held-out ratings")
+    out = first[["rating"]].copy()
+    out["sq_error"] = sum(k["sq_error"] for k in keyed) / len(keyed)
+    out["abs_error"] = sum(k["abs_error"] for k in keyed) / len(keyed)
+    out = out.reset_index().rename(columns={"rating": "target"})
+    return out
+
+
 __all__ = ["DETERMINISTIC", "SEED_FREE", "SeedAlignmentError", "SeedGroup", "compare_groups", "configuration_key",
            "configuration_labels", "floor_flags", "format_mean_sd", "format_seed_table", "mean_sd", "per_user_mean",
-           "ranking_matrix", "reference_comparisons", "seed_groups", "seed_of", "seed_table", "variant_of"]
+           "pooled_rating_rows", "ranking_matrix", "reference_comparisons", "seed_groups", "seed_of", "seed_table",
+           "variant_of"]

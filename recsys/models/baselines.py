@@ -75,6 +75,20 @@ class GlobalMean(_RatingFloor):
         return self.mean.expand(users.shape)
 
 
+def fit_biases(users, items, ratings, n_users: int, n_items: int, reg_user: float, reg_item: float,
+               iters: int = 10) -> tuple[float, np.ndarray, np.ndarray]:
+    """Closed-form regularised biases (mu, b_u, b_i) by alternating ridge updates (Koren 2008)."""
+    users, items = np.asarray(users), np.asarray(items)
+    r = np.asarray(ratings, dtype=np.float64)
+    mu = float(r.mean())
+    bu, bi = np.zeros(n_users), np.zeros(n_items)
+    nu, ni = np.bincount(users, minlength=n_users), np.bincount(items, minlength=n_items)
+    for _ in range(iters):
+        bi = np.bincount(items, r - mu - bu[users], minlength=n_items) / (reg_item + ni)
+        bu = np.bincount(users, r - mu - bi[items], minlength=n_users) / (reg_user + nu)
+    return mu, bu, bi
+
+
 class BiasBaseline(_RatingFloor):
     """r = mu + b_u + b_i, fitted by alternating ridge updates (Koren 2008): b_i = sum(r-mu-b_u)/(lambda_i+n_i)."""
 
@@ -93,15 +107,8 @@ class BiasBaseline(_RatingFloor):
         return cls(n_users, n_items, config.params.bias_reg_grid, int(config.params.iters))
 
     def fit_reg(self, users, items, ratings, reg_user: float, reg_item: float) -> None:
-        users, items = np.asarray(users), np.asarray(items)
-        n_users, n_items = len(self.user_bias), len(self.item_bias)
-        r = np.asarray(ratings, dtype=np.float64)
-        mu = r.mean()
-        bu, bi = np.zeros(n_users), np.zeros(n_items)
-        nu, ni = np.bincount(users, minlength=n_users), np.bincount(items, minlength=n_items)
-        for _ in range(self.iters):
-            bi = np.bincount(items, r - mu - bu[users], minlength=n_items) / (reg_item + ni)
-            bu = np.bincount(users, r - mu - bi[items], minlength=n_users) / (reg_user + nu)
+        mu, bu, bi = fit_biases(users, items, ratings, len(self.user_bias), len(self.item_bias), reg_user, reg_item,
+                                self.iters)
         self.mean.fill_(mu)
         self.user_bias.copy_(torch.from_numpy(bu).float())
         self.item_bias.copy_(torch.from_numpy(bi).float())
