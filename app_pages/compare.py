@@ -111,8 +111,8 @@ k = c2.selectbox("K for HR/NDCG/MRR", ks, index=ks.index(10) if 10 in ks else 0)
 groups = C.group_runs(runs)
 st.header("Metrics by comparable group")
 st.caption("Blank = the metric does not apply to the run (or the run has not finished); never 0. Floors (global "
-           "mean, bias, popular, Markov) are closed-form reference models every learned model should beat; they have "
-           "no epochs.")
+           "mean, bias, recent residual, popular, Markov) are closed-form reference models every learned model should "
+           "beat; they have no epochs.")
 for g in groups:
     st.subheader(C.group_title(g))
     if any(m.status == "running" for m in g.members):
