@@ -31,6 +31,10 @@ Named deviations (each an option, default = released behaviour unless said other
   `blocks` "s5" / "mamba": blocks with one of the two layers only. `assumed_gap` is the median of the non-zero gaps
   between consecutive training ratings (set from the data; the median of all gaps is 0 s on ML-100K, where half of
   consecutive ratings share their second).
+- Rating-aware (issue 13; `rating_input`, with `rating_head`): each position also reads its rating (a level
+  embedding and the residual from the item's bias), and the head predicts the next movie's rating with a learned
+  decayed mean of recent residuals added (`recsys/models/rating_aware.py`, shared with SASRec); trained as a rating
+  run (`--objective rating`), `ce_weight` weighting the next-item cross-entropy kept as a regulariser.
 - Training on all positions of a window at once (causal, so identical to RecBole's per-prefix samples); how
   windows are cut (`window_stride` in the training config, `recsys.data.batch.training_windows`) decides whether
   every target sees its max_len items of history (stride 1: exactly RecBole's samples).
