@@ -81,7 +81,7 @@ ablations: $(STAMP)
 # Issue 13's rating runs (the Compare page's rating group, the answer page's rating verdict): the recent-residual floor,
 # rating-aware SS4Rec and SASRec (configs/*-rating.yaml), SS4Rec's joint rating head (not rating-aware) selected
 # on validation RMSE, and rating-aware SS4Rec without the time of the rating it predicts; three seeds each. Adds to
-# $(CKPT). About 45 min on 2 CPU cores, two at a time.
+# $(CKPT). About 45 min of CPU (the shipped runs: 2-5 min each, one thread).
 rating: $(STAMP)
 	$(TRAIN) --model recent-residual --objective rating
 	for s in $(SEEDS); do \
