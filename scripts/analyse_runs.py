@@ -52,8 +52,15 @@ def checked_runs(roots) -> list:
     return runs
 
 
+def load_results(run):
+    """A checked run's per-user (or per-rating) test results, as every command below reads them."""
+    from recsys.compare import load_test_results
+
+    return load_test_results(run.path, run.info)
+
+
 def matrix(args) -> None:
-    from recsys.compare import load_test_results, ranking_matrix, reference_comparisons
+    from recsys.compare import ranking_matrix, reference_comparisons
 
     runs = checked_runs(args.roots)
     table = ranking_matrix(runs, args.metric, args.split)
@@ -63,7 +70,7 @@ def matrix(args) -> None:
     for name, row in table.iterrows():
         print(f"| {name} | " + " | ".join(str(row[c]) for c in cols) + " |")
     model, _, variant = args.reference.partition(":")
-    comp = reference_comparisons(runs, lambda r: load_test_results(r.path, r.info), (model, variant or "default"),
+    comp = reference_comparisons(runs, load_results, (model, variant or "default"),
                                  metrics=(args.metric, "hr@10", "mrr@10") if args.metric.endswith("@10") else
                                  (args.metric,), n_boot=args.n_boot)
     if comp.empty:
@@ -86,10 +93,8 @@ def matrix(args) -> None:
 
 def ablations(args) -> None:
     from recsys.compare import ablations as AB
-    from recsys.compare import load_test_results
 
-    runs = checked_runs(args.roots)
-    load = lambda r: load_test_results(r.path, r.info)  # noqa: E731
+    runs, load = checked_runs(args.roots), load_results
     studies = AB.ablation_studies(runs, load, n_boot=args.n_boot)
     if not studies:
         raise SystemExit("no released SS4Rec with ablations on the same data and protocol")
@@ -141,11 +146,9 @@ def rating(args) -> None:
     import statistics
 
     from recsys.compare import answer as A
-    from recsys.compare import load_test_results
     from recsys.compare.breakdowns import breakdown
 
-    runs = checked_runs(args.roots)
-    load = lambda r: load_test_results(r.path, r.info)  # noqa: E731
+    runs, load = checked_runs(args.roots), load_results
     verdicts = A.rating_verdicts(runs, load, n_boot=args.n_boot)
     if not verdicts:
         raise SystemExit("no complete rating runs (or SS4Rec runs with a rating head) under these folders")
