@@ -33,6 +33,22 @@ def shard(n: int, rng: np.random.Generator, rank: int, world: int, batch_size: i
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
 
 
+@torch.no_grad()
+def predict_ratings(model, cases: SequenceBatch, device, batch_size: int, scale: tuple[float, float]) -> np.ndarray:
+    """`model.predict_rating` over `cases` in batches, clipped to the rating scale (a prediction outside the scale is
+    never better than its edge)."""
+    out = [model.predict_rating(cases.take(slice(s, s + batch_size)).to(device)).float().cpu()
+           for s in range(0, len(cases), batch_size)]
+    pred = torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+    return np.clip(pred, *scale)
+
+
+def window_batches(windows: SequenceBatch, epoch: int, seed: int, batch_size: int, rank: int, world: int):
+    """This rank's shuffled batches of training windows, without the padding every row of a batch shares."""
+    for idx in shard(len(windows), epoch_rng(seed, epoch), rank, world, batch_size):
+        yield windows.take(idx).trimmed()
+
+
 class RatingTask:
     """Rating regression on (user, item, rating) rows of a RatingSplit; monitored by validation RMSE."""
 
@@ -60,13 +76,8 @@ class RatingTask:
     def loss(self, model, batch: SequenceBatch) -> torch.Tensor:
         return model(batch)
 
-    @torch.no_grad()
     def predict(self, model, stage: str, device, batch_size: int = 65536) -> np.ndarray:
-        pairs = self.pairs[stage]
-        out = [model.predict_rating(pairs.take(slice(s, s + batch_size)).to(device)).float().cpu()
-               for s in range(0, len(pairs), batch_size)]
-        pred = torch.cat(out).numpy() if out else np.zeros(0, np.float32)
-        return np.clip(pred, *self.rating_scale)  # a prediction outside the scale is never better than its edge
+        return predict_ratings(model, self.pairs[stage], device, batch_size, self.rating_scale)
 
     def evaluate(self, model, stage: str, device, **_) -> tuple[dict, pd.DataFrame]:
         pred = self.predict(model, stage, device)
@@ -169,17 +180,14 @@ class SequenceTask(RankingTask):
         return len(self.windows)
 
     def batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[SequenceBatch]:
-        for idx in shard(self.n_train(), epoch_rng(seed, epoch), rank, world, batch_size):
-            yield self.windows.take(idx).trimmed()  # without the padding every row of this batch shares
+        return window_batches(self.windows, epoch, seed, batch_size, rank, world)
 
     @torch.no_grad()
     def evaluate(self, model, stage: str, device, batch_size: int = 1024, progress: bool = False):
         metrics, per_user = super().evaluate(model, stage, device, batch_size, progress)
         if model.has_rating:
             c = self.cases(stage)
-            preds = [model.predict_rating(c.take(slice(s, s + batch_size)).to(device)).float().cpu()
-                     for s in range(0, len(c), batch_size)]
-            pred = np.clip(torch.cat(preds).numpy(), *self.rating_scale)
+            pred = predict_ratings(model, c, device, batch_size, self.rating_scale)
             target = c.target_ratings.numpy()
             metrics.update(rmse=M.rmse(pred, target), mae=M.mae(pred, target))
             per_user["pred_rating"] = pred
@@ -233,19 +241,13 @@ class SequenceRatingTask:
         return self._cases[stage]
 
     def batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[SequenceBatch]:
-        for idx in shard(self.n_train(), epoch_rng(seed, epoch), rank, world, batch_size):
-            yield self.windows.take(idx).trimmed()
+        return window_batches(self.windows, epoch, seed, batch_size, rank, world)
 
     def loss(self, model, batch: SequenceBatch) -> torch.Tensor:
         return model(batch)
 
-    @torch.no_grad()
     def predict(self, model, stage: str, device, batch_size: int = 1024) -> np.ndarray:
-        c = self.cases(stage)
-        out = [model.predict_rating(c.take(slice(s, s + batch_size)).to(device)).float().cpu()
-               for s in range(0, len(c), batch_size)]
-        pred = torch.cat(out).numpy() if out else np.zeros(0, np.float32)
-        return np.clip(pred, *self.rating_scale)
+        return predict_ratings(model, self.cases(stage), device, batch_size, self.rating_scale)
 
     def evaluate(self, model, stage: str, device, batch_size: int = 1024, **_) -> tuple[dict, pd.DataFrame]:
         pred = self.predict(model, stage, device, batch_size)
