@@ -15,9 +15,18 @@ from pathlib import Path
 from recsys.cli import recorded_command
 from recsys.config import ConfigError, parse_overrides
 from recsys.data.schema import DataError
-from recsys.runs import RunError
+from recsys.runs import RunError, RunLock
 from recsys.training.reevaluate import evaluate_run
 from recsys.training.runner import summarise
+
+
+def default_out(src: Path, overrides: dict) -> Path:
+    """The folder a re-evaluation writes by default: the source's name with `masked` before its seed, or `-eval`."""
+    src = Path(src)
+    if overrides.get("mask_seen"):
+        head, sep, seed = src.name.rpartition("-seed")
+        return src.parent / (f"{head}-masked{sep}{seed}" if sep else f"{src.name}-masked")
+    return src.parent / f"{src.name}-eval"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,14 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = parse_overrides(args.set)
         src = Path(args.run)
-        if args.out:
-            out = Path(args.out)
-        else:
-            stem = src.name.replace("-seed", "-masked-seed") if overrides.get("mask_seen") else src.name + "-eval"
-            out = src.parent / stem
-        if (out / "run.json").exists():
-            raise ConfigError(f"{out} already holds a run")
-        info = evaluate_run(src, out, overrides, recorded_command("scripts/evaluate.py", argv))
+        out = Path(args.out) if args.out else default_out(src, overrides)
+        command = recorded_command("scripts/evaluate.py", argv)
+        with RunLock(out, " ".join(command)):
+            if (out / "run.json").exists():
+                raise ConfigError(f"{out} already holds a run")
+            info = evaluate_run(src, out, overrides, command)
     except (ConfigError, DataError, RunError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,9 @@ each model's Config dataclass. Any option can also be set with --set KEY=VALUE (
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from recsys.cli import recorded_command
 from recsys.config import ConfigError, RunConfig, load_config_file, parse_overrides, resolve_config
 from recsys.data.schema import DataError
 from recsys.models import MODELS
-from recsys.runs import RUN_FILE, RunDirectory, RunError, clear_run
+from recsys.runs import RUN_FILE, RunDirectory, RunError, RunLock, clear_run
 from recsys.training.runner import dataset_name, run_training, summarise
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,36 +74,74 @@ def default_out(cfg: RunConfig) -> Path:
     return ROOT / "checkpoints" / "-".join(str(p) for p in parts)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _planned_out(args) -> Path:
+    """The folder a new run will write (resolving the configuration only to name it; errors surface here)."""
+    return Path(args.out) if args.out else default_out(_resolve(args))
+
+
+def _resolve(args) -> RunConfig:
+    file_cfg = load_config_file(args.config) if args.config else {}
+    overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "objective", "split", "fold", "epochs",
+                                                "device", "seed") if getattr(args, k) is not None}
+    overrides.update(parse_overrides(args.set))
+    return resolve_config(args.model, file_cfg, overrides)
+
+
+def _writer_lock(path: Path, command: str):
+    """The run folder's lock, held by rank 0 only (torchrun's other ranks write nothing)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return RunLock(path, command)
+
+
+def _train(args, command: list[str]) -> tuple[dict | None, Path]:
+    """Under the folder's lock: resume, or check the folder is free (or clear it for --overwrite), then train."""
+    if args.resume:
+        previous = RunDirectory(args.resume).info()
+        if previous.get("status") == "complete":
+            print(f"{args.resume}: already complete; nothing to resume")
+            print(summarise(previous))
+            return None, Path(args.resume)
+        if not isinstance(previous.get("command"), str) or not previous["command"].strip():
+            raise RunError(f"{args.resume}/run.json records no command; it cannot be resumed as it was started")
+        cfg, out = RunConfig.from_dict(previous["config"]), Path(args.resume)
+        command = previous["command"].split(" ")
+    else:
+        cfg = _resolve(args)
+        out = Path(args.out) if args.out else default_out(cfg)
+        if (out / RUN_FILE).exists() or (out / RUN_FILE).is_symlink():
+            if not args.overwrite:
+                raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, --overwrite "
+                                  f"to replace it, or another --out")
+            clear_run(out)
+    info = run_training(cfg, out, command, resume=bool(args.resume), progress=not args.quiet)
+    return info, out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     command = recorded_command("scripts/train.py", argv)
+    if not args.resume and not args.model:
+        build_parser().error("--model is required (unless --resume)")
+    out = None
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` (and a campaign runner stopping) ends like Ctrl-C
     try:
-        if args.resume:
-            previous = RunDirectory(args.resume).info()
-            if previous.get("status") == "complete":
-                print(f"{args.resume}: already complete; nothing to resume")
-                print(summarise(previous))
+        out = Path(args.resume) if args.resume else _planned_out(args)
+        if args.resume and not out.is_dir():
+            raise RunError(f"{out}: no such run directory")
+        with _writer_lock(out, " ".join(command)):
+            info, out = _train(args, command)
+            if info is None:
                 return 0
-            if not isinstance(previous.get("command"), str) or not previous["command"].strip():
-                raise RunError(f"{args.resume}/run.json records no command; it cannot be resumed as it was started")
-            cfg, out = RunConfig.from_dict(previous["config"]), Path(args.resume)
-            command = previous["command"].split(" ")
-        else:
-            if not args.model:
-                build_parser().error("--model is required (unless --resume)")
-            file_cfg = load_config_file(args.config) if args.config else {}
-            overrides = {k: getattr(args, k) for k in ("dataset", "data_dir", "objective", "split", "fold", "epochs",
-                                                        "device", "seed") if getattr(args, k) is not None}
-            overrides.update(parse_overrides(args.set))
-            cfg = resolve_config(args.model, file_cfg, overrides)
-            out = Path(args.out) if args.out else default_out(cfg)
-            if (out / RUN_FILE).exists() or (out / RUN_FILE).is_symlink():
-                if not args.overwrite:
-                    raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, --overwrite "
-                                      f"to replace it, or another --out")
-                clear_run(out)
-        info = run_training(cfg, out, command, resume=bool(args.resume), progress=not args.quiet)
+    except KeyboardInterrupt:
+        where = f" {out}" if out else ""
+        print(f"interrupted; the run can be resumed from its last finished epoch (--resume{where})", file=sys.stderr)
+        return 130
     except (ConfigError, DataError, RunError, RuntimeError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

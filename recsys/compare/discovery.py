@@ -142,9 +142,9 @@ def _load_one(path: Path) -> Run:
         problem = _checked(str(path), stamp)
         if problem:
             return Run(path, {**info, "status": "inconsistent", "metrics": {}}, problem)
-    elif info.get("status") == "running" and _process_gone(info):
-        why = (f"{path.name}: its training process ended without finishing (killed?); continue it with "
-               f"scripts/train.py --resume {path}")
+    elif info.get("status") == "interrupted" or (info.get("status") == "running" and _process_gone(info)):
+        how = "was stopped" if info.get("status") == "interrupted" else "ended without finishing (killed?)"
+        why = f"{path.name}: its training process {how}; continue it with scripts/train.py --resume {path}"
         return Run(path, {**info, "status": "interrupted"}, why)
     return Run(path, info)
 

@@ -152,7 +152,10 @@ def run_training(cfg: RunConfig, out: str | Path, command: list[str], resume: bo
                                  t_start)
     except BaseException as exc:
         if dist_info.is_main and (run.path / RUN_FILE).exists():
-            info.update(status="failed", failure=f"{type(exc).__name__}: {exc}".strip())
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: stopped, not broken; resumable as is
+                info.update(status="interrupted")
+            else:
+                info.update(status="failed", failure=f"{type(exc).__name__}: {exc}".strip())
             try:  # best effort: the disk may be what failed; the last checkpoint stays resumable either way
                 run.write_info(info)
             except Exception:
