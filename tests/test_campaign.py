@@ -14,7 +14,8 @@ import yaml
 
 from recsys.campaign import PlanError, inspect, load_plan, render
 from recsys.cli.train import main as train_main
-from recsys.runs import LOCK_FILE, RunDirectory, RunError, RunLock, lock_holder
+from recsys.locking import LOCK_FILE, RunLock, lock_holder
+from recsys.runs import RunDirectory, RunError
 from tests.conftest import ROOT
 
 NCF_SMALL = {"gmf_dim": 8, "mlp_dims": [16, 8], "batch_size": 4096, "patience": 50, "epochs": 3, "cpu_threads": 1}
@@ -71,7 +72,7 @@ def test_a_run_folder_has_one_writer(tmp_path):
 
 def test_a_killed_holder_releases_the_lock(tmp_path):
     run = tmp_path / "run"
-    code = (f"import time; from recsys.runs import RunLock; RunLock({str(run)!r}, 'holder').acquire(); "
+    code = (f"import time; from recsys.locking import RunLock; RunLock({str(run)!r}, 'holder').acquire(); "
             f"print('held', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

@@ -11,7 +11,8 @@ import statistics
 from dataclasses import dataclass, field
 
 from recsys.campaign.plan import Job, Plan, differences
-from recsys.runs import RunDirectory, RunError, lock_holder
+from recsys.locking import lock_holder
+from recsys.runs import RunDirectory, RunError
 
 RUNNABLE = ("waiting", "stopped")
 SHORT_CAP = 100  # epochs

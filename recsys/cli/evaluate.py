@@ -15,7 +15,8 @@ from pathlib import Path
 from recsys.cli import recorded_command
 from recsys.config import ConfigError, parse_overrides
 from recsys.data.schema import DataError
-from recsys.runs import RunError, RunLock
+from recsys.locking import RunLock
+from recsys.runs import RunError
 from recsys.training.reevaluate import evaluate_run
 from recsys.training.runner import summarise
 

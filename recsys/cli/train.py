@@ -24,8 +24,9 @@ from pathlib import Path
 from recsys.cli import recorded_command
 from recsys.config import ConfigError, RunConfig, load_config_file, parse_overrides, resolve_config
 from recsys.data.schema import DataError
+from recsys.locking import RunLock
 from recsys.models import MODELS
-from recsys.runs import RUN_FILE, RunDirectory, RunError, RunLock, clear_run
+from recsys.runs import RUN_FILE, RunDirectory, RunError, clear_run
 from recsys.training.runner import dataset_name, run_training, summarise
 
 ROOT = Path(__file__).resolve().parents[2]
