@@ -82,8 +82,7 @@ def load_run(path: str | Path, data_dir: str | None = None) -> LoadedRun:
         data, prepared = load_prepared(cfg.train, download=False, data_dir=data_dir)
     except Exception as exc:
         raise RunError(f"{path}: the run's dataset {cfg.train.dataset!r} is not available here ({exc})") from exc
-    users, items = run.id_maps()
-    if not (np.array_equal(users, prepared.user_map.raw) and np.array_equal(items, prepared.item_map.raw)):
+    if not run.id_maps_match(prepared.user_map.raw, prepared.item_map.raw):
         raise RunError(f"{path}: its id maps do not match {data.name} as prepared here (the dataset changed since "
                        f"training, or the run comes from another copy); retrain or point to the original data")
     try:

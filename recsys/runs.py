@@ -260,9 +260,16 @@ class RunDirectory:
         rows = self.history()[:epochs]
         atomic_write_bytes(self.path / HISTORY, "".join(json.dumps(r) + "\n" for r in rows).encode())
 
-    def save_id_maps(self, users: np.ndarray, items: np.ndarray) -> None:
-        atomic_write_bytes(self.path / ID_MAPS, npz_bytes(users=np.asarray(users, np.int64),
-                                                          items=np.asarray(items, np.int64)))
+    def save_id_maps(self, users: np.ndarray, items: np.ndarray, licence_safe: bool = False) -> None:
+        """Raw ids of indices 1..n; licence-safe (a restricted dataset): only their counts and sha256 digests."""
+        if licence_safe:
+            from recsys.redistribution import ids_digest
+
+            arrays = {"n_users": np.int64(len(users)), "n_items": np.int64(len(items)),
+                      "users_sha256": np.array(ids_digest(users)), "items_sha256": np.array(ids_digest(items))}
+        else:
+            arrays = {"users": np.asarray(users, np.int64), "items": np.asarray(items, np.int64)}
+        atomic_write_bytes(self.path / ID_MAPS, npz_bytes(**arrays))
 
     def save_test_results(self, df: pd.DataFrame) -> None:
         buf = io.BytesIO()
@@ -349,15 +356,34 @@ class RunDirectory:
                            f"({meta.get('model')!r}, format {meta.get('format')!r})")
         return state, info
 
-    def id_maps(self) -> tuple[np.ndarray, np.ndarray]:
+    def _id_arrays(self) -> dict:
         f = self.path / ID_MAPS
         try:
             with np.load(io.BytesIO(read_bytes(f)), allow_pickle=False) as z:
-                return z["users"], z["items"]
+                return {k: z[k] for k in z.files}
         except RunError as exc:  # missing, a link, not a regular file, too large
             raise RunError(f"{f}: unreadable id maps ({str(exc).split(': ', 1)[-1]})") from None
         except Exception as exc:
             raise RunError(f"{f}: unreadable id maps ({exc})") from exc
+
+    def id_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """Raw ids of the run's users and items (index order); RunError for a licence-safe run, which has none."""
+        z = self._id_arrays()
+        if "users_sha256" in z:
+            raise RunError(f"{self.path.name}: trained on a dataset that may not be redistributed, so its raw ids are "
+                           f"not in the run folder; give the data folder it was trained on (--data-dir)")
+        if "users" not in z or "items" not in z:
+            raise RunError(f"{self.path / ID_MAPS}: unreadable id maps (no users / items arrays)")
+        return z["users"], z["items"]
+
+    def id_maps_match(self, users: np.ndarray, items: np.ndarray) -> bool:
+        """Whether raw ids rebuilt from the data are the run's own (by value, or by digest for a licence-safe run)."""
+        z = self._id_arrays()
+        if "users_sha256" in z:
+            from recsys.redistribution import ids_digest
+
+            return str(z["users_sha256"]) == ids_digest(users) and str(z["items_sha256"]) == ids_digest(items)
+        return bool(np.array_equal(z.get("users"), users) and np.array_equal(z.get("items"), items))
 
     def test_results(self) -> pd.DataFrame:
         f = self.path / TEST_RESULTS

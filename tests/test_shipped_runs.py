@@ -35,3 +35,22 @@ def test_shipped_run_reevaluates_to_its_recorded_metrics(path):
 def test_shipped_run_loads_for_the_dashboard(path):
     run = load_run(path)
     assert run.fingerprint_matches and run.kind == json.loads((path / "run.json").read_text())["model"]
+
+
+def test_no_shipped_run_lets_a_restricted_dataset_be_read_back():
+    """ML-1M (and the other GroupLens releases that forbid redistribution): a shipped run holds digests instead of
+    raw ids and per-user results without the raw user id or the held-out movie (recsys/redistribution.py)."""
+    import numpy as np
+    import pandas as pd
+
+    from recsys.redistribution import WITHHELD_COLUMNS, restricted
+
+    for path in sorted(p.parent for p in (ROOT / "checkpoints").rglob("run.json")):
+        info = json.loads((path / "run.json").read_text())
+        if not restricted(info["dataset"]["name"]):
+            continue
+        with np.load(path / "id_maps.npz", allow_pickle=False) as z:
+            assert "users" not in z.files and "items" not in z.files, path
+        if (path / "test_results.parquet").exists():
+            columns = pd.read_parquet(path / "test_results.parquet").columns
+            assert not set(WITHHELD_COLUMNS) & set(columns), path

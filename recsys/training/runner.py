@@ -21,6 +21,7 @@ from recsys.data.loader import EMBEDDED
 from recsys.data.readers import guess_name
 from recsys.evaluation.protocols import RankingProtocol, RatingProtocol, leave_one_out, rating_split
 from recsys.models import build_model, model_class
+from recsys.redistribution import WITHHELD_COLUMNS, restricted
 from recsys.runs import RUN_FILE, WEIGHTS, RunDirectory, RunError, host_id, load_weights, save_weights
 from recsys.training.engine import fit, init_distributed, resolve_device, seed_everything
 from recsys.training.tasks import RankingTask, RatingTask, SequenceRatingTask, SequenceTask
@@ -146,7 +147,7 @@ def run_training(cfg: RunConfig, out: str | Path, command: list[str], resume: bo
     }
     if dist_info.is_main:
         run.path.mkdir(parents=True, exist_ok=True)
-        run.save_id_maps(prepared.user_map.raw, prepared.item_map.raw)
+        run.save_id_maps(prepared.user_map.raw, prepared.item_map.raw, licence_safe=restricted(data.name))
     try:
         return _train_and_finish(cfg, run, info, model, task, prepared, device, dist_info, resume, progress,
                                  t_start)
@@ -219,7 +220,12 @@ def finish_run(run: RunDirectory, info: dict, model, task, prepared, train: Trai
     model.to(device).eval()
     valid, _ = task.evaluate(model, "valid", device, batch_size=int(train.eval_batch_size))
     test, per_user = task.evaluate(model, "test", device, batch_size=int(train.eval_batch_size))
-    per_user.insert(0, "user_id", prepared.user_map.to_raw(per_user["user"].to_numpy()))
+    if restricted(info["dataset"]["name"]):  # keyed by the contiguous index only: no (user, movie) pair leaves
+        per_user = per_user.drop(columns=[c for c in WITHHELD_COLUMNS if c in per_user])
+        info["licence_safe"] = (f"{info['dataset']['name']} may not be redistributed: id_maps.npz holds digests, "
+                                f"not raw ids, and the per-user results have no raw user id or held-out movie")
+    else:
+        per_user.insert(0, "user_id", prepared.user_map.to_raw(per_user["user"].to_numpy()))
     run.save_test_results(per_user)
     info.update(status="complete", metrics={"valid": dict(valid), "test": dict(test)})
     info["artefacts"] = run.artefact_hashes()

@@ -1,0 +1,102 @@
+"""Runs on a dataset that may not be redistributed (ML-1M) are written licence-safe: no raw id, no (user, movie)
+pair, no timestamp can be read back from the run folder, while its numbers stay checkable and the pages that are
+given the data folder still load it."""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.config import resolve_config
+from recsys.inference import load_run
+from recsys.runs import ID_MAPS, TEST_RESULTS, RunDirectory, RunError, check_metrics
+from recsys.training.reevaluate import evaluate_run
+from recsys.training.runner import run_training
+from tests.conftest import write
+
+RAW_USERS = [1001 + 7 * u for u in range(12)]  # ids that cannot appear by chance in indices or counts
+RAW_ITEMS = [5003 + 11 * i for i in range(10)]
+
+
+def ml1m_like(tmp_path: Path) -> Path:
+    """An ML-1M-format folder (`::`-separated .dat files) big enough for the 5-core leave-one-out protocol."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for u in RAW_USERS:
+        for k, i in enumerate(rng.choice(RAW_ITEMS, size=8, replace=False)):
+            lines.append(f"{u}::{i}::{int(rng.integers(1, 6))}::{978300000 + 1000 * k + u}\n")
+    d = tmp_path / "ml-1m"
+    write(d / "ratings.dat", "".join(lines))
+    write(d / "movies.dat", "".join(f"{i}::Movie {i} (1999)::Drama\n" for i in RAW_ITEMS), encoding="latin-1")
+    write(d / "users.dat", "".join(f"{u}::F::25::1::12345\n" for u in RAW_USERS))
+    return d
+
+
+def train(tmp_path: Path, data: Path, model: str = "popular", **over) -> Path:
+    cfg = resolve_config(model, {}, {"dataset": "ml-1m", "data_dir": str(data), **over})
+    out = tmp_path / f"{model}-run"
+    run_training(cfg, out, ["python", "scripts/train.py", "--model", model], progress=False)
+    return out
+
+
+def shipped_bytes(run: Path) -> bytes:
+    """Everything a shipped folder would carry (the npz members decompressed)."""
+    blobs = []
+    for f in sorted(run.rglob("*")):
+        if f.is_file():
+            blobs.append(f.read_bytes())
+            if f.suffix == ".npz":
+                with zipfile.ZipFile(io.BytesIO(f.read_bytes())) as z:
+                    blobs += [z.read(n) for n in z.namelist()]
+    return b"".join(blobs)
+
+
+def test_an_ml1m_run_holds_no_raw_id_and_no_user_movie_pair(tmp_path):
+    run = train(tmp_path, ml1m_like(tmp_path))
+    per_user = pd.read_parquet(run / TEST_RESULTS)
+    assert "user_id" not in per_user and "target" not in per_user and "user" in per_user
+    with np.load(run / ID_MAPS, allow_pickle=False) as z:
+        assert set(z.files) == {"n_users", "n_items", "users_sha256", "items_sha256"}
+        assert int(z["n_users"]) == 12 and int(z["n_items"]) == 10
+    blob = shipped_bytes(run)
+    for raw in RAW_USERS + RAW_ITEMS:  # as int64 (arrays) and as text (JSON, parquet statistics)
+        assert np.int64(raw).tobytes() not in blob and str(raw).encode() not in blob, raw
+    info = RunDirectory(run).verify()
+    assert "may not be redistributed" in info["licence_safe"]
+    check_metrics(info, per_user)  # its numbers are still checked against its per-user results
+    with pytest.raises(RunError, match="give the data folder"):
+        RunDirectory(run).id_maps()
+
+
+def test_an_ml1m_run_loads_with_its_data_and_refuses_other_data(tmp_path):
+    data = ml1m_like(tmp_path)
+    run = train(tmp_path, data)
+    loaded = load_run(run, data_dir=str(data))
+    assert loaded.prepared.n_users == 12
+    other = tmp_path / "other"
+    other.mkdir()
+    write(other / "ml-1m" / "ratings.dat", (data / "ratings.dat").read_text().replace("1001::", "1000::"))
+    for name in ("movies.dat", "users.dat"):
+        (other / "ml-1m" / name).write_bytes((data / name).read_bytes())
+    with pytest.raises(RunError, match="id maps do not match"):
+        load_run(run, data_dir=str(other / "ml-1m"))
+
+
+def test_a_masked_reevaluation_of_an_ml1m_run_stays_licence_safe(tmp_path):
+    run = train(tmp_path, ml1m_like(tmp_path))
+    out = tmp_path / "masked"
+    evaluate_run(run, out, {"mask_seen": True}, ["python", "scripts/evaluate.py"])
+    per_user = pd.read_parquet(out / TEST_RESULTS)
+    assert "user_id" not in per_user and "target" not in per_user
+    assert (out / ID_MAPS).read_bytes() == (run / ID_MAPS).read_bytes()
+
+
+def test_an_ml100k_run_keeps_its_raw_ids(tmp_path):
+    cfg = resolve_config("popular", {}, {})
+    run_training(cfg, tmp_path / "p", ["python"], progress=False)
+    users, items = RunDirectory(tmp_path / "p").id_maps()
+    assert len(users) == 943 and "user_id" in pd.read_parquet(tmp_path / "p" / TEST_RESULTS)
