@@ -43,7 +43,7 @@ class Options:
     threads: int = 1
     nice: int = 0
     device: str | None = None
-    only: str | None = None
+    only: list[str] | None = None       # globs on the run folder's name; None: every run
     retry_failed: bool = False
     poll_seconds: float = 2.0
     progress: bool = True
@@ -53,9 +53,9 @@ def run_campaign(plan: Plan, opts: Options, say=print) -> int:
     """Run what is left of the plan; 0 when every selected run is done, 1 when some failed or could not start,
     130 when stopped (run again to continue)."""
     everything = inspect(plan)
-    states = [s for s in everything if not opts.only or fnmatch.fnmatch(s.job.key, opts.only)]
+    states = [s for s in everything if selected(s.job.key, opts.only)]
     if not states:
-        say(f"no run of {plan.path} matches {opts.only!r}")
+        say(f"no run of {plan.path} matches {', '.join(opts.only or [])}")
         return 1
     for s in states:
         if s.state in ("broken", "differs", "training") or (s.state == "failed" and not opts.retry_failed):
@@ -88,6 +88,11 @@ def run_campaign(plan: Plan, opts: Options, say=print) -> int:
     if left:
         say(f"not started: {', '.join(left)} (each waits for a run that did not finish here)")
     return 1 if failed or left or any(s.state in ("broken", "differs", "training") for s in states) else 0
+
+
+def selected(key: str, only: list[str] | None) -> bool:
+    """Whether a run folder's name matches one of the globs (every run when there are none)."""
+    return not only or any(fnmatch.fnmatch(key, g) for g in only)
 
 
 def _as_interrupt(signum, frame):

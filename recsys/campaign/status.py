@@ -177,8 +177,11 @@ def render(states: list[JobState], parallel: int = 2) -> str:
     left, unknown = estimate_left(states)
     lines.append("")
     lines.append(f"{len(states)} runs: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    lines.append(f"training time so far: {_fmt_seconds(spent)} (sum of the epochs' seconds); left: about "
-                 f"{_fmt_seconds(left)} of run time, about {_fmt_seconds(left / max(parallel, 1))} at {parallel} at "
-                 f"a time" + (f"; {unknown} run(s) not estimable yet (no measured run of their kind)"
-                              if unknown else ""))
+    if left or not unknown:
+        what = (f"about {_fmt_seconds(left)} of run time, {_fmt_seconds(left / max(parallel, 1))} at {parallel} at "
+                f"a time" + (f", plus {unknown} run(s) not estimable yet (no measured run of their kind)"
+                             if unknown else ""))
+    else:
+        what = f"not estimable yet ({unknown} run(s), none of their kind measured)"
+    lines.append(f"training time so far: {_fmt_seconds(spent)} (sum of the epochs' seconds); left: {what}")
     return "\n".join(lines)

@@ -13,10 +13,9 @@ is the same program.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import sys
 
-from recsys.campaign import Options, PlanError, inspect, load_plan, render, run_campaign
+from recsys.campaign import Options, PlanError, inspect, load_plan, render, run_campaign, selected
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     st = sub.add_parser("status", help="print where every run of the plan stands (runs nothing)")
     st.add_argument("plan")
-    st.add_argument("--only", help="runs whose folder name matches this glob")
+    st.add_argument("--only", action="append", help="runs whose folder name matches this glob (repeatable)")
     st.add_argument("--parallel", type=int, default=2, help="for the wall-time estimate (default 2)")
     r = sub.add_parser("run", help="start, resume or skip every run of the plan")
     r.add_argument("plan")
@@ -34,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--nice", type=int, default=0, help="lower the runs' CPU priority (0..19; default 0)")
     r.add_argument("--device", choices=("auto", "cpu", "cuda"), help="device of runs started now (resumed runs "
                                                                      "keep the one they recorded)")
-    r.add_argument("--only", help="runs whose folder name matches this glob")
+    r.add_argument("--only", action="append", help="runs whose folder name matches this glob (repeatable)")
     r.add_argument("--retry-failed", action="store_true", help="also resume runs that failed before")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -51,15 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.command == "status":
-        states = [s for s in inspect(plan) if not args.only or fnmatch.fnmatch(s.job.key, args.only)]
+        states = [s for s in inspect(plan) if selected(s.job.key, args.only)]
         print(f"campaign {plan.name} ({plan.path}), runs under {plan.root}/")
         print(render(states, args.parallel))
         return 0
     opts = Options(parallel=args.parallel, threads=args.threads, nice=args.nice, device=args.device,
                    only=args.only, retry_failed=args.retry_failed, progress=not args.quiet)
     rc = run_campaign(plan, opts, say=lambda msg: print(msg, flush=True))
-    print(render([s for s in inspect(plan) if not args.only or fnmatch.fnmatch(s.job.key, args.only)],
-                 args.parallel))
+    print(render([s for s in inspect(plan) if selected(s.job.key, args.only)], args.parallel))
     return rc
 
 
