@@ -66,6 +66,8 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         self._fd = fd
+        remove_stale_temporaries(self.path)
+
 
     def release(self) -> None:
         if self._fd is None:
@@ -107,3 +109,13 @@ def describe_holder(holder: dict | None) -> str:
         return "being written by another process"
     return (f"being written by pid {holder.get('pid', '?')} on {holder.get('host', '?')} since "
             f"{holder.get('since', '?')}")
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete what an atomic write killed half-way left (`<file>.<random>.tmp`): only the lock holder may, since
+    nobody else can be writing the folder then."""
+    for folder in (path, path / "resume"):
+        if folder.is_dir() and not folder.is_symlink():
+            for tmp in folder.glob("*.tmp"):
+                if tmp.is_file() and not tmp.is_symlink():
+                    tmp.unlink(missing_ok=True)

@@ -88,6 +88,16 @@ def test_a_killed_holder_releases_the_lock(tmp_path):
         assert lock_holder(run)["command"] == "second"
 
 
+def test_the_next_writer_removes_what_a_killed_atomic_write_left(tmp_path):
+    run = tmp_path / "run"
+    (run / "resume").mkdir(parents=True)
+    for name in ("run.json.k2j3.tmp", "resume/state.pt.x9.tmp"):
+        (run / name).write_bytes(b"half")
+    (run / "history.jsonl").write_text("{}\n")
+    with RunLock(run):
+        assert sorted(p.name for p in run.rglob("*") if p.is_file()) == [LOCK_FILE, "history.jsonl"]
+
+
 def test_training_refuses_a_folder_another_process_writes(tmp_path, capsys):
     out = tmp_path / "ncf"
     sets = [a for k, v in NCF_SMALL.items() for a in ("--set", f"{k}={json.dumps(v)}")]
@@ -170,6 +180,21 @@ def test_a_killed_campaign_resumes_to_the_same_results(tmp_path):
         assert a["metrics"] == b["metrics"], job.key
         assert learning(job.path) == learning(broken_root / job.key), job.key
     assert (broken_root / "popular-ranking-ml-100k-masked-seed0" / "run.json").exists()
+
+
+def test_a_failing_run_is_reported_and_the_others_go_on(tmp_path):
+    runs = [{"model": "ncf", "objective": "rating", "set": {**NCF_SMALL, "lr": 1.0e12, "variant": "diverges"}},
+            {"model": "bias", "objective": "rating"}]
+    plan = plan_file(tmp_path, tmp_path / "runs", runs)
+    out = campaign("run", str(plan), "--parallel", "1", "--quiet", check=False)
+    assert out.returncode == 1
+    bad = "ncf-rating-ml-100k-chronological-diverges-seed0"
+    assert f"failed {bad} (exit 2)" in out.stdout and "lower --lr" in out.stdout
+    assert "done bias-rating-ml-100k-chronological-seed0" in out.stdout
+    again = campaign("run", str(plan), "--quiet", check=False)
+    assert f"skipped {bad}: failed" in again.stdout and "started" not in again.stdout
+    retried = campaign("run", str(plan), "--quiet", "--retry-failed", check=False)
+    assert f"resumed {bad}" in retried.stdout and f"failed {bad}" in retried.stdout
 
 
 def test_status_table_runs_nothing_and_says_what_is_left(tmp_path):

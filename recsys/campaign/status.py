@@ -160,12 +160,12 @@ def _row(s: JobState) -> list[str]:
     if s.job.kind == "evaluate":
         best = "" if s.test is None else "(re-evaluation)"
     return [s.job.key, state, str(s.epochs or ""), best, since, "" if s.test is None else f"{s.test:.4f}",
-            _fmt_seconds(s.s_per_epoch) if s.seconds else ""]
+            _fmt_seconds(s.s_per_epoch) if s.seconds else "", _fmt_seconds(sum(s.seconds)) if s.seconds else ""]
 
 
 def render(states: list[JobState], parallel: int = 2) -> str:
     """The status table (one line per run) and a footer: counts, measured cost and an estimate of what is left."""
-    head = ["run", "state", "epochs", "best valid", "since best", "test", "s/epoch"]
+    head = ["run", "state", "epochs", "best valid", "since best", "test", "s/epoch", "train time"]
     rows = [head] + [_row(s) for s in states]
     widths = [min(max(len(r[i]) for r in rows), 110 if i == 1 else 80) for i in range(len(head))]
     lines = ["  ".join(c[:w].ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
