@@ -223,3 +223,17 @@ def test_a_folder_with_another_configuration_is_not_touched(tmp_path):
     out = campaign("run", str(plan.path), "--quiet", check=False)
     assert out.returncode == 1 and "differs" in out.stdout
     assert (plan.jobs[0].path / "run.json").read_bytes() == before
+
+
+def test_curves_table_reads_each_runs_validation_curve(tmp_path):
+    from recsys.campaign.status import JobState, curves
+
+    plan = load_plan(plan_file(tmp_path, tmp_path / "runs", tiny_runs()))
+    a = JobState(plan.jobs[0], "done", epochs=3, best=0.25, best_epoch=2, values=[0.1, 0.25, 0.2],
+                 seconds=[10.0, 20.0, 40.0])
+    b = JobState(plan.jobs[1], "training", epochs=1, best=0.05, best_epoch=1, values=[0.05], seconds=[12.0])
+    table = curves([a, b, JobState(plan.jobs[2], "waiting")], every=2).splitlines()
+    assert table[0] == "| run | ep 1 | ep 2 | best (epoch) | s/epoch | train s to best |"
+    assert table[2] == f"| {plan.jobs[0].key} | 0.1000 | 0.2500 | 0.2500 (2) | 20 | 30 |"
+    assert table[3] == f"| {plan.jobs[1].key} | 0.0500 |  | 0.0500 (1) | 12 | 12 |"
+    assert len(table) == 4  # a run without an epoch has no curve

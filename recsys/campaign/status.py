@@ -31,6 +31,7 @@ class JobState:
     monitor: str = "ndcg@10"
     test: float | None = None             # test value of the monitored metric (done runs only)
     seconds: list[float] = field(default_factory=list)   # per-epoch training seconds
+    values: list[float | None] = field(default_factory=list)  # per-epoch validation value of the monitored metric
 
     @property
     def since_best(self) -> int | None:
@@ -94,8 +95,9 @@ def _from_history(job: Job, info: dict, history: list[dict]) -> JobState:
     s = JobState(job, "stopped", monitor=monitor, epochs=len(history),
                  patience=cfg.get("patience") if isinstance(cfg.get("patience"), int) else None,
                  max_epochs=cfg.get("epochs") if isinstance(cfg.get("epochs"), int) else None)
-    values = [(i + 1, r.get(f"valid_{monitor}")) for i, r in enumerate(history)
-              if isinstance(r.get(f"valid_{monitor}"), (int, float))]
+    s.values = [r.get(f"valid_{monitor}") if isinstance(r.get(f"valid_{monitor}"), (int, float)) else None
+                for r in history]
+    values = [(i + 1, v) for i, v in enumerate(s.values) if v is not None]
     if values:
         if rating:
             s.best_epoch, s.best = min(values, key=lambda v: (v[1], v[0]))
@@ -185,3 +187,23 @@ def render(states: list[JobState], parallel: int = 2) -> str:
         what = f"not estimable yet ({unknown} run(s), none of their kind measured)"
     lines.append(f"training time so far: {_fmt_seconds(spent)} (sum of the epochs' seconds); left: {what}")
     return "\n".join(lines)
+
+
+def curves(states: list[JobState], every: int = 1) -> str:
+    """A markdown table of each trained run's validation curve (every `every`-th epoch), its best value and epoch,
+    and the training seconds it took to reach its best: what a recipe screening compares."""
+    trained = [s for s in states if s.values]
+    if not trained:
+        return "no run has finished an epoch yet"
+    last = max(len(s.values) for s in trained)
+    shown = [e for e in range(1, last + 1) if e % every == 0 or e == 1]
+    head = ["run", *(f"ep {e}" for e in shown), "best (epoch)", "s/epoch", "train s to best"]
+    rows = []
+    for s in trained:
+        cells = [f"{s.values[e - 1]:.4f}" if e <= len(s.values) and s.values[e - 1] is not None else ""
+                 for e in shown]
+        to_best = sum(s.seconds[: s.best_epoch]) if s.best_epoch else None
+        rows.append([s.job.key, *cells, f"{s.best:.4f} ({s.best_epoch})" if s.best is not None else "",
+                     f"{s.s_per_epoch:.0f}" if s.s_per_epoch else "", f"{to_best:.0f}" if to_best else ""])
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])

@@ -1,6 +1,7 @@
 """Run a campaign of training runs from a plan, or say where it stands.
 
     recsys-campaign status configs/campaigns/ml1m.yaml
+    recsys-campaign curves configs/campaigns/ml1m-screening.yaml --every 2     # validation curves, markdown
     recsys-campaign run configs/campaigns/ml1m.yaml --parallel 2 --threads 1 --nice 19
     recsys-campaign run configs/campaigns/ml1m.yaml --device cuda --parallel 8     # many small runs on one GPU
     recsys-campaign run configs/campaigns/ml1m.yaml --only 'ss4rec-*'
@@ -16,6 +17,7 @@ import argparse
 import sys
 
 from recsys.campaign import Options, PlanError, inspect, load_plan, render, run_campaign, selected
+from recsys.campaign.status import curves
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("plan")
     st.add_argument("--only", action="append", help="runs whose folder name matches this glob (repeatable)")
     st.add_argument("--parallel", type=int, default=2, help="for the wall-time estimate (default 2)")
+    cv = sub.add_parser("curves", help="print each run's validation curve as a markdown table (runs nothing)")
+    cv.add_argument("plan")
+    cv.add_argument("--only", action="append", help="runs whose folder name matches this glob (repeatable)")
+    cv.add_argument("--every", type=int, default=1, help="show every k-th epoch (default 1)")
     r = sub.add_parser("run", help="start, resume or skip every run of the plan")
     r.add_argument("plan")
     r.add_argument("--parallel", type=int, default=2, help="runs at a time (default 2)")
@@ -41,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.parallel < 1 or getattr(args, "threads", 1) < 1 or not 0 <= getattr(args, "nice", 0) <= 19:
+    if getattr(args, "parallel", 1) < 1 or getattr(args, "threads", 1) < 1 or not 0 <= getattr(args, "nice", 0) <= 19:
         print("error: --parallel and --threads must be at least 1, --nice in 0..19", file=sys.stderr)
         return 2
     try:
@@ -53,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         states = [s for s in inspect(plan) if selected(s.job.key, args.only)]
         print(f"campaign {plan.name} ({plan.path}), runs under {plan.root}/")
         print(render(states, args.parallel))
+        return 0
+    if args.command == "curves":
+        print(curves([s for s in inspect(plan) if selected(s.job.key, args.only)], max(args.every, 1)))
         return 0
     opts = Options(parallel=args.parallel, threads=args.threads, nice=args.nice, device=args.device,
                    only=args.only, retry_failed=args.retry_failed, progress=not args.quiet)
