@@ -42,6 +42,10 @@ class RunError(Exception):
     """A run directory is missing, corrupted, tampered with, or belongs to something else; shown as is."""
 
 
+class IdsWithheld(RunError):
+    """A licence-safe run (recsys.redistribution): its raw ids are not in the folder, only their digests."""
+
+
 # Files in a runs folder are untrusted: reads are bounded and only regular files (never a link, FIFO or device)
 # are read or hashed, so a FIFO named run.json cannot hang a page and /dev/zero cannot be hashed forever.
 MAX_RUN_JSON = 16 << 20
@@ -370,8 +374,8 @@ class RunDirectory:
         """Raw ids of the run's users and items (index order); RunError for a licence-safe run, which has none."""
         z = self._id_arrays()
         if "users_sha256" in z:
-            raise RunError(f"{self.path.name}: trained on a dataset that may not be redistributed, so its raw ids are "
-                           f"not in the run folder; give the data folder it was trained on (--data-dir)")
+            raise IdsWithheld(f"{self.path.name}: trained on a dataset that may not be redistributed, so its raw ids "
+                              f"are not in the run folder; give the data folder it was trained on")
         if "users" not in z or "items" not in z:
             raise RunError(f"{self.path / ID_MAPS}: unreadable id maps (no users / items arrays)")
         return z["users"], z["items"]

@@ -100,3 +100,19 @@ def test_an_ml100k_run_keeps_its_raw_ids(tmp_path):
     run_training(cfg, tmp_path / "p", ["python"], progress=False)
     users, items = RunDirectory(tmp_path / "p").id_maps()
     assert len(users) == 943 and "user_id" in pd.read_parquet(tmp_path / "p" / TEST_RESULTS)
+
+
+def test_the_pages_get_an_ml1m_runs_users_from_its_data_folder_or_are_told_which(tmp_path):
+    from recsys.compare import run_users
+
+    data = ml1m_like(tmp_path)
+    run = train(tmp_path, data)
+    assert sorted(run_users(run).tolist()) == RAW_USERS  # rebuilt from the data folder run.json names
+    data.rename(tmp_path / "elsewhere")
+    with pytest.raises(RunError, match=f"put that release's files in {data}"):
+        run_users(run)
+    other = ml1m_like(tmp_path / "x")
+    (other / "ratings.dat").write_text((other / "ratings.dat").read_text().replace("1001::", "1000::"))
+    other.rename(data)
+    with pytest.raises(RunError, match="not the copy the run was trained on"):
+        run_users(run)

@@ -8,6 +8,7 @@ into a message instead of a traceback. Nothing here parses run.json or hashes a 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.runs import RUN_FILE, TEST_RESULTS, WEIGHTS, RunDirectory, RunError, check_metrics, host_id
+from recsys.runs import RUN_FILE, TEST_RESULTS, WEIGHTS, IdsWithheld, RunDirectory, RunError, check_metrics, host_id
 
 FAMILIES = ("ranking", "rating")
 
@@ -222,5 +223,28 @@ def read_history(path: str | Path) -> list[dict]:
 
 
 def run_users(path: str | Path) -> np.ndarray:
-    """Raw MovieLens ids of the users a run knows (its id maps), without loading the model; RunError if unreadable."""
-    return RunDirectory(path).id_maps()[0]
+    """Raw MovieLens ids of the users a run knows, without loading the model: its id maps, or for a licence-safe run
+    (ML-1M) the ids rebuilt from the data folder run.json names, checked against the run's digests. RunError if
+    unreadable, or saying exactly which folder to provide."""
+    run = RunDirectory(path)
+    try:
+        return run.id_maps()[0]
+    except IdsWithheld:
+        pass
+    from recsys.config import TrainConfig
+    from recsys.data.prepare import load_prepared
+
+    info = run.info()
+    cfg = info.get("config") or {}
+    train = TrainConfig(**{f.name: cfg[f.name] for f in dataclasses.fields(TrainConfig) if f.name in cfg})
+    where = train.data_dir or "(none recorded)"
+    try:
+        _, prepared = load_prepared(train, download=False)
+    except Exception as exc:
+        raise RunError(f"{run.path.name} was trained on {info['dataset'].get('name')}, which may not be "
+                       f"redistributed, so its user ids are not shipped: put that release's files in {where} "
+                       f"(run.json's data folder, relative to where the app was started) and reload ({exc})") from None
+    if not run.id_maps_match(prepared.user_map.raw, prepared.item_map.raw):
+        raise RunError(f"{run.path.name}: the data in {where} is not the copy the run was trained on (its user and "
+                       f"movie ids differ from the run's digests)")
+    return prepared.user_map.raw

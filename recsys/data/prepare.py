@@ -212,3 +212,14 @@ def prepare(data: MovieLensData, user_k: int = 5, item_k: int = 5, timestamped_o
     if shuffle_ties:
         filters["tie_order"] = "shuffled (seeded random order among ratings of one user in the same second)"
     return PreparedData(data.name, inter, user_map, item_map, items, filters)
+
+
+def load_prepared(train, download: bool = True, data_dir: str | None = None):
+    """The dataset and its filtered, indexed form exactly as a run with these settings sees them."""
+    from recsys.data.loader import load_dataset
+
+    data = load_dataset(train.dataset, data_dir or train.data_dir, download=download)
+    prepared = prepare(data, train.user_k, train.item_k, timestamped_only=bool(train.timestamped_users_only),
+                       require_timestamps=train.objective == "ranking" or train.split == "chronological",
+                       shuffle_ties=getattr(train, "tie_order", "file") == "shuffled")
+    return data, prepared

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from recsys.config import ConfigError, RunConfig, TrainConfig
-from recsys.data import load_dataset, prepare
 from recsys.data.loader import EMBEDDED
+from recsys.data.prepare import load_prepared
 from recsys.data.readers import guess_name
 from recsys.evaluation.protocols import RankingProtocol, RatingProtocol, leave_one_out, rating_split
 from recsys.models import build_model, model_class
@@ -25,15 +25,6 @@ from recsys.redistribution import WITHHELD_COLUMNS, restricted
 from recsys.runs import RUN_FILE, WEIGHTS, RunDirectory, RunError, host_id, load_weights, save_weights
 from recsys.training.engine import fit, init_distributed, resolve_device, seed_everything
 from recsys.training.tasks import RankingTask, RatingTask, SequenceRatingTask, SequenceTask
-
-
-def load_prepared(train: TrainConfig, download: bool = True, data_dir: str | None = None):
-    """The dataset and its filtered, indexed form exactly as a run with these settings sees them."""
-    data = load_dataset(train.dataset, data_dir or train.data_dir, download=download)
-    prepared = prepare(data, train.user_k, train.item_k, timestamped_only=bool(train.timestamped_users_only),
-                       require_timestamps=train.objective == "ranking" or train.split == "chronological",
-                       shuffle_ties=getattr(train, "tie_order", "file") == "shuffled")
-    return data, prepared
 
 
 def build_task(cfg: RunConfig, prepared, model):
