@@ -161,3 +161,14 @@ def test_bench_models_quick():
         assert re.search(rf"^SS4Rec / {other} at L=8 \(cpu\): epoch time [\d.]+x, peak memory [\d.]+x", text, re.M)
     if native.available():
         assert "SS4Rec (cpu, L=8): fp32, 1 threads" in text and "Mamba path native, S5 scan native" in text
+
+
+def test_bench_serve_tiny():
+    run = "sasrec-ranking-ml-100k-len50-seed0"
+    out = run_script("bench_serve.py", "--run", run, "--clients", "2", "--seconds", "1")
+    assert out.stdout.startswith(f"$ python scripts/bench_serve.py --run {run} --clients 2 --seconds 1\n")
+    header, rows = table(out.stdout, "| run |")
+    assert header == ["run", "catalogue", "clients", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
+    (row,) = rows
+    assert row[0] == run and row[1] == "ml-100k" and row[2] == "2" and row[-1] == "0"
+    assert int(row[3].replace(",", "")) > 0 and float(row[5]) <= float(row[6]) <= float(row[7])

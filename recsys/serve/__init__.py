@@ -1,0 +1,1 @@
+"""The scoring API (`recsys-serve`): a saved run's top-k for a user or a history over HTTP."""
