@@ -11,10 +11,12 @@ Every refusal is a 4xx with {"error": {"field": ..., "message": ...}}; nothing a
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -91,13 +93,6 @@ def create_app(runs_root: str | Path) -> FastAPI:
     async def _unexpected(request: Request, exc: Exception):  # a bug of ours: still an answer, never a traceback
         return _error(500, "server", f"unexpected error ({type(exc).__name__}); see the server log")
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        endpoint = request.url.path if request.url.path in ("/health", "/runs", "/recommend", "/metrics") else "other"
-        metrics.observe(endpoint, getattr(request.state, "run", ""), response.status_code, time.perf_counter() - t0)
-        return response
 
     @app.get("/health")
     def health() -> dict:
@@ -108,15 +103,47 @@ def create_app(runs_root: str | Path) -> FastAPI:
         return {"runs": [run_summary(r) for r in service.runs().values()]}
 
     @app.post("/recommend")
-    def recommend(req: RecommendRequest, request: Request) -> dict:
-        request.state.run = req.run if req.run in service.runs() else "unknown"  # bounded label values in /metrics
+    async def recommend(req: RecommendRequest, request: Request) -> Response:
+        # scored inline on the event loop: the work is CPU-bound under the GIL, so a thread hand-off would only add
+        # latency; the reply is serialised once, directly (no generic encoder over a dict of lists)
+        request.scope["recsys_run"] = req.run if req.run in service.runs() else "unknown"  # bounded metric labels
         history = None if req.history is None else [Event(e.movie_id, e.timestamp) for e in req.history]
-        return service.recommend(req.run, k=req.k, user_id=req.user_id, history=history, now=req.now,
-                                 exclude_seen=req.exclude_seen)
+        if not service.is_loaded(req.run):  # the first use loads a model (seconds): off the event loop
+            await run_in_threadpool(service.loaded, req.run)
+        reply = service.recommend(req.run, k=req.k, user_id=req.user_id, history=history, now=req.now,
+                                  exclude_seen=req.exclude_seen)
+        return Response(json.dumps(reply), media_type="application/json")
 
     @app.get("/metrics")
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.state.service = service
+    app.add_middleware(_Measured, metrics=metrics)
     return app
+
+
+class _Measured:
+    """Requests, errors and latency per endpoint and run (a plain ASGI middleware: no per-request task or copy)."""
+
+    ENDPOINTS = ("/health", "/runs", "/recommend", "/metrics")
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = scope.get("path", "")
+            self.metrics.observe(path if path in self.ENDPOINTS else "other", scope.get("recsys_run", ""), status[0],
+                                 time.perf_counter() - t0)

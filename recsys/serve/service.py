@@ -94,6 +94,9 @@ class Service:
                 self._stamp = stamp
             return dict(self._runs)
 
+    def is_loaded(self, name: str) -> bool:
+        return name in self._models
+
     def loaded(self, name: str) -> LoadedRun:
         """A run's model, loaded once and shared; 404 for a name that is not a complete run of the folder."""
         runs = self.runs()
