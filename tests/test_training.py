@@ -179,3 +179,32 @@ def test_reevaluate_with_seen_items_masked(tmp_path):
     RunDirectory(tmp_path / "ncf-masked").load_weights("ncf")  # artefact hashes recorded for the new run
     with pytest.raises(ConfigError, match="only evaluation settings"):
         evaluate_run(tmp_path / "ncf", tmp_path / "x", {"lr": 0.1}, ["x"])
+
+
+def test_resume_refuses_options_that_would_change_the_run(tmp_path):
+    args = ["--model", "ncf", "--objective", "rating", "--epochs", "2", "--quiet"]
+    sets = [a for k, v in SMALL.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    killed = cli(*args, *sets, "--out", str(tmp_path / "run"), env={"RECSYS_CRASH_AFTER_EPOCH": "1"}, check=False)
+    assert killed.returncode == 137
+    for extra in (["--epochs", "5"], ["--set", "lr=0.1"], ["--seed", "3"], ["--overwrite"]):
+        out = cli("--resume", str(tmp_path / "run"), *extra, check=False)
+        assert out.returncode == 2 and "cannot change it" in out.stderr, (extra, out.stderr)
+    assert len(RunDirectory(tmp_path / "run").history()) == 1  # untouched
+    cli("--resume", str(tmp_path / "run"), "--quiet")
+    assert RunDirectory(tmp_path / "run").info()["status"] == "complete"
+
+
+def test_recorded_command_is_shell_quoted_and_resumes(tmp_path):
+    import shlex
+
+    out = tmp_path / "a folder with spaces"
+    sets = [a for k, v in SMALL.items() for a in ("--set", f"{k}={json.dumps(v)}")]
+    killed = cli("--model", "ncf", "--objective", "rating", "--epochs", "2", "--quiet", *sets, "--out", str(out),
+                 env={"RECSYS_CRASH_AFTER_EPOCH": "1"}, check=False)
+    assert killed.returncode == 137
+    recorded = RunDirectory(out).info()["command"]
+    argv = shlex.split(recorded)
+    assert argv[argv.index("--out") + 1] == str(out)  # one argument, spaces and all
+    cli("--resume", str(out), "--quiet")
+    info = RunDirectory(out).info()
+    assert info["status"] == "complete" and str(out) in shlex.split(info["command"])

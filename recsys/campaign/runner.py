@@ -78,7 +78,6 @@ def run_campaign(plan: Plan, opts: Options, say=print) -> int:
             _poll(active, done, failed, bar, say)
     except KeyboardInterrupt:
         _stop_all(active, say)
-        bar.close()
         say(f"stopped; `recsys-campaign run {plan.path}` continues every run from its last finished epoch")
         return 130
     finally:

@@ -21,3 +21,4 @@ def recorded_command(script: str, argv: list[str]) -> list[str]:
         torchrun = str(Path(python).with_name("torchrun")) if python != "python" else "torchrun"
         return [torchrun, f"--nproc_per_node={os.environ['WORLD_SIZE']}", script, *argv]
     return [python, script, *argv]
+

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from recsys.cli import recorded_command
+from recsys.commands import command_text
 from recsys.config import ConfigError, parse_overrides
 from recsys.data.schema import DataError
 from recsys.locking import RunLock
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         src = Path(args.run)
         out = Path(args.out) if args.out else default_out(src, overrides)
         command = recorded_command("scripts/evaluate.py", argv)
-        with RunLock(out, " ".join(command)):
+        with RunLock(out, command_text(command)):
             if (out / "run.json").exists():
                 raise ConfigError(f"{out} already holds a run")
             info = evaluate_run(src, out, overrides, command)

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from recsys.cli import recorded_command
+from recsys.commands import command_argv, command_text
 from recsys.config import ConfigError, RunConfig, load_config_file, parse_overrides, resolve_config
 from recsys.data.schema import DataError
 from recsys.locking import RunLock
@@ -75,6 +76,10 @@ def default_out(cfg: RunConfig) -> Path:
     return ROOT / "checkpoints" / "-".join(str(p) for p in parts)
 
 
+RESUME_FIXED = ("model", "dataset", "data_dir", "config", "objective", "split", "fold", "epochs", "device", "seed",
+                "out", "overwrite", "set")
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -110,7 +115,7 @@ def _train(args, command: list[str]) -> tuple[dict | None, Path]:
         if not isinstance(previous.get("command"), str) or not previous["command"].strip():
             raise RunError(f"{args.resume}/run.json records no command; it cannot be resumed as it was started")
         cfg, out = RunConfig.from_dict(previous["config"]), Path(args.resume)
-        command = previous["command"].split(" ")
+        command = command_argv(previous["command"])
     else:
         cfg = _resolve(args)
         out = Path(args.out) if args.out else default_out(cfg)
@@ -129,13 +134,17 @@ def main(argv: list[str] | None = None) -> int:
     command = recorded_command("scripts/train.py", argv)
     if not args.resume and not args.model:
         build_parser().error("--model is required (unless --resume)")
+    changed = [f"--{k.replace('_', '-')}" for k in RESUME_FIXED if getattr(args, k) not in (None, [], False)]
+    if args.resume and changed:  # a resumed run is the run that was started: nothing may change it half-way
+        build_parser().error(f"--resume continues a run exactly as run.json records it; {', '.join(changed)} cannot "
+                             f"change it (start a new run with --out, or --overwrite this one)")
     out = None
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` (and a campaign runner stopping) ends like Ctrl-C
     try:
         out = Path(args.resume) if args.resume else _planned_out(args)
         if args.resume and not out.is_dir():
             raise RunError(f"{out}: no such run directory")
-        with _writer_lock(out, " ".join(command)):
+        with _writer_lock(out, command_text(command)):
             info, out = _train(args, command)
             if info is None:
                 return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from recsys.commands import command_text
 from recsys.config import ConfigError, RunConfig
 from recsys.evaluation import metrics as M
 from recsys.models import restore_model
@@ -68,7 +69,7 @@ def evaluate_run(source: str | Path, out: str | Path, overrides: dict, command: 
         if (r.source.path / name).exists():
             shutil.copyfile(r.source.path / name, run.path / name)
     new = {k: v for k, v in r.info.items() if k not in ("metrics", "artefacts", "format")}
-    new.update(run_id=Path(out).name, command=" ".join(command), protocol=r.protocol, config=r.config.as_dict(),
+    new.update(run_id=Path(out).name, command=command_text(command), protocol=r.protocol, config=r.config.as_dict(),
                evaluated_from={"run_id": r.info["run_id"], "command": r.info["command"], "changed": overrides})
     return finish_run(run, new, r.model, r.task, r.prepared, r.config.train, device)
 
@@ -170,7 +171,7 @@ def refit_rating_head(source: str | Path, out: str | Path, command: list[str], e
     best, _ = load_weights(run.path / WEIGHTS)
     model.load_state_dict(best)
     new = {k: v for k, v in r.info.items() if k not in ("metrics", "artefacts", "format")}
-    new.update(run_id=Path(out).name, command=" ".join(command), protocol=r.protocol,
+    new.update(run_id=Path(out).name, command=command_text(command), protocol=r.protocol,
                rating_head_refit={"source_run": r.info["run_id"], "source_command": r.info["command"],
                                   "valid_rmse_before": start_rmse, "valid_rmse_after": state.best,
                                   "best_epoch": state.best_epoch + 1, "epochs": len(state.history),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from recsys.commands import command_text
 from recsys.config import ConfigError, RunConfig, TrainConfig
 from recsys.data.loader import EMBEDDED
 from recsys.data.prepare import load_prepared
@@ -125,7 +126,7 @@ def run_training(cfg: RunConfig, out: str | Path, command: list[str], resume: bo
     info = {
         "run_id": Path(out).name, "model": cfg.model, "objective": t.objective, "status": "running",
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(command),
+        "command": command_text(command),
         "dataset": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint,
                     "filters": prepared.filters, "n_users": prepared.n_users, "n_items": prepared.n_items,
                     "notes": data.notes},
