@@ -142,7 +142,7 @@ def _entry_jobs(e: dict, index: int, root: Path, where: str) -> list[Job]:
         key = default_out(cfg).name
         argv = ["--model", cfg.model, *(["--config", str(e["config"])] if e.get("config") else [])]
         argv += [f"--{k.replace('_', '-')}={v}" for k, v in top.items()]
-        argv += [f"--set={k}={json.dumps(v)}" for k, v in {**e["set"], "seed": seed}.items()]
+        argv += [f"--set={k}={_cli_value(v)}" for k, v in {**e["set"], "seed": seed}.items()]
         argv += ["--out", str(root / key)]
         jobs.append(Job(key, "train", root / key, cfg.model, tuple(argv), cfg.as_dict(), None, index, expect))
         if e.get("masked"):
@@ -151,6 +151,12 @@ def _entry_jobs(e: dict, index: int, root: Path, where: str) -> list[Job]:
                             ("--run", str(root / key), "--set", "mask_seen=true", "--out", str(masked)),
                             after=key, entry=index))
     return jobs
+
+
+def _cli_value(value) -> str:
+    """A --set value as train.py reads it back (YAML): plain text where YAML gives the same value, JSON otherwise."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if yaml.safe_load(text) == value else json.dumps(value)
 
 
 def differences(job: Job, recorded: dict) -> list[str]:
