@@ -48,7 +48,7 @@ def inspect(plan: Plan) -> list[JobState]:
     by_key = {s.job.key: s for s in states}
     for s in states:  # a re-evaluation can only start once its training run is done
         if s.state == "waiting" and s.job.after and by_key[s.job.after].state != "done":
-            s.message = f"after {s.job.after}"
+            s.message = "after its training run"
     return states
 
 
