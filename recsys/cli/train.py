@@ -84,9 +84,12 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _planned_out(args) -> Path:
-    """The folder a new run will write (resolving the configuration only to name it; errors surface here)."""
-    return Path(args.out) if args.out else default_out(_resolve(args))
+def _planned(args) -> tuple[RunConfig | None, Path]:
+    """(configuration, folder) of a new run, or (None, folder) for --resume (its configuration is in run.json)."""
+    if args.resume:
+        return None, Path(args.resume)
+    cfg = _resolve(args)
+    return cfg, Path(args.out) if args.out else default_out(cfg)
 
 
 def _resolve(args) -> RunConfig:
@@ -104,28 +107,25 @@ def _writer_lock(path: Path, command: str):
     return RunLock(path, command)
 
 
-def _train(args, command: list[str]) -> tuple[dict | None, Path]:
+def _train(args, command: list[str], cfg: RunConfig | None, out: Path) -> dict | None:
     """Under the folder's lock: resume, or check the folder is free (or clear it for --overwrite), then train."""
     if args.resume:
         previous = RunDirectory(args.resume).info()
         if previous.get("status") == "complete":
             print(f"{args.resume}: already complete; nothing to resume")
             print(summarise(previous))
-            return None, Path(args.resume)
+            return None
         if not isinstance(previous.get("command"), str) or not previous["command"].strip():
             raise RunError(f"{args.resume}/run.json records no command; it cannot be resumed as it was started")
-        cfg, out = RunConfig.from_dict(previous["config"]), Path(args.resume)
+        cfg = RunConfig.from_dict(previous["config"])
         command = command_argv(previous["command"])
     else:
-        cfg = _resolve(args)
-        out = Path(args.out) if args.out else default_out(cfg)
         if (out / RUN_FILE).exists() or (out / RUN_FILE).is_symlink():
             if not args.overwrite:
                 raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, --overwrite "
                                   f"to replace it, or another --out")
             clear_run(out)
-    info = run_training(cfg, out, command, resume=bool(args.resume), progress=not args.quiet)
-    return info, out
+    return run_training(cfg, out, command, resume=bool(args.resume), progress=not args.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,13 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().error(f"--resume continues a run exactly as run.json records it; {', '.join(changed)} cannot "
                              f"change it (start a new run with --out, or --overwrite this one)")
     out = None
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` (and a campaign runner stopping) ends like Ctrl-C
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)  # `kill` (and a campaign runner) ends like Ctrl-C
     try:
-        out = Path(args.resume) if args.resume else _planned_out(args)
+        cfg, out = _planned(args)
         if args.resume and not out.is_dir():
             raise RunError(f"{out}: no such run directory")
         with _writer_lock(out, command_text(command)):
-            info, out = _train(args, command)
+            info = _train(args, command, cfg, out)
             if info is None:
                 return 0
     except KeyboardInterrupt:
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
               f"is fixed", file=sys.stderr)
         return 2
     finally:
+        signal.signal(signal.SIGTERM, previous_handler)
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
