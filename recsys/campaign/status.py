@@ -64,7 +64,8 @@ def inspect_job(job: Job) -> JobState:
         info, history = run.info(), run.history()
     except RunError as exc:
         return JobState(job, "broken", str(exc))
-    s = _from_history(job, info, history)
+    # a re-evaluation carries its source run's history: its epochs and seconds are that run's, not its own
+    s = _from_history(job, info, history if job.kind == "train" else [])
     if job.kind == "train":
         diff = differences(job, info.get("config") or {})
         if diff:
