@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from recsys.validation import check_value
 
 LITERATURE_SPLITS = ("random", "kfold", "ml100k-folds")
 # names earlier runs recorded, read as today's (old run.json files keep loading)
@@ -106,9 +109,25 @@ def parse_overrides(items) -> dict:
     return out
 
 
+CONFIG_FILE_LIMIT = 1 << 20  # a config file is a page of options; a larger one is not one
+
+
 def load_config_file(path: str | Path) -> dict:
+    """A YAML mapping of options from a regular UTF-8 file of at most 1 MiB (never a device, FIFO or directory)."""
+    path = Path(path)
     try:
-        cfg = yaml.safe_load(Path(path).read_text()) or {}
+        if not path.is_file():
+            what = "a directory" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
+            raise ConfigError(f"{path}: cannot read config ({what})")
+        with open(path, "rb") as fh:
+            raw = fh.read(CONFIG_FILE_LIMIT + 1)
+        if len(raw) > CONFIG_FILE_LIMIT:
+            raise ConfigError(f"{path}: a config file of more than {CONFIG_FILE_LIMIT >> 20} MiB is not a config file")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: a config file must be UTF-8 text (byte {exc.start} is not)") from None
+        cfg = yaml.safe_load(text) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config ({exc})") from exc
     if not isinstance(cfg, dict):
@@ -116,24 +135,16 @@ def load_config_file(path: str | Path) -> dict:
     return cfg
 
 
-def _coerce(name: str, value, default):
-    """YAML reads "1e-5" as a string: coerce numbers by the default's type."""
-    if value is None or isinstance(default, bool) or not isinstance(default, (int, float)):
-        return value
-    try:
-        return int(value) if isinstance(default, int) and float(value) == int(float(value)) else float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, not {value!r}") from None
-
-
 def _apply(obj, values: dict):
+    """`obj` with the fields `values` names replaced, each converted and checked against its type and range first."""
+    hints = typing.get_type_hints(type(obj))
     out = {}
-    for f in fields(obj):
-        if f.name in values:
-            out[f.name] = _coerce(f.name, values[f.name], getattr(obj, f.name))
     try:
+        for f in fields(obj):
+            if f.name in values:
+                out[f.name] = check_value(type(obj), f.name, values[f.name], hints[f.name])
         return dataclasses.replace(obj, **out)
-    except ValueError as exc:
+    except ValueError as exc:  # FieldError, or a dataclass's own cross-field check
         raise ConfigError(str(exc)) from None
 
 
@@ -192,6 +203,15 @@ def resolve_config(model: str, file_cfg: dict, overrides: dict) -> RunConfig:
                           f"not {train.window_stride}")
     if train.tie_order not in ("file", "shuffled"):
         raise ConfigError(f"tie_order must be file or shuffled, not {train.tie_order!r}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,2})?", train.device):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, not {train.device!r}")
+    if train.dataset is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", train.dataset):
+        raise ConfigError(f"dataset must be a release name such as ml-1m (letters, digits, - _ .), "
+                          f"not {train.dataset!r}")
+    if train.split == "kfold" and train.fold > train.k:
+        raise ConfigError(f"fold must be in 1..k ({train.k}) for a {train.k}-fold split, not {train.fold}")
+    if train.split == "ml100k-folds" and train.fold > 5:
+        raise ConfigError(f"fold must be in 1..5 for ML-100K's u1..u5 folds, not {train.fold}")
     if not isinstance(train.variant, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,47}", train.variant):
         raise ConfigError(f"variant must be a short name (letters, digits, - _ . +), not {train.variant!r}")
     return RunConfig(model, train, params)

@@ -128,6 +128,17 @@ def _train(args, command: list[str], cfg: RunConfig | None, out: Path) -> dict |
     return run_training(cfg, out, command, resume=bool(args.resume), progress=not args.quiet)
 
 
+def _what_now(out: Path | None) -> str:
+    """After an OS error: resumable only when the folder holds a finished epoch to resume from."""
+    try:
+        resumable = out is not None and (out / "resume" / "state.pt").is_file()
+    except OSError:
+        resumable = False
+    if resumable:
+        return f"the run can be resumed from its last finished epoch once this is fixed (--resume {out})"
+    return "no epoch was saved; start the run again once this is fixed"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -144,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg, out = _planned(args)
         if args.resume and not out.is_dir():
             raise RunError(f"{out}: no such run directory")
+        if (out.exists() or out.is_symlink()) and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file, not a run folder; pass a folder path")
         with _writer_lock(out, command_text(command)):
             info = _train(args, command, cfg, out)
             if info is None:
@@ -157,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # disk full, permissions: the last checkpoint is intact (every write is atomic)
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}; the run can be resumed from its last finished epoch once this "
-              f"is fixed", file=sys.stderr)
+        print(f"error: {exc.strerror or exc}{where}; {_what_now(out)}", file=sys.stderr)
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous_handler)

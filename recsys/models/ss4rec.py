@@ -94,6 +94,8 @@ class SS4RecConfig:
             raise ValueError(f"time_normalise must be 'none' or 'span', not {self.time_normalise!r}")
         if self.mamba_dt_init not in ("released", "mamba"):
             raise ValueError(f"mamba_dt_init must be 'released' or 'mamba', not {self.mamba_dt_init!r}")
+        if not float(self.dt_min) < float(self.dt_max):
+            raise ValueError(f"dt_min ({self.dt_min}) must be below dt_max ({self.dt_max})")
         if self.rating_input and not self.rating_head:
             raise ValueError("rating_input (a rating-aware model) needs rating_head: true")
         if not float(self.ce_weight) >= 0 or not float(self.rating_weight) >= 0:
