@@ -341,3 +341,91 @@ def test_digit_check_needs_enough_lines():
     integ.check_last_timestamp(np.array([880_000_000] * 98 + [88]), "x:99")
     with pytest.raises(DataValidationError, match="x:100: timestamp 88 has 2 digits"):
         integ.check_last_timestamp(np.array([880_000_000] * 99 + [88]), "x:100")
+
+
+# ------------------------------------------------------------------------ issue 26: data files that lie about what they are
+def test_millisecond_timestamps_are_refused_with_the_likely_unit(tmp_path):
+    plain = tmp_path / "mine"  # a plain folder (no release facts): accepted and trained on year 29688 before
+    write(plain / "u.data", f"1\t1\t5\t{T0}\n1\t2\t3\t{T0 * 1000}\n2\t1\t4\t{T0}\n")
+    write(plain / "u.item", ML100K_ITEM, encoding="latin-1")
+    msg = refused(plain, r"u\.data:2: timestamp 880000000000 is after 2100-01-01")
+    assert "milliseconds (1997-11-20 if so)" in msg
+    release = ml100k_release(tmp_path)  # a release folder: crashed in the span check ("year 29895 is out of range")
+    write(release / "u.data", "".join(f"1\t{1 + k % 3}\t5\t{(T0 + k) * 1000}\n" for k in range(3)))
+    refused(release, r"u\.data:1: timestamp 880000000000 is after 2100-01-01 .* milliseconds")
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "dev-zero"])
+def test_a_ratings_file_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    d = tmp_path / "ml-100k"
+    write(d / "u.item", ML100K_ITEM, encoding="latin-1")
+    if kind == "directory":
+        (d / "u.data").mkdir()
+    elif kind == "fifo":
+        os.mkfifo(d / "u.data")  # reading it would wait for a writer for good
+    else:
+        (d / "u.data").symlink_to("/dev/zero")  # reading it would never end
+    with pytest.raises(DataValidationError, match="a MovieLens file must be a regular file"):
+        load_dataset(None, d, cache=False, download=False)
+
+
+def test_encodings_are_detected_and_said(tmp_path, csv_dir):
+    d = ml100k_release(tmp_path, marker=False)
+    write(d / "u.item", ML100K_ITEM.replace("Caf\xe9 Society", "Les Mis\xe9rables"), encoding="utf-8")
+    data = read_movielens(d)
+    assert "Les Misérables (1995)" in set(data.items["title"])  # not "MisÃ©rables"
+    assert any("u.item: read as UTF-8" in n for n in data.notes)
+    write(csv_dir / "movies.csv", 'movieId,title,genres\n1,Caf\xe9 (1995),Drama\n3,B (1991),Comedy\n'
+                                  '7,C (1992),War\n', encoding="latin-1")  # crashed with UnicodeDecodeError
+    data = read_movielens(csv_dir)
+    assert "Café (1995)" in set(data.items["title"])
+    assert any("movies.csv: read as latin-1" in n for n in data.notes)
+    clean = read_movielens(ml100k_release(tmp_path / "clean", marker=False))
+    assert not clean.notes  # the release's own encoding: nothing to say
+
+
+def test_a_huge_line_is_quoted_clipped(tmp_path):
+    d = tmp_path / "ml-100k"
+    write(d / "u.data", f"1\t1\t5\t{T0}\n" + "x" * 3_000_000 + "\n")
+    write(d / "u.item", ML100K_ITEM, encoding="latin-1")
+    msg = refused(d, r"u\.data:2: ")
+    assert len(msg) < 400 and "3,000,002 characters" in msg
+
+
+def test_a_fully_quoted_csv_is_read(csv_dir):
+    write(csv_dir / "ratings.csv", '"userId","movieId","rating","timestamp"\n"1","1","4.0","964982703"\n'
+                                   '"1","3","4.5","964981247"\n"2","1","0.5","964982224"\n')
+    data = read_movielens(csv_dir)
+    assert len(data.interactions) == 3 and data.interactions["rating"].tolist() == [4.0, 4.5, 0.5]
+
+
+@pytest.mark.parametrize("magic,what", [(b"\x1f\x8b\x08\x00", "a gzip archive"), (b"PK\x03\x04", "a zip archive")])
+def test_an_archive_named_like_a_text_file_is_named_for_what_it_is(tmp_path, magic, what):
+    d = tmp_path / "ml-100k"
+    write(d / "u.item", ML100K_ITEM, encoding="latin-1")
+    (d / "u.data").write_bytes(magic + os.urandom(200))  # diagnosed as "cut short" before
+    msg = refused(d, rf"u\.data: {what}, not a text file")
+    assert "cut" not in msg
+
+
+def test_a_folder_is_named_for_the_release_its_files_are(tmp_path, ml1m_dir, ml10m_dir):
+    from recsys.data.readers import guess_name, identify_release
+
+    mine = tmp_path / "my-copy"
+    shutil.copytree(ml1m_dir, mine)
+    assert identify_release(mine) == "ml-1m" and guess_name(mine) == "ml-1m"  # was "ml-100k" in `info`
+    write(ml10m_dir / "tags.dat", "1::122::funny::838985046\n")
+    assert identify_release(ml10m_dir) == "ml-10m"
+    with pytest.raises(DataValidationError, match=r"--dataset ml-100k, but the folder holds ml-1m's files"):
+        load_dataset("ml-100k", mine, cache=False, download=False)
+    with pytest.raises(DataValidationError, match=r"--dataset ml-1m, but the folder holds ml-10m's files"):
+        load_dataset("ml-1m", ml10m_dir, cache=False, download=False)
+
+
+def test_info_names_the_release_a_folder_holds(tmp_path, ml1m_dir, capsys):
+    from recsys.data.__main__ import main as data_main
+
+    mine = tmp_path / "copy"
+    shutil.copytree(ml1m_dir, mine)
+    assert data_main(["info", "--data-dir", str(mine), "--no-download", "--no-cache"]) == 0
+    assert json.loads(capsys.readouterr().out)["dataset"] == "ml-1m"

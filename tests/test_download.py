@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import hashlib
 import io
+import os
 import socket
 import threading
 import zipfile
@@ -58,6 +59,21 @@ class _Handler(SimpleHTTPRequestHandler):
             return
         if mode == "hang":
             srv.release.wait(10)
+            return
+        if mode == "trickle":  # one byte every 0.05 s: every read succeeds well inside the per-read timeout
+            data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            for b in data:
+                if srv.release.wait(0.05):
+                    return
+                try:
+                    self.wfile.write(bytes([b]))
+                    self.wfile.flush()
+                except OSError:
+                    return
             return
         super().do_GET()
 
@@ -355,3 +371,43 @@ def test_cli(server, root, capsys):
     assert capsys.readouterr().out.strip() == str(root / "ml-latest-small")
     assert main(["ml-7m", "--root", str(root)]) == 1
     assert "Known releases" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- issue 26: mirrors and disks that fail
+def test_a_trickling_mirror_is_abandoned_not_waited_on_for_good(server, root, monkeypatch):
+    server.add_release("ml-latest-small.zip", movielens_members("ml-latest-small"))
+    server.modes["/datasets/ml-latest-small.zip"] = "trickle"
+    monkeypatch.setattr(dl, "_RATE_WINDOW", 0.6)
+    monkeypatch.setattr(dl, "_MIN_RATE", 1024)
+    with pytest.raises(DataUnavailableError, match=r"stalled: \d+ bytes in the last 1 s .*--data-dir"):
+        download_release("ml-latest-small", root=root, base_url=server.base_url, progress=False, timeout=5)
+    assert leftovers(root) == []
+
+
+def test_what_a_killed_download_left_is_removed_by_the_next(server, root):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    root.mkdir(parents=True)
+    (root / f".tmp-{dead.pid}-ml-latest-small.zip.abc.part").write_bytes(b"x" * 1000)
+    (root / f".tmp-{dead.pid}-ml-latest-small.def").mkdir()
+    live = root / f".tmp-{os.getppid()}-ml-latest-small.zip.ghi.part"  # a download still running elsewhere
+    live.write_bytes(b"y")
+    server.add_release("ml-latest-small.zip", movielens_members("ml-latest-small"))
+    download_release("ml-latest-small", root=root, base_url=server.base_url, progress=False)
+    assert leftovers(root) == sorted([live.name, "ml-latest-small"])
+
+
+def test_a_full_disk_while_unpacking_is_a_message_and_leaves_nothing(server, root, monkeypatch):
+    import errno
+
+    server.add_release("ml-latest-small.zip", movielens_members("ml-latest-small"))
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", full)
+    with pytest.raises(DataUnavailableError, match=r"Cannot unpack ml-latest-small.zip into .*No space left on device"):
+        download_release("ml-latest-small", root=root, base_url=server.base_url, progress=False)
+    assert leftovers(root) == []

@@ -13,8 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print JSON stats: ratings, users, items, rating and time range")
-    info.add_argument("name", nargs="?", default="ml-100k",
-                      help=f"dataset name ({', '.join(KNOWN_NAMES)}); ml-100k without --data-dir is the embedded copy")
+    info.add_argument("name", nargs="?", default=None,
+                      help=f"dataset name ({', '.join(KNOWN_NAMES)}); without a name: the release --data-dir holds, or "
+                           "the embedded ml-100k")
     info.add_argument("--data-dir", help="folder with the release's files (u.data, ratings.dat, ratings.csv, ...)")
     info.add_argument("--no-cache", action="store_true", help="read and validate the source files again")
     info.add_argument("--no-download", action="store_true", help="never try the network")

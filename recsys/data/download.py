@@ -25,7 +25,10 @@ import os
 import re
 import shutil
 import sys
+import socket
 import tempfile
+import threading
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -40,6 +43,9 @@ MARKER = ".complete"
 _CHUNK = 1 << 20
 _MD5_RE = re.compile(r"\b([0-9a-fA-F]{32})\b")
 _TMP_PREFIX = ".tmp-"
+# a mirror that trickles bytes never trips the per-read timeout: refuse less than this many bytes per window
+_MIN_RATE = 1024           # bytes per second, averaged over
+_RATE_WINDOW = 60.0        # seconds
 
 
 @dataclass(frozen=True)
@@ -194,6 +200,49 @@ def _progress_bar(total: int | None, desc: str, enabled: bool):
                 file=sys.stderr)
 
 
+class _Watchdog:
+    """Aborts a download that trickles: requests' timeout is per read, so a mirror sending a byte every few seconds
+    would never time out. Every _RATE_WINDOW seconds the bytes received must reach _MIN_RATE per second, else the
+    connection is shut down (which ends the blocked read) and `stalled` says what was seen."""
+
+    def __init__(self, resp):
+        self.resp, self.got, self.stalled = resp, 0, None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self):
+        start, start_got = time.monotonic(), 0
+        while not self._done.wait(min(1.0, _RATE_WINDOW / 4)):
+            elapsed = time.monotonic() - start
+            if elapsed < _RATE_WINDOW:
+                continue
+            if self.got - start_got < _MIN_RATE * elapsed:
+                self.stalled = (self.got - start_got, elapsed, self.got)
+                self._abort()
+                return
+            start, start_got = time.monotonic(), self.got
+
+    def _abort(self):
+        sock = getattr(getattr(self.resp.raw, "connection", None), "sock", None) or \
+            getattr(getattr(getattr(getattr(self.resp.raw, "_fp", None), "fp", None), "raw", None), "_sock", None)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def stall_error(self, url: str) -> DataUnavailableError:
+        window, elapsed, got = self.stalled
+        return DataUnavailableError(
+            f"Download of {url} stalled: {window:,} bytes in the last {elapsed:.0f} s (under {_MIN_RATE // 1024} "
+            f"KiB/s) after {got:,} bytes. The partial file was deleted; try again later or another mirror "
+            f"(--base-url), or download it elsewhere, unzip it and pass --data-dir PATH.")
+
+    def stop(self):
+        self._done.set()
+
+
 def _stream_to(resp: requests.Response, fh, url: str, desc: str, progress: bool) -> str:
     """Write resp's body to fh, return its md5; a cut-off body raises DataUnavailableError."""
     total: int | None = None
@@ -204,21 +253,28 @@ def _stream_to(resp: requests.Response, fh, url: str, desc: str, progress: bool)
     digest = hashlib.md5()
     got = 0
     bar = _progress_bar(total, desc, progress)
+    watchdog = _Watchdog(resp)
     try:
         try:
-            for chunk in resp.iter_content(chunk_size=_CHUNK):
+            for chunk in resp.iter_content(chunk_size=16 << 10):
                 if not chunk:
                     continue
                 fh.write(chunk)
                 digest.update(chunk)
                 got += len(chunk)
+                watchdog.got = got
                 bar.update(len(chunk))
-        except (requests.RequestException, OSError) as exc:
+        except (requests.RequestException, OSError, ValueError, AttributeError) as exc:
+            if watchdog.stalled:
+                raise watchdog.stall_error(url) from exc
             # requests' errors are OSErrors too; other OSErrors are local (disk full, ...): let those through
             if not isinstance(exc, (requests.RequestException, ConnectionError, TimeoutError)):
                 raise
             raise _interrupted(url, got, total, exc) from exc
+        if watchdog.stalled:
+            raise watchdog.stall_error(url)
     finally:
+        watchdog.stop()
         bar.close()
     if total is not None and got != total:
         raise _interrupted(url, got, total, None)
@@ -258,6 +314,12 @@ def _extract(zip_path: Path, dest: Path, archive_dir: str, url: str) -> Path:
             zf.extractall(dest)
     except zipfile.BadZipFile as exc:
         raise DataValidationError(f"{label} from {url} is not a valid zip archive: {exc}") from exc
+    except OSError as exc:  # disk full, permissions: a message, and the caller removes what was unpacked
+        need = sum(i.file_size for i in infos) if "infos" in locals() else 0
+        raise DataUnavailableError(
+            f"Cannot unpack {label} into {dest.parent}: {exc.strerror or exc}"
+            f"{f' (it needs {need / 1e6:,.0f} MB)' if need else ''}. Nothing was kept; free space or pass "
+            f"another root, then run again.") from exc
     folder = dest / archive_dir
     if not folder.is_dir():
         top = sorted({PurePosixPath(i.filename.replace('\\', '/')).parts[0] for i in infos if i.filename})
@@ -295,6 +357,25 @@ def _remove(path: Path | None) -> None:
             path.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_orphans(root: Path) -> None:
+    """Remove the `.part` files and half-unpacked folders a killed download left (kill -9 runs no cleanup): those
+    whose process (its pid is in the name) no longer runs. Another live download's files are left alone."""
+    for p in root.glob(f"{_TMP_PREFIX}*"):
+        m = re.match(rf"{re.escape(_TMP_PREFIX)}(\d+)-", p.name)
+        if m is None or (int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1)))):
+            _remove(p)
 
 
 # -------------------------------------------------------------------------------------------------- main
@@ -343,10 +424,11 @@ def download_release(
         )
 
     root_path.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(root_path)
     tmp_zip: Path | None = None
     tmp_dir: Path | None = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{release.filename}.", suffix=".part",
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-{release.filename}.", suffix=".part",
                                         dir=root_path)
         tmp_zip = Path(tmp_name)
         with os.fdopen(fd, "wb") as fh:
@@ -360,7 +442,7 @@ def download_release(
                 f"run again, or download it elsewhere, check it, unzip it, and pass --data-dir PATH."
             )
 
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{release.name}.", dir=root_path))
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-{release.name}.", dir=root_path))
         folder = _extract(tmp_zip, tmp_dir, release.archive_dir, url)
         note = "" if expected is not None else "unverified (no checksum available)\n"
         (folder / MARKER).write_text(f"{actual}\n{note}source {url}\n", encoding="ascii")

@@ -36,6 +36,7 @@ INT64_MAX = 2**63 - 1
 LOOSE_FIRST_DAY = "1995-01-01"  # MovieLens's first ratings (ML-20M/25M READMEs: January 09, 1995)
 MIN_ROWS_FOR_DIGIT_CHECK = 100  # the last-line digit check needs enough lines for "every other" to mean something
 _DAY = 86_400
+LAST_SECOND = 4_102_444_800  # 2100-01-01 UTC: any MovieLens timestamp in seconds is earlier
 
 
 @dataclass(frozen=True)
@@ -148,13 +149,82 @@ def count_lines(path: Path) -> int:
     return n + (last != b"\n")
 
 
+CLIP = 120  # characters of a file's content quoted in a message (a 30 MB line is not a message)
+
+# what a file that is not text starts with
+_MAGIC = ((b"\x1f\x8b", "a gzip archive"), (b"PK\x03\x04", "a zip archive"), (b"BZh", "a bzip2 archive"),
+          (b"\xfd7zXZ\x00", "an xz archive"), (b"PAR1", "a parquet file"), (b"\x7fELF", "a program"),
+          (b"SQLite format 3", "an SQLite database"))
+
+
+def clip(value, limit: int = CLIP) -> str:
+    """repr(value), cut to `limit` characters with the full length said: quoting a line never floods a message."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def read_text(path: Path, expected: str, notes: list | None = None) -> str:
+    """A text file in the encoding its release documents, else the one it is in, said in `notes`: GroupLens ships
+    u.item, movies.dat and users.dat as latin-1 and movies.csv as UTF-8; a copy re-saved in the other encoding
+    would otherwise be read silently wrong ("MisÃ©rables") or crash."""
+    raw = Path(path).read_bytes()
+    if expected.lower().replace("_", "-") in ("latin-1", "iso-8859-1"):
+        if raw.isascii():
+            return raw.decode("latin-1")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("latin-1")
+        if notes is not None:
+            notes.append(f"{Path(path).name}: read as UTF-8 (the release ships it as latin-1, but its bytes are "
+                         f"valid UTF-8, so it was re-saved)")
+        return text
+    try:
+        return raw.decode(expected)
+    except UnicodeDecodeError as exc:
+        if notes is not None:
+            notes.append(f"{Path(path).name}: read as latin-1 (the release ships it as {expected}, but byte "
+                         f"{exc.start} is not {expected})")
+        return raw.decode("latin-1")
+
+
+def check_timestamp_unit(ts, where) -> None:
+    """Refuse timestamps that are not seconds since 1970: MovieLens records seconds; a value past 2100 is a file
+    in milliseconds (or micro-, nanoseconds), which would otherwise train on dates thousands of years ahead."""
+    vals = np.asarray(ts.to_numpy(dtype="float64", na_value=np.nan) if hasattr(ts, "to_numpy") else ts, float)
+    with np.errstate(invalid="ignore"):
+        bad = vals > LAST_SECOND
+    if not bad.any():
+        return
+    i = int(np.argmax(bad))
+    v = vals[i]
+    unit = next((name for name, f in (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))
+                 if v / f <= LAST_SECOND), None)
+    guess = ""
+    if unit:
+        day = _dt.datetime.fromtimestamp(v / {"milliseconds": 1e3, "microseconds": 1e6, "nanoseconds": 1e9}[unit],
+                                         _dt.timezone.utc).strftime("%Y-%m-%d")
+        guess = f"; it looks like {unit} ({day} if so): convert the column to seconds"
+    raise DataValidationError(
+        f"{where(i)}: timestamp {int(v)} is after 2100-01-01 in seconds since 1970 (MovieLens records seconds)"
+        f"{guess}; {int(bad.sum()):,} ratings in all")
+
+
 def check_text_file(path: Path, needed_for: str = "") -> None:
-    """Refuse a missing, empty (0-byte) or cut (ends mid-line) text file, naming the file and its last line."""
+    """Refuse a missing, empty (0-byte), binary (an archive not unpacked) or cut (ends mid-line) text file,
+    naming the file and its last line."""
     path = Path(path)
     if not path.exists():
         raise DataValidationError(f"{path}: file missing{needed_for}")
     if path.stat().st_size == 0:
         raise DataValidationError(f"{path}: the file is empty (0 bytes){needed_for}")
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    kind = next((what for magic, what in _MAGIC if head.startswith(magic)), None)
+    if kind is None and b"\x00" in head:
+        kind = "binary data"
+    if kind:
+        raise DataValidationError(f"{path}: {kind}, not a text file{needed_for}; unpack or convert it first")
     with open(path, "rb") as fh:
         fh.seek(-1, os.SEEK_END)
         last = fh.read(1)

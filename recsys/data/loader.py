@@ -19,14 +19,14 @@ from pathlib import Path
 import pandas as pd
 
 from recsys.data.integrity import embedded_dir, source_label
-from recsys.data.readers import guess_name, read_movielens, source_files
+from recsys.data.readers import check_release, guess_name, read_movielens, source_files
 from recsys.data.schema import DataUnavailableError, DataValidationError, MovieLensData
 
 # The fingerprint identifies the data (run.json records it; pages match runs to data by it): bump its version only
 # when the canonical tables a reader produces change. READER_VERSION covers the checks too: a cache entry written
 # under another version is rebuilt (so data that newer checks refuse is never served from an old entry).
 FINGERPRINT_VERSION = "1"
-READER_VERSION = "2"
+READER_VERSION = "3"  # 3: encodings detected (UTF-8 u.item, latin-1 movies.csv), timestamp units checked
 EMBEDDED = "ml-100k"
 KNOWN_NAMES = ("ml-100k", "ml-1m", "ml-10m", "ml-20m", "ml-25m", "ml-latest-small", "ml-latest")
 
@@ -65,6 +65,8 @@ def resolve_source(name: str | None, data_dir: str | Path | None, download: bool
         path = Path(data_dir).expanduser().resolve()
         if not path.exists():
             raise DataUnavailableError(f"{path}: data folder does not exist")
+        if name:
+            check_release(name, path)
         return (name or guess_name(path)), path
     name = (name or EMBEDDED).lower()
     if name == EMBEDDED:

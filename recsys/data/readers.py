@@ -68,13 +68,69 @@ def source_files(path: Path) -> list[Path]:
         files = [path / f"{stem}.{ext}" for ext in ("inter", "item", "user")]
     else:
         files = [path / n for n in names[fmt]]
-    return [f for f in files if f.exists()]
+    found = [f for f in files if f.exists() or f.is_symlink()]
+    for f in found:
+        if not f.is_file():  # a directory, FIFO, socket or device (/dev/zero) would hang or crash the reader
+            what = "a directory" if f.is_dir() else "a broken link" if not f.exists() else \
+                "not a regular file (a pipe, socket or device)"
+            raise DataValidationError(f"{f}: {what}; a MovieLens file must be a regular file")
+    return found
+
+
+# the file layouts each release ships in (the shared ML-1M copy is a parquet; the embedded ML-100K RecBole's atomic)
+RELEASE_FORMATS = {"ml-100k": ("ml-100k", "recbole-atomic"), "ml-1m": ("dat", "ml-1m-parquet"), "ml-10m": ("dat",),
+                   "ml-20m": ("csv",), "ml-25m": ("csv",), "ml-latest": ("csv",), "ml-latest-small": ("csv",)}
+
+
+def _folder_name(path: Path) -> str:
+    name = Path(path).resolve().name.lower()
+    return {"ml-10m100k": "ml-10m"}.get(name, name)
+
+
+def identify_release(path: Path) -> str | None:
+    """The release a folder's files are, from their layout (not the folder's name): u.data is ML-100K, ratings.dat
+    with users.dat ML-1M, with tags.dat ML-10M; a CSV folder is named by its folder when that is a CSV
+    release, else None (ML-20M, ML-25M and the latest releases share one layout; a bare ratings.dat could be either)."""
+    path = Path(path)
+    try:
+        fmt = detect_format(path)
+    except (DataValidationError, OSError):
+        return None
+    if fmt == "ml-100k":
+        return "ml-100k"
+    if fmt == "ml-1m-parquet":
+        return "ml-1m"
+    if fmt == "dat":
+        users, tags = (path / "users.dat").exists(), (path / "tags.dat").exists()
+        return "ml-1m" if users and not tags else "ml-10m" if tags and not users else None
+    folder = _folder_name(path)
+    if fmt == "recbole-atomic":
+        stem = sorted(path.glob("*.inter"))[0].stem.lower()
+        return stem if stem in RELEASE_FORMATS else None
+    return folder if fmt in RELEASE_FORMATS.get(folder, ()) else None
 
 
 def guess_name(path: Path) -> str:
-    """A dataset name from the folder name (ml-10M100K -> ml-10m), used when the caller gives none."""
-    name = Path(path).resolve().name.lower()
-    return {"ml-10m100k": "ml-10m"}.get(name, name)
+    """A dataset name for a folder the caller names no release for: the release its files are, else the folder's
+    name (ml-10M100K -> ml-10m)."""
+    return identify_release(path) or _folder_name(path)
+
+
+def check_release(name: str, path: Path) -> None:
+    """Refuse `--dataset NAME --data-dir PATH` when the folder holds another release's files (a run recorded and
+    shown under the wrong name)."""
+    name = str(name).lower()
+    if name not in RELEASE_FORMATS:
+        return
+    try:
+        fmt = detect_format(path)
+    except (DataValidationError, OSError):
+        return  # the reader says what is missing
+    found = identify_release(path)
+    if fmt not in RELEASE_FORMATS[name] or (fmt == "dat" and found not in (None, name)):
+        raise DataValidationError(
+            f"{path}: --dataset {name}, but the folder holds {found or 'another release'}'s files ({fmt} layout); "
+            f"pass --dataset {found or 'NAME'} (or leave it out), or the {name} folder")
 
 
 # --------------------------------------------------------------------------------------------- parsing helpers
@@ -91,7 +147,7 @@ def _locate_bad_line(path: Path, text_lines, sep: str, columns: list[str], numer
             cut = " (the last line: the file looks cut short; copy it again)" if lineno == last else ""
             return DataValidationError(
                 f"{path}:{lineno}: expected {len(columns)} fields ({', '.join(columns)}), "
-                f"found {len(fields)}: {line!r}{cut}")
+                f"found {len(fields)}: {integ.clip(line)}{cut}")
         for col, kind in numeric.items():
             value = fields[columns.index(col)].strip()
             try:
@@ -99,7 +155,7 @@ def _locate_bad_line(path: Path, text_lines, sep: str, columns: list[str], numer
             except ValueError:
                 whole = kind is int and _is_float(value)
                 what = "is not a whole number" if whole else "is not numeric"
-                return DataValidationError(f"{path}:{lineno}: column '{col}' {what}: {value!r}")
+                return DataValidationError(f"{path}:{lineno}: column '{col}' {what}: {integ.clip(value)}")
             if kind is int and not -integ.INT64_MAX - 1 <= number <= integ.INT64_MAX:
                 return DataValidationError(
                     f"{path}:{lineno}: column '{col}' value {value} is too large for a 64-bit integer "
@@ -142,11 +198,12 @@ def _read_delimited(path: Path, sep: str, columns: list[str], dtypes: dict, head
     first_line = 2 if header else 1
     try:
         if header:
-            head = first.decode(encoding).strip().split(sep)
+            head = next(csv.reader([first.decode(encoding).strip()], delimiter=sep)) if sep == "," else \
+                first.decode(encoding).strip().split(sep)
             missing = [c for c in dtypes if c not in head]
             if missing:
                 raise DataValidationError(
-                    f"{path}:1: missing column(s) {missing}; the header has {head}")
+                    f"{path}:1: missing column(s) {missing}; the header has {integ.clip(head)}")
             names = None
         else:
             ncols = len(first.split(sep.encode()))
@@ -168,7 +225,7 @@ def _read_delimited(path: Path, sep: str, columns: list[str], dtypes: dict, head
         raw = path.read_bytes()
         lines = (raw.replace(b"::", b"\t") if dat else raw).decode(encoding, errors="replace").splitlines()
         if header:
-            head = lines[0].strip().split(sep)
+            head = next(csv.reader([lines[0].strip()], delimiter=sep)) if sep == "," else lines[0].strip().split(sep)
             cols, lines = head, lines[1:]
         else:
             cols = columns
@@ -221,6 +278,7 @@ def validate(interactions: pd.DataFrame, items: pd.DataFrame, ratings_path: Path
     if neg.any():
         i = int(np.argmax(neg))
         raise DataValidationError(f"{where(i)}: negative timestamp {ts.iloc[i]}")
+    integ.check_timestamp_unit(ts, where)
     if unit == "line" and ts.dtype == np.int64:  # text files only: a parquet file cannot be cut mid-row
         integ.check_last_timestamp(ts.to_numpy(), where(len(ts) - 1))
     if expect is not None:
@@ -269,7 +327,8 @@ def read_ml100k(path: Path, name: str = "ml-100k") -> MovieLensData:
     ratings = _read_delimited(path / "u.data", "\t", RATING_COLUMNS,
                               {"user": "int64", "item": "int64", "rating": "float32", "timestamp": "int64"},
                               header=False)
-    items_raw = _read_pipe_table(path / "u.item", 24, needed_for=" (needed for titles and genres)")
+    notes: list[str] = []
+    items_raw = _read_pipe_table(path / "u.item", 24, needed_for=" (needed for titles and genres)", notes=notes)
     genre_flags = items_raw.iloc[:, 5:24].apply(pd.to_numeric, errors="coerce").fillna(0).astype(int).to_numpy()
     genres = ["|".join(g for g, f in zip(ML100K_GENRES, row) if f and g != "unknown") for row in genre_flags]
     titles = items_raw[1]
@@ -278,13 +337,13 @@ def read_ml100k(path: Path, name: str = "ml-100k") -> MovieLensData:
     items = _items_frame(_ids(items_raw[0], path / "u.item"), titles, year, genres)
     users = None
     if (path / "u.user").exists():
-        u = _read_pipe_table(path / "u.user", 5)
+        u = _read_pipe_table(path / "u.user", 5, notes=notes)
         users = pd.DataFrame({"user": _ids(u[0], path / "u.user"), "age": pd.to_numeric(u[1], errors="coerce"),
                               "gender": u[2], "occupation": u[3], "zip_code": u[4]})
     inter = _canonical(ratings)
     validate(inter, items, path / "u.data", 1, (1, 5), whole_stars="ml-100k",
              expect=integ.release_expectations(name, "ml-100k", path))
-    return MovieLensData(name, source_label(path), inter, items, users, rating_scale=(1.0, 5.0))
+    return MovieLensData(name, source_label(path), inter, items, users, rating_scale=(1.0, 5.0), notes=notes)
 
 
 def _ids(col: pd.Series, path: Path, first_line: int = 1) -> np.ndarray:
@@ -298,14 +357,15 @@ def _ids(col: pd.Series, path: Path, first_line: int = 1) -> np.ndarray:
         if bad.any():
             i = int(np.argmax(bad))
             why = "is not a whole number" if v[i] != np.floor(v[i]) else "is too large for a 64-bit integer"
-            raise DataValidationError(f"{path}:{i + first_line}: id {why}: {col.iloc[i]!r}")
+            raise DataValidationError(f"{path}:{i + first_line}: id {why}: {integ.clip(col.iloc[i])}")
     return vals.to_numpy(dtype=np.int64)
 
 
-def _read_pipe_table(path: Path, ncols: int, sep: str = "|", needed_for: str = "") -> pd.DataFrame:
+def _read_pipe_table(path: Path, ncols: int, sep: str = "|", needed_for: str = "",
+                     notes: list | None = None) -> pd.DataFrame:
     check_text_file(path, needed_for)
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
+    for lineno, line in enumerate(integ.read_text(path, "latin-1", notes).splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split(sep)
@@ -373,10 +433,10 @@ def read_recbole_atomic(path: Path, name: str | None = None) -> MovieLensData:
     return MovieLensData(name, source_label(path), inter, items, users, rating_scale=(1.0, 5.0))
 
 
-def _read_dat_movies(path: Path) -> pd.DataFrame:
+def _read_dat_movies(path: Path, notes: list | None = None) -> pd.DataFrame:
     check_text_file(path, " (needed for titles and genres)")
     rows = []
-    for lineno, line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1):
+    for lineno, line in enumerate(integ.read_text(path, "latin-1", notes).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split("::")
@@ -390,10 +450,10 @@ def _read_dat_movies(path: Path) -> pd.DataFrame:
     return _items_frame(_ids(mv["item"], path), mv["title"], _year_from_title(mv["title"]), genres)
 
 
-def _read_dat_users(path: Path) -> pd.DataFrame | None:
+def _read_dat_users(path: Path, notes: list | None = None) -> pd.DataFrame | None:
     if not path.exists():
         return None
-    u = _read_pipe_table(path, 5, sep="::")
+    u = _read_pipe_table(path, 5, sep="::", notes=notes)
     return pd.DataFrame({"user": _ids(u[0], path), "gender": u[1], "age": pd.to_numeric(u[2], errors="coerce"),
                          "occupation": u[3], "zip_code": u[4]})
 
@@ -405,15 +465,16 @@ def read_dat(path: Path, name: str | None = None) -> MovieLensData:
     ratings = _read_delimited(path / "ratings.dat", "::", RATING_COLUMNS,
                               {"user": "int64", "item": "int64", "rating": "float32", "timestamp": "int64"},
                               header=False, encoding="latin-1", dat=True)
-    items = _read_dat_movies(path / "movies.dat")
+    notes: list[str] = []
+    items = _read_dat_movies(path / "movies.dat", notes)
     inter = _canonical(ratings)
     whole = name if name in integ.WHOLE_STAR_RELEASES else None  # ML-1M: whole stars; a fraction is refused
     half_stars = not whole and bool((inter["rating"].to_numpy() % 1 != 0).any())
     scale = (0.5, 5.0) if half_stars or name in ("ml-10m",) else (1.0, 5.0)
     validate(inter, items, path / "ratings.dat", 1, scale, whole_stars=whole,
              expect=integ.release_expectations(name, "dat", path))
-    return MovieLensData(name, source_label(path), inter, items, _read_dat_users(path / "users.dat"),
-                         rating_scale=scale)
+    return MovieLensData(name, source_label(path), inter, items, _read_dat_users(path / "users.dat", notes),
+                         rating_scale=scale, notes=notes)
 
 
 def read_ml1m_parquet(path: Path, name: str = "ml-1m") -> MovieLensData:
@@ -436,11 +497,12 @@ def read_ml1m_parquet(path: Path, name: str = "ml-1m") -> MovieLensData:
         if df[col].dtype.kind == "u" and len(df) and int(df[col].max()) > integ.INT64_MAX:
             raise DataValidationError(f"{pq}: column '{col}' holds a value too large for a 64-bit integer")
     inter = _canonical(df, nullable_ts=bool(df["timestamp"].isna().any()))
-    items = _read_dat_movies(path / "movies.dat")
+    notes: list[str] = []
+    items = _read_dat_movies(path / "movies.dat", notes)
     validate(inter, items, pq, 0, (1, 5), unit="row", whole_stars="ml-1m",
              expect=integ.release_expectations(name, "ml-1m-parquet", path))
-    data = MovieLensData(name, source_label(path), inter, items, _read_dat_users(path / "users.dat"),
-                         rating_scale=(1.0, 5.0))
+    data = MovieLensData(name, source_label(path), inter, items, _read_dat_users(path / "users.dat", notes),
+                         rating_scale=(1.0, 5.0), notes=notes)
     if data.n_missing_timestamps:
         data.notes.append(
             f"{data.n_missing_timestamps:,} ratings have no timestamp: chronological protocols need "
@@ -458,7 +520,8 @@ def read_csv_release(path: Path, name: str | None = None) -> MovieLensData:
     ratings = ratings.rename(columns={"userId": "user", "movieId": "item"})
     mpath = path / "movies.csv"
     check_text_file(mpath, " (needed for titles and genres)")
-    mv = pd.read_csv(mpath, dtype=str, keep_default_na=False, encoding="utf-8")
+    notes: list[str] = []
+    mv = pd.read_csv(io.StringIO(integ.read_text(mpath, "utf-8", notes)), dtype=str, keep_default_na=False)
     missing = [c for c in ("movieId", "title", "genres") if c not in mv.columns]
     if missing:
         raise DataValidationError(f"{mpath}:1: missing column(s) {missing}; the header has {list(mv.columns)}")
@@ -466,7 +529,7 @@ def read_csv_release(path: Path, name: str | None = None) -> MovieLensData:
                          mv["genres"].replace("(no genres listed)", ""))
     inter = _canonical(ratings)
     validate(inter, items, path / "ratings.csv", 2, (0.5, 5.0), expect=integ.release_expectations(name, "csv", path))
-    return MovieLensData(name, source_label(path), inter, items, None, rating_scale=(0.5, 5.0))
+    return MovieLensData(name, source_label(path), inter, items, None, rating_scale=(0.5, 5.0), notes=notes)
 
 
 READERS = {
