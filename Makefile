@@ -6,6 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
+ADDRESS ?= 127.0.0.1# this machine only; `make app ADDRESS=0.0.0.0` on a pod behind its proxy
 
 .PHONY: app test setup bench-data clean checkpoints ablations rating
 
@@ -19,7 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.
 setup: $(STAMP)
 
 app: $(STAMP)
-	$(BIN)/streamlit run streamlit_app.py --server.port $(PORT)
+	$(BIN)/streamlit run streamlit_app.py --server.port $(PORT) --server.address $(ADDRESS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -49,8 +49,12 @@ class IdsWithheld(RunError):
 # Files in a runs folder are untrusted: reads are bounded and only regular files (never a link, FIFO or device)
 # are read or hashed, so a FIFO named run.json cannot hang a page and /dev/zero cannot be hashed forever.
 MAX_RUN_JSON = 16 << 20
-MAX_HISTORY = 64 << 20
-MAX_ARTEFACT = 8 << 30
+MAX_HISTORY = 8 << 20   # a line per epoch: 1,000 epochs are ~300 KB
+MAX_ARTEFACT = 8 << 30       # resume state (weights and two Adam moments of the largest model)
+# each artefact bounded by what its kind can plausibly need (ML-25M's: weights ~50 MB, ids ~2 MB, results ~10 MB)
+MAX_BYTES = {"model.safetensors": 4 << 30, "id_maps.npz": 64 << 20, "test_results.parquet": 512 << 20,
+             "history.jsonl": MAX_HISTORY, "run.json": MAX_RUN_JSON}
+MAX_ID_MAPS_UNPACKED = 256 << 20  # what id_maps.npz may decompress to (a zip bomb would be gigabytes)
 
 
 def _open_regular(path: Path, max_bytes: int) -> tuple[int, int]:
@@ -83,8 +87,13 @@ def read_bytes(path: Path, max_bytes: int = MAX_ARTEFACT) -> bytes:
     return data
 
 
+def max_bytes(path: Path) -> int:
+    """The size bound of a run file, by its name."""
+    return MAX_BYTES.get(Path(path).name, MAX_ARTEFACT)
+
+
 def sha256_file(path: Path) -> str:
-    fd, _ = _open_regular(path, MAX_ARTEFACT)
+    fd, _ = _open_regular(path, max_bytes(path))
     with os.fdopen(fd, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
@@ -180,6 +189,21 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
             np.lib.format.write_array(member, np.asarray(arrays[name]), allow_pickle=False)
             zf.writestr(zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
     return buf.getvalue()
+
+
+# settings a re-evaluation may change without touching the weights (recsys/training/reevaluate.py)
+EVAL_ONLY_KEYS = ("mask_seen", "ks", "eval_batch_size", "device", "cpu_threads", "tie_order")
+
+
+def config_binding(config: dict) -> str:
+    """sha256 of the settings that shaped a run's weights (run.json's config less the evaluation-only keys)."""
+    return hashlib.sha256(canonical_json({k: v for k, v in config.items() if k not in EVAL_ONLY_KEYS})).hexdigest()
+
+
+def weights_binding(model: str, config: dict) -> dict:
+    """The metadata a run's weights carry: the model, and the configuration they were trained with, so an edit of
+    run.json's configuration (digest recomputed or not) no longer matches its weights."""
+    return {"model": model, "config_sha256": config_binding(config)}
 
 
 def save_weights(path: Path, state_dict: dict, metadata: dict | None = None) -> None:
@@ -360,12 +384,28 @@ class RunDirectory:
         if meta.get("format") != FORMAT or meta.get("model", info["model"]) != info["model"]:
             raise RunError(f"{self.path / WEIGHTS}: weights belong to another model or tool "
                            f"({meta.get('model')!r}, format {meta.get('format')!r})")
+        bound = meta.get("config_sha256")
+        if bound is not None and bound != config_binding(info.get("config") or {}):
+            raise RunError(f"{self.path / WEIGHTS}: the weights were trained with another configuration than "
+                           f"{RUN_FILE} records (edited after training); refused")
         return state, info
 
     def _id_arrays(self) -> dict:
+        """id_maps.npz's arrays: its recorded sha256 checked before anything is decompressed (when run.json
+        records one), and the decompressed size bounded, so a crafted archive cannot take the page's memory."""
         f = self.path / ID_MAPS
         try:
-            with np.load(io.BytesIO(read_bytes(f)), allow_pickle=False) as z:
+            data = read_bytes(f, max_bytes(f))
+            recorded = (self.info().get("artefacts") or {}).get(ID_MAPS)
+            if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+                raise RunError(f"{f}: contents differ from the sha256 recorded in run.json (modified, truncated or "
+                               f"copied from another run)")
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                unpacked = sum(i.file_size for i in zf.infolist())
+            if unpacked > MAX_ID_MAPS_UNPACKED:
+                raise RunError(f"{f}: unpacks to {unpacked:,} bytes, more than id maps can need "
+                               f"({MAX_ID_MAPS_UNPACKED:,}); refused")
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         except RunError as exc:  # missing, a link, not a regular file, too large
             raise RunError(f"{f}: unreadable id maps ({str(exc).split(': ', 1)[-1]})") from None
@@ -394,7 +434,7 @@ class RunDirectory:
     def test_results(self) -> pd.DataFrame:
         f = self.path / TEST_RESULTS
         try:
-            return pd.read_parquet(io.BytesIO(read_bytes(f)))
+            return pd.read_parquet(io.BytesIO(read_bytes(f, max_bytes(f))))
         except RunError as exc:  # missing, a link, not a regular file, too large
             raise RunError(f"{f}: unreadable per-user results ({str(exc).split(': ', 1)[-1]})") from None
         except Exception as exc:

@@ -41,7 +41,7 @@ GAPS = {"1 minute": 60, "1 hour": 3600, "1 day": 86400, "1 week": 7 * 86400, "2 
 
 def checked_runs(roots) -> list:
     """Every run under the folders that passed its checks (a folder that cannot be read stops the command)."""
-    from recsys.compare import scan_runs
+    from recsys.compare import distinct, scan_runs
 
     runs = []
     for root in roots:
@@ -49,7 +49,7 @@ def checked_runs(roots) -> list:
         if scan.root_error:
             raise SystemExit(scan.root_error)
         runs += [r for r in scan.runs if r.problem is None]
-    return runs
+    return distinct(runs)  # a folder named twice, or a copy of a run in another folder, is one run
 
 
 def load_results(run):

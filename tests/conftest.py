@@ -15,6 +15,11 @@ SHARED = Path(os.environ.get("RECSYS_SHARED_MOVIELENS", ROOT.parent / "shared" /
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own processed-data cache, so no test reads another's (or the user's) cache."""
     monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    # the dashboard and the API read only configured roots (recsys.roots): tests' run and data folders live in
+    # pytest's temporary folder, which is allowed here as a user would allow theirs
+    base = str(tmp_path_factory.getbasetemp())
+    monkeypatch.setenv("RECSYS_RUNS_ROOTS", base)
+    monkeypatch.setenv("RECSYS_DATA_ROOTS", os.pathsep.join([base, str(SHARED)]))
 
 
 def free_port() -> int:

@@ -123,7 +123,7 @@ def test_plan_jobs_are_named_and_configured_as_train_would(tmp_path):
 @pytest.mark.parametrize("runs, message", [
     ([{"model": "ncf", "colour": "red"}], "unknown key"),
     ([{"model": "nope"}], "unknown model 'nope'"),
-    ([{"model": "ncf", "set": {"lr": -1}}], "lr must be positive"),
+    ([{"model": "ncf", "set": {"lr": -1}}], "lr must be a number > 0"),
     ([{"model": "ncf", "seeds": [0, "1"]}], "seeds"),
     ([{"model": "ncf"}, {"model": "ncf"}], "both make ncf-ranking-ml-100k-seed0"),
     ([{"config": "configs/ncf-ranking.yaml"}], "no 'model'"),

@@ -351,8 +351,10 @@ def test_scan_lists_load_errors_with_messages(tmp_path):
     scan = C.scan_runs(tmp_path)
     assert [r.label for r in scan.runs] == ["good"] and scan.root_error is None
     errors = {p.name: msg for p, msg in scan.errors}
-    assert set(errors) == {"corrupt", "foreign", "other-tool", "malformed"}
-    assert "corrupted" in errors["corrupt"] and "no run.json" in errors["foreign"]
+    assert set(errors) == {"corrupt", "other-tool", "malformed", tmp_path.name}
+    # a folder with no run.json is not a run: one summary line names it (10,000 of them are one line, not a page)
+    assert "corrupted" in errors["corrupt"]
+    assert errors[tmp_path.name].endswith("with no run.json ignored (not runs): foreign")
     assert "not a run of this workbench" in errors["other-tool"] and "'dataset' is not a mapping" in errors["malformed"]
     assert C.scan_runs(tmp_path / "missing").root_error.endswith("no such folder")
     assert [r.label for r in C.scan_runs(tmp_path / "good").runs] == ["good"]  # a run folder itself
@@ -373,6 +375,9 @@ def test_run_folder_helpers_for_the_pages(tmp_path):
     assert C.results_stamp(run.path) > 0 and C.results_stamp(tmp_path / "missing") == 0.0
     assert C.info_stamp(run.path) > 0
     run.save_id_maps(np.array([3, 7, 9]), np.array([1, 2]))
+    with pytest.raises(C.RunError, match="differ from the sha256 recorded"):  # checked before it is unpacked
+        C.run_users(run.path)
+    run.write_info({**run.info(), "artefacts": run.artefact_hashes()})
     assert C.run_users(run.path).tolist() == [3, 7, 9]
     with pytest.raises(C.RunError, match="unreadable id maps"):
         C.run_users(tmp_path / "missing")

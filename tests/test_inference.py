@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,7 +110,13 @@ def test_corrupted_and_foreign_runs_refused(runs, tmp_path):
         load_run(bad)  # a hand edit no longer matches run.json's own digest
     info["digest"] = content_digest(info)  # an edit that also forges the digest still meets the weights
     (bad / "run.json").write_text(json.dumps(info))
-    with pytest.raises(RunError, match="do not fit"):
+    with pytest.raises(RunError, match="trained with another configuration"):
+        load_run(bad)
+    info["config"]["hidden"] = json.loads((Path(runs["ss"]) / "run.json").read_text())["config"]["hidden"]
+    info["config"]["time_unit"] = 60.0  # keeps every tensor's shape: loaded and used silently before (issue 26)
+    info["digest"] = content_digest(info)
+    (bad / "run.json").write_text(json.dumps(info))
+    with pytest.raises(RunError, match="trained with another configuration than run.json records"):
         load_run(bad)
     del info["artefacts"]
     info["digest"] = content_digest(info)

@@ -5,6 +5,7 @@ import streamlit as st
 
 from recsys.data import DataError, MovieLensData, load_dataset
 from recsys.data.loader import source_stamp
+from recsys.roots import OutsideRoots, confine_data
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -21,8 +22,12 @@ def cached_dataset(name: str | None, data_dir: str | None) -> MovieLensData:
 def dataset_or_error(name: str | None, data_dir: str | None) -> MovieLensData | None:
     """Load a dataset for a page; on failure show what went wrong and what to do, and return None."""
     try:
+        if data_dir:  # a typed folder: only inside the configured data roots (recsys.roots), checked first
+            confine_data(data_dir)
         with st.spinner("Loading and validating the dataset (cached after the first time)..."):
             return cached_dataset(name, data_dir)
+    except OutsideRoots as exc:
+        st.error(f"Could not load the dataset: {exc}")
     except DataError as exc:
         st.error(f"Could not load the dataset: {exc}")
     except Exception as exc:  # the app never shows a raw traceback

@@ -17,6 +17,8 @@ import streamlit as st
 
 from recsys import compare as C
 from recsys.compare.variants import is_ablation
+from recsys.roots import OutsideRoots, check_recorded_data_dir, confine_runs
+from recsys.runs import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FOLDER = "checkpoints"  # relative to the project root
@@ -47,6 +49,10 @@ def scan() -> C.ScanResult:
     (C.folder_stamp: their sizes and times), else the result of this session's last scan (a page run asks several
     times)."""
     folder = runs_folder()
+    try:  # only the configured roots, checked before anything looks at the folder (recsys.roots)
+        confine_runs(folder)
+    except OutsideRoots as exc:
+        return C.ScanResult(root_error=str(exc))
     stamp = C.folder_stamp(folder)
     memo = st.session_state.get("_scan_memo")
     if memo is not None and memo[0] == (str(folder), stamp) and \
@@ -92,6 +98,7 @@ def chosen_run(kind: str = "ss4rec", found: C.ScanResult | None = None) -> C.Run
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _run_users(path: str, stamp: float) -> np.ndarray:  # stamp: run.json's mtime, so a re-trained run reloads
+    check_recorded_data_dir(RunDirectory(path).info())  # a run.json cannot send the page outside the data roots
     return C.run_users(path)
 
 
@@ -101,7 +108,7 @@ def run_users(run: C.Run | None) -> tuple[np.ndarray, str | None]:
         return np.array([], dtype=np.int64), None
     try:
         return _run_users(str(run.path), C.info_stamp(run.path)), None
-    except (C.RunError, OSError) as exc:
+    except (C.RunError, OSError, OutsideRoots) as exc:
         return np.array([], dtype=np.int64), f"Cannot read the users of {run.label}: {exc}"
 
 

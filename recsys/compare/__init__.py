@@ -58,6 +58,7 @@ from recsys.compare.discovery import (
     Run,
     RunError,
     ScanResult,
+    distinct,
     folder_stamp,
     info_stamp,
     load_test_results,
@@ -108,7 +109,8 @@ from recsys.compare.seeds import (
 
 __all__ = [
     # discovery
-    "FAMILIES", "Run", "ScanResult", "RunError", "folder_stamp", "scan_runs", "validate_info", "load_test_results",
+    "FAMILIES", "Run", "ScanResult", "RunError", "distinct", "folder_stamp", "scan_runs", "validate_info",
+    "load_test_results",
     "results_stamp", "info_stamp", "read_history", "run_users",
     # grouping
     "ComparabilityKey", "Group", "families", "has_rating_head", "comparability_key", "group_runs",

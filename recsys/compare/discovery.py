@@ -8,9 +8,9 @@ into a message instead of a traceback. Nothing here parses run.json or hashes a 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.runs import RUN_FILE, TEST_RESULTS, WEIGHTS, IdsWithheld, RunDirectory, RunError, check_metrics, host_id
+from recsys.locking import LOCK_FILE, lock_holder
+from recsys.runs import (
+    HISTORY,
+    RUN_FILE,
+    TEST_RESULTS,
+    WEIGHTS,
+    IdsWithheld,
+    RunDirectory,
+    RunError,
+    check_metrics,
+    host_id,
+)
 
 FAMILIES = ("ranking", "rating")
 
@@ -97,10 +108,20 @@ def _stamp(path: Path) -> tuple:
     return tuple(out)
 
 
+class CheckFailed(Exception):
+    """A check that could not run (memory, a file busy or unreadable for now): not a verdict on the run, so never
+    cached; the run is shown as unchecked and checked again on the next scan."""
+
+
+# what says nothing about a run's files: the machine, not the run
+_TRANSIENT = (MemoryError, BlockingIOError, InterruptedError, TimeoutError)
+
+
 @functools.lru_cache(maxsize=512)
 def _checked(path: str, stamp: tuple) -> str | None:
     """Why a complete run's numbers cannot be trusted (None when they can): its per-user results are the ones
-    run.json hashed, its weights were written for its model, and its test metrics are what those results give."""
+    run.json hashed, its weights were written for its model, and its test metrics are what those results give.
+    Raises CheckFailed (uncached) when the check itself could not run."""
     run = RunDirectory(path)
     try:
         info = run.info()
@@ -108,24 +129,41 @@ def _checked(path: str, stamp: tuple) -> str | None:
         run.check_weights_model(info)
         check_metrics(info, run.test_results(), Path(path) / RUN_FILE)
     except RunError as exc:
+        if isinstance(exc.__cause__ or exc.__context__, _TRANSIENT):
+            raise CheckFailed(f"{type(exc.__cause__ or exc.__context__).__name__}") from exc
         return str(exc)
+    except _TRANSIENT as exc:
+        raise CheckFailed(type(exc).__name__) from exc
     except Exception as exc:  # anything unexpected is a failed check, never a traceback
         return f"{path}: cannot be checked ({type(exc).__name__}: {exc})"
     return None
 
 
-def _process_gone(info: dict) -> bool:
-    """A run that says "running" but whose training process (recorded pid on this host) no longer exists."""
+def _not_running(path: Path, info: dict) -> str | None:
+    """Why a run that says "running" is not being trained (None when it is, or cannot be told). The writer lock
+    decides where the folder has one: held means training, free means its writer is gone, whatever pid or host
+    run.json records (a pid now used by another process, a folder copied back from a pod). Without a lock file (runs
+    from before the lock): a recorded pid on this host that no longer exists, or a run recorded on another host
+    whose files have not changed for a day."""
+    if (path / LOCK_FILE).exists():
+        return None if lock_holder(path) is not None else "ended without finishing (killed?)"
     pid, host = info.get("pid"), info.get("host_id")
-    if not isinstance(pid, int) or host != host_id():
-        return False
+    if host is not None and host != host_id():
+        try:
+            quiet = time.time() - max((path / n).stat().st_mtime for n in (RUN_FILE, HISTORY) if (path / n).exists())
+        except (OSError, ValueError):
+            return None
+        return (f"was recorded as running on another machine ({host}) and has not changed for "
+                f"{quiet / 86400:.0f} days") if quiet > 86400 else None
+    if not isinstance(pid, int):
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return "ended without finishing (killed?)"
     except OSError:
-        return False
-    return False
+        return None
+    return None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -140,14 +178,43 @@ def _load_one(path: Path) -> Run:
     info = copy.deepcopy(_read_info(str(path), stamp)) if stamp[0] is not None else \
         validate_info(RunDirectory(path).info(), path / RUN_FILE)
     if info.get("status") == "complete":
-        problem = _checked(str(path), stamp)
+        try:
+            problem = _checked(str(path), stamp)
+        except CheckFailed as exc:
+            return Run(path, {**info, "status": "unchecked", "metrics": {}},
+                       f"{path.name}: could not be checked just now ({exc}); its numbers are not used until a "
+                       f"reload checks it")
         if problem:
             return Run(path, {**info, "status": "inconsistent", "metrics": {}}, problem)
-    elif info.get("status") == "interrupted" or (info.get("status") == "running" and _process_gone(info)):
-        how = "was stopped" if info.get("status") == "interrupted" else "ended without finishing (killed?)"
-        why = f"{path.name}: its training process {how}; continue it with scripts/train.py --resume {path}"
-        return Run(path, {**info, "status": "interrupted"}, why)
+    elif info.get("status") == "interrupted" or info.get("status") == "running":
+        gone = "was stopped" if info.get("status") == "interrupted" else _not_running(path, info)
+        if gone:
+            why = f"{path.name}: its training process {gone}; continue it with scripts/train.py --resume {path}"
+            return Run(path, {**info, "status": "interrupted"}, why)
     return Run(path, info)
+
+
+def identity(run: Run) -> str:
+    """What makes two folders one run: run.json's content digest (a copy has the same), else the real path."""
+    digest = run.info.get("digest")
+    return f"digest:{digest}" if isinstance(digest, str) and digest else f"path:{os.path.realpath(run.path)}"
+
+
+def distinct(runs: list[Run], errors: list | None = None) -> list[Run]:
+    """Runs with copies and links of one run counted once (the first by folder name): pooled as seeds, a copy
+    would shrink the interval with no new evidence. Each dropped folder is named in `errors` when given."""
+    seen: dict[str, Run] = {}
+    out = []
+    for run in runs:
+        key = identity(run)
+        if key in seen:
+            if errors is not None:
+                errors.append((run.path, f"{run.path}: the same run as {seen[key].path} (a copy or a link); "
+                                         f"counted once"))
+            continue
+        seen[key] = run
+        out.append(run)
+    return out
 
 
 def folder_stamp(root: str | Path) -> tuple:
@@ -177,8 +244,11 @@ def scan_runs(root: str | Path) -> ScanResult:
     if not root.is_dir():
         out.root_error = f"{root}: not a folder"
         return out
-    candidates = [root] if (root / RUN_FILE).exists() else sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    try:
+        candidates, skipped, more = _candidates(root)
+    except OSError as exc:
+        out.root_error = f"{root}: cannot list ({exc.strerror or exc})"
+        return out
     for p in candidates:
         try:
             out.runs.append(_load_one(p))
@@ -186,7 +256,46 @@ def scan_runs(root: str | Path) -> ScanResult:
             out.errors.append((p, str(exc)))
         except Exception as exc:  # unreadable folder, permissions...: still a message, never a traceback
             out.errors.append((p, f"{p}: cannot read ({type(exc).__name__}: {exc})"))
+    if skipped:
+        names = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5:,} more" if len(skipped) > 5 else "")
+        out.errors.append((root, f"{root}: {len(skipped):,} sub-folder(s) with no {RUN_FILE} ignored (not runs): "
+                                 f"{names}"))
+    if more:
+        out.errors.append((root, f"{root}: holds more than {MAX_RUNS:,} run folders; only the first {MAX_RUNS:,} "
+                                 f"by name are shown ({more:,} left out): split it into several folders"))
+    out.runs = distinct(out.runs, out.errors)
     return out
+
+
+MAX_RUNS = 2000          # run folders read from one root (a page of 10,000 is no longer a page)
+MAX_ENTRIES = 100_000    # directory entries looked at while listing one root
+
+
+def _candidates(root: Path) -> tuple[list[Path], list[str], int]:
+    """(run folders to read, names of sub-folders without run.json, run folders left out over MAX_RUNS), listing at
+    most MAX_ENTRIES entries: an empty sub-folder costs a stat, never a message row."""
+    if (root / RUN_FILE).exists():
+        return [root], [], 0
+    runs, skipped = [], []
+    with os.scandir(root) as it:
+        for n, entry in enumerate(it):
+            if n >= MAX_ENTRIES:
+                break
+            if entry.name.startswith((".", "__")):
+                continue
+            try:
+                if not entry.is_dir():
+                    continue
+            except OSError:
+                continue
+            p = Path(entry.path)
+            if (p / RUN_FILE).exists() or (p / RUN_FILE).is_symlink():
+                runs.append(p)
+            else:
+                skipped.append(entry.name)
+    runs.sort()
+    skipped.sort()
+    return runs[:MAX_RUNS], skipped, max(0, len(runs) - MAX_RUNS)
 
 
 def load_test_results(path: str | Path, info: dict | None = None) -> pd.DataFrame:
@@ -231,12 +340,14 @@ def run_users(path: str | Path) -> np.ndarray:
         return run.id_maps()[0]
     except IdsWithheld:
         pass
-    from recsys.config import TrainConfig
+    from recsys.config import ConfigError, RunConfig
     from recsys.data.prepare import load_prepared
 
     info = run.info()
-    cfg = info.get("config") or {}
-    train = TrainConfig(**{f.name: cfg[f.name] for f in dataclasses.fields(TrainConfig) if f.name in cfg})
+    try:  # through the one validated path every run's configuration takes (no unchecked value reaches a path)
+        train = RunConfig.from_dict(info.get("config") or {}).train
+    except ConfigError as exc:
+        raise RunError(f"{run.path.name}: its run.json configuration is not valid here ({exc})") from None
     where = train.data_dir or "(none recorded)"
     try:
         _, prepared = load_prepared(train, download=False)

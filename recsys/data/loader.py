@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -161,7 +162,10 @@ def load_dataset(name: str | None = None, data_dir: str | Path | None = None, ca
     source = source_label(path, given)  # the folder asked for, as the user gave it (no absolute machine path)
     files = source_files(path)
     fp = fingerprint(files)
-    entry = Path(cache_dir or default_cache_dir()) / f"{name}-{fp[:20]}"
+    # no value read from a run or typed by a user becomes a path component unchecked (a name with ../ would make
+    # the cache write outside its folder): the entry is named from a sanitised copy
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", str(name)).lstrip(".")[:64] or "data"
+    entry = Path(cache_dir or default_cache_dir()) / f"{safe}-{fp[:20]}"
     if cache and (entry / "meta.json").exists():
         data = _read_cache(entry, name, fp, source)
         if data is not None:

@@ -46,7 +46,7 @@ def detect_format(path: Path) -> str:
         return "dat"
     if (path / "ratings.csv").exists():
         return "csv"
-    found = sorted(p.name for p in path.iterdir())[:12]
+    found = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))[:12]
     raise DataValidationError(
         f"{path}: no MovieLens ratings file found (expected u.data, *.inter, ratings.dat, ratings.csv or "
         f"ratings.parquet); the folder holds {found}"

@@ -20,6 +20,7 @@ from recsys.compare.describe import MODEL_NAMES
 from recsys.compare.variants import reads_target_time
 from recsys.inference import LoadedRun, load_run, prefill, score_history, user_history
 from recsys.models import model_class
+from recsys.roots import OutsideRoots, check_recorded_data_dir
 from recsys.runs import RunError
 
 SPAN_SLACK_SECONDS = 365 * 86400  # histories and "now" may reach a year beyond the data's first and last rating
@@ -110,8 +111,9 @@ class Service:
         with gate:
             if name not in self._models:
                 try:
+                    check_recorded_data_dir(runs[name].info)  # a run.json cannot send the server elsewhere
                     self._models[name] = load_run(runs[name].path)
-                except (RunError, OSError) as exc:
+                except (RunError, OSError, OutsideRoots) as exc:
                     raise ServeError(409, "run", f"run {name!r} cannot be used: {exc}") from None
             return self._models[name]
 

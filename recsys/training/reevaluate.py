@@ -15,14 +15,13 @@ from recsys.commands import command_text
 from recsys.config import ConfigError, RunConfig
 from recsys.evaluation import metrics as M
 from recsys.models import restore_model
-from recsys.runs import HISTORY, ID_MAPS, WEIGHTS, RunDirectory, RunError, load_weights, save_weights
+from recsys.runs import EVAL_ONLY_KEYS, HISTORY, ID_MAPS, WEIGHTS, RunDirectory, RunError, load_weights, save_weights
 from recsys.training.engine import fit, resolve_device
 from recsys.training.runner import build_task, finish_run, load_prepared
 from recsys.training.tasks import epoch_rng, shard
 
 # tie_order: the same weights on histories whose same-second ratings come in a random order (a check on id-ordered
 # files; the test target itself can change where a user's last ratings share a second)
-EVAL_ONLY_KEYS = ("mask_seen", "ks", "eval_batch_size", "device", "cpu_threads", "tie_order")
 
 
 @dataclass

@@ -23,7 +23,7 @@ from recsys.data.readers import guess_name
 from recsys.evaluation.protocols import RankingProtocol, RatingProtocol, leave_one_out, rating_split
 from recsys.models import build_model, model_class
 from recsys.redistribution import WITHHELD_COLUMNS, restricted
-from recsys.runs import RUN_FILE, WEIGHTS, RunDirectory, RunError, host_id, load_weights, save_weights
+from recsys.runs import RUN_FILE, WEIGHTS, RunDirectory, RunError, host_id, load_weights, save_weights, weights_binding
 from recsys.training.engine import fit, init_distributed, resolve_device, seed_everything
 from recsys.training.tasks import RankingTask, RatingTask, SequenceRatingTask, SequenceTask
 
@@ -161,7 +161,7 @@ def _train_and_finish(cfg, run, info, model, task, prepared, device, dist_info, 
     if not model.trainable:
         info["fitted"] = model.fit(task, device)
         if dist_info.is_main:
-            save_weights(run.path / WEIGHTS, model.state_dict(), {"model": cfg.model})
+            save_weights(run.path / WEIGHTS, model.state_dict(), weights_binding(cfg.model, info["config"]))
         best_epoch, history, train_seconds = 0, [], time.time() - t_start
     else:
         model.init_from_data(task)
@@ -184,7 +184,7 @@ def _train_and_finish(cfg, run, info, model, task, prepared, device, dist_info, 
             info["n_parameters"] = int(sum(p.numel() for p in model.parameters()))
             run.write_info(info)
         state = fit(model, task, t, run if dist_info.is_main else None, device, dist_info, resume_state,
-                    progress, model_meta={"model": cfg.model})
+                    progress, model_meta=weights_binding(cfg.model, info["config"]))
         if not dist_info.is_main:  # rank 0 evaluates and writes; the others wait for it, then leave
             import torch.distributed as dist
 
