@@ -343,7 +343,7 @@ def test_digit_check_needs_enough_lines():
         integ.check_last_timestamp(np.array([880_000_000] * 99 + [88]), "x:100")
 
 
-# ------------------------------------------------------------------------ issue 26: data files that lie about what they are
+# ------------------------------------------------------------------- issue 26: data files that lie about what they are
 def test_millisecond_timestamps_are_refused_with_the_likely_unit(tmp_path):
     plain = tmp_path / "mine"  # a plain folder (no release facts): accepted and trained on year 29688 before
     write(plain / "u.data", f"1\t1\t5\t{T0}\n1\t2\t3\t{T0 * 1000}\n2\t1\t4\t{T0}\n")

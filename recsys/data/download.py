@@ -24,8 +24,8 @@ import hashlib
 import os
 import re
 import shutil
-import sys
 import socket
+import sys
 import tempfile
 import threading
 import time
