@@ -107,7 +107,7 @@ def test_backoff_below_one_only_breaks_ties_and_zero_leaves_them(toy):
     m = build_model(resolve_config("markov", {}, {"backoff": 0.0}), prepared)
     m.fit(task, "cpu")
     assert m.score(history([3]))[0, 1:].eq(0).all()
-    with pytest.raises(ValueError, match="backoff must be >= 0"):
+    with pytest.raises(ValueError, match="backoff must be a number >= 0"):
         resolve_config("markov", {}, {"backoff": -1})
 
 
