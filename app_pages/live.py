@@ -9,10 +9,9 @@ import streamlit as st
 from recsys import charts
 from recsys.app import state
 from recsys.app.runs import loaded_run_or_error
-from recsys.compare import MODEL_NAMES
+from recsys.catalogue import card, display_name
 from recsys.compare.variants import changes, reads_target_time
 from recsys.inference import contributions, gap_sweep, human_gap, prefill, retention_curve, score_history, user_history
-from recsys.models import model_class
 
 # log-spaced, second-scale steps: where a model told the gap still cares is a matter of seconds to minutes
 GAPS = {"0 s": 0, "5 s": 5, "30 s": 30, "1 min": 60, "5 min": 300, "30 min": 1800, "1 hour": 3600,
@@ -157,8 +156,8 @@ def _what_if() -> None:
                    f"cached states). {len(moved)} of 10 differ from the list for a rating right away (0 s). "
                    f"Run: {ss_path.name}.")
     with right:
-        other_reads = other is not None and model_class(other.kind).reads_history
-        st.subheader("NCF" if other is None else MODEL_NAMES.get(other.kind, other.kind))
+        other_reads = other is not None and card(other.kind) is not None and card(other.kind).live
+        st.subheader("NCF" if other is None else display_name(other.kind))
         if other is None:
             st.info("Pick a baseline run on the same data in the sidebar (NCF, popularity, SASRec, GRU4Rec, Markov).")
         elif other_reads:
@@ -178,7 +177,7 @@ def _what_if() -> None:
             if hide_seen:
                 counts = counts.drop(index=[i for i in items if i in counts.index])
             top = counts.head(10)
-            st.info(f"{MODEL_NAMES.get(other.kind, other.kind)} cannot score a history you built: it only has "
+            st.info(f"{display_name(other.kind)} cannot score a history you built: it only has "
                     "embeddings for users it was trained on. What a recommender without your history falls back to, "
                     "the most-rated movies, is shown instead.")
             st.dataframe(pd.DataFrame({"rank": range(1, len(top) + 1), "title": other.titles(top.index.tolist()),

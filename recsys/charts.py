@@ -12,6 +12,8 @@ from typing import Sequence
 import altair as alt
 import pandas as pd
 
+from recsys import catalogue
+
 
 def _frame(df: pd.DataFrame | None, columns: Sequence[str]) -> pd.DataFrame:
     """`df`, or an empty frame with `columns` when it has no rows and lacks some of them (a chart of nothing)."""
@@ -25,9 +27,8 @@ def _frame(df: pd.DataFrame | None, columns: Sequence[str]) -> pd.DataFrame:
 
 # One colour per model in every chart: a run, configuration or seed of a model is drawn in that model's colour (later
 # labels of the same model in lighter shades of it, so seeds stay apart). Labels start with the model's display name
-# (recsys.compare.MODEL_NAMES: "SS4Rec", "SASRec · len50 (3 seeds)", "GRU4Rec [gru4rec-...-seed1]", ...).
-MODEL_COLOURS = {"SS4Rec": "#d62728", "SASRec": "#1f77b4", "GRU4Rec": "#2ca02c", "NCF": "#9467bd",
-                 "Markov": "#8c564b", "Popular": "#7f7f7f", "Bias": "#bcbd22", "Global mean": "#17becf"}
+# (recsys.catalogue display names: "SS4Rec", "SASRec · len50 (3 seeds)", "GRU4Rec [gru4rec-...-seed1]", ...).
+# The colours are the models' cards' (recsys/catalogue.py): a new model brings its own.
 OTHER_COLOURS = ["#ff7f0e", "#e377c2", "#393b79", "#637939", "#8c6d31", "#843c39"]
 
 
@@ -41,9 +42,10 @@ def model_colour_scale(labels) -> alt.Scale:
     domain = list(dict.fromkeys(str(x) for x in labels))
     seen: dict[str, int] = {}
     rng, others = [], iter(OTHER_COLOURS * 4)
+    colours = catalogue.colours()
     for label in domain:
-        model = next((m for m in sorted(MODEL_COLOURS, key=len, reverse=True) if label.startswith(m)), None)
-        base = MODEL_COLOURS[model] if model else next(others)
+        model = next((m for m in sorted(colours, key=len, reverse=True) if label.startswith(m)), None)
+        base = colours[model] if model else next(others)
         k = seen.get(model or label, 0)
         seen[model or label] = k + 1
         rng.append(_lighten(base, min(0.6, 0.3 * k)))

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from recsys.compare.describe import MODEL_NAMES
+from recsys.catalogue import display_name
 from recsys.compare.variants import reads_target_time
 from recsys.config import ConfigError, RunConfig
 from recsys.data.batch import SequenceBatch, single_history
@@ -304,8 +304,8 @@ def score_history(run: LoadedRun, items=None, times=None, now: int | None = None
         timed = reads_target_time(run.info)
         return Scored(table, (time.perf_counter() - t0) * 1000,
                       f"scores for this history (its last {len(fed.items)} movies); "
-                      + (f"{MODEL_NAMES.get(run.kind, run.kind)} reads the gap to the next rating (this variant)"
-                         if timed else f"{MODEL_NAMES.get(run.kind, run.kind)} ignores time"))
+                      + (f"{display_name(run.kind)} reads the gap to the next rating (this variant)"
+                         if timed else f"{display_name(run.kind)} ignores time"))
     if user_id is None:
         raise ValueError(f"{run.kind} scores known users only: it has no way to read a custom history")
     hist = user_history(run, user_id)

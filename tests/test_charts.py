@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import charts
+from recsys import catalogue, charts
 from recsys import compare as C
 from recsys.explore import GAP_REFERENCES
 
@@ -79,11 +79,11 @@ def test_titles_and_data_reach_the_spec():
 def test_one_colour_per_model_with_lighter_shades_for_its_other_runs():
     scale = charts.model_colour_scale(["SS4Rec [seed0]", "SS4Rec [seed1]", "SASRec · len50", "Popular (floor)",
                                        "Something else"]).to_dict()
-    assert scale["range"][0] == charts.MODEL_COLOURS["SS4Rec"] and scale["range"][1] != scale["range"][0]
-    assert scale["range"][2] == charts.MODEL_COLOURS["SASRec"] and scale["range"][3] == charts.MODEL_COLOURS["Popular"]
+    assert scale["range"][0] == catalogue.colours()["SS4Rec"] and scale["range"][1] != scale["range"][0]
+    assert scale["range"][2] == catalogue.colours()["SASRec"] and scale["range"][3] == catalogue.colours()["Popular"]
     assert scale["range"][4] == charts.OTHER_COLOURS[0]
     # the same model keeps its colour in every chart that draws it
     curve = charts.curve_chart(pd.DataFrame({"run": ["SS4Rec", "NCF"], "epoch": [1, 1], "value": [0.1, 0.2],
                                              "best": [True, True]}), "t", "y").to_dict()
     colour = curve["layer"][0]["encoding"]["color"]["scale"]
-    assert dict(zip(colour["domain"], colour["range"]))["SS4Rec"] == charts.MODEL_COLOURS["SS4Rec"]
+    assert dict(zip(colour["domain"], colour["range"]))["SS4Rec"] == catalogue.colours()["SS4Rec"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from recsys import catalogue
 from recsys import compare as C
 from recsys.compare.variants import is_ablation
 from recsys.roots import OutsideRoots, check_recorded_data_dir, confine_runs
@@ -30,8 +31,12 @@ OTHER_RUN = "run-other"
 USER = "user-id"
 
 NONE = "(none)"
-# the models each run choice offers
-KINDS = {"ss4rec": ("ss4rec",), "other": ("sasrec", "gru4rec", "ncf", "markov", "popular")}
+
+
+def kinds(kind: str) -> tuple[str, ...]:
+    """The models a run choice offers: SS4Rec, or the ranking models Live can put beside it (from the catalogue, so a
+    new model is offered without an edit here)."""
+    return ("ss4rec",) if kind == "ss4rec" else catalogue.beside_ss4rec()
 
 
 def resolve_folder(text: str | None) -> Path:
@@ -66,7 +71,8 @@ def scan() -> C.ScanResult:
 def candidates(kind: str, found: C.ScanResult | None = None, dataset: str | None = None) -> list[C.Run]:
     """Complete runs offered for a choice (`kind`: "ss4rec" or "other"), optionally only those on `dataset`."""
     found = found or scan()
-    runs = [r for r in found.runs if r.info["model"] in KINDS[kind] and r.info.get("status") == "complete"
+    offered = kinds(kind)
+    runs = [r for r in found.runs if r.info["model"] in offered and r.info.get("status") == "complete"
             and (dataset is None or r.info["dataset"]["name"] == dataset)
             # a rating-aware run reads a history's ratings (the Compare page's rating group shows it); the state
             # and live pages step through or score ranking histories, and SS4Rec's there are ranking runs
@@ -74,7 +80,7 @@ def candidates(kind: str, found: C.ScanResult | None = None, dataset: str | None
             and (kind != "ss4rec" or r.info.get("objective", "ranking") == "ranking")]
     # the headline first: by model, then unmasked before masked re-evaluations, the released configuration before
     # other variants and ablations (What matters' evidence) last, then by seed (stable otherwise)
-    return sorted(runs, key=lambda r: (KINDS[kind].index(r.info["model"]),
+    return sorted(runs, key=lambda r: (offered.index(r.info["model"]),
                                        bool((r.info.get("protocol") or {}).get("mask_seen")),
                                        is_ablation(r.info), C.variant_of(r.info) not in ("released", "default"),
                                        C.seed_of(r.info) or 0))

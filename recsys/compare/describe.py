@@ -9,28 +9,28 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from recsys import catalogue
 from recsys.compare.discovery import Run, info_of, label_of, objective
 from recsys.compare.grouping import CHRONO_RANKING_SPLIT, Group, families
 
-# The closed-form reference models (recsys.models with trainable = False): they bound what a learned model must beat.
-FLOOR_MODELS = {"global-mean": "rating", "bias": "rating", "recent-residual": "rating", "popular": "ranking",
-                "markov": "ranking"}
-MODEL_NAMES = {"ss4rec": "SS4Rec", "ncf": "NCF", "sasrec": "SASRec", "gru4rec": "GRU4Rec", "popular": "Popular",
-               "markov": "Markov", "bias": "Bias", "global-mean": "Global mean", "recent-residual": "Recent residual"}
+# The closed-form reference models (cards with floor: true) and every model's display name, from the catalogue (the
+# cards beside each model; these two are snapshots for readers of the names, the functions below read it live).
+FLOOR_MODELS = catalogue.floors()
+MODEL_NAMES = catalogue.names()
 
 
 def is_floor(info: dict) -> bool:
-    return info.get("model") in FLOOR_MODELS
+    return catalogue.is_floor_model(info.get("model"))
 
 
 def model_label(info: dict) -> str:
-    name = MODEL_NAMES.get(info.get("model"), str(info.get("model")))
+    name = catalogue.display_name(info.get("model"))
     return f"{name} (floor)" if is_floor(info) else name
 
 
 def run_names(items: Sequence[Any]) -> list[str]:
     """Short names for runs: the model name, with the run folder added where two runs share a model."""
-    labels = [MODEL_NAMES.get(info_of(x).get("model"), str(info_of(x).get("model"))) for x in items]
+    labels = [catalogue.display_name(info_of(x).get("model")) for x in items]
     return [f"{lab} [{label_of(x)}]" if labels.count(lab) > 1 else lab for lab, x in zip(labels, items)]
 
 

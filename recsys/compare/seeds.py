@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from recsys import catalogue
 from recsys.compare.describe import is_floor, metric_columns, model_label, run_metrics
 from recsys.compare.discovery import info_of, label_of, objective
 from recsys.evaluation.metrics import paired_bootstrap
@@ -235,11 +236,9 @@ def _column(info: dict) -> str:
 
 
 def _row(g: SeedGroup) -> str:
-    from recsys.models import MODELS
-
-    cls = MODELS.get(g.model)
+    card = catalogue.card(g.model)
     length = (g.info.get("config") or {}).get("max_len") or (g.info.get("protocol") or {}).get("max_len")
-    return g.label + (f" · len{length}" if cls is not None and cls.reads_history and length else "")
+    return g.label + (f" · len{length}" if card is not None and card.reads_history and length else "")
 
 
 def ranking_matrix(items: Sequence[Any], metric: str = "ndcg@10", split: str = "test") -> pd.DataFrame:

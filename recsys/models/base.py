@@ -15,7 +15,7 @@ before the first step; a saved run restores them from its weights.
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -24,11 +24,13 @@ from recsys.data.batch import SequenceBatch
 
 
 class Recommender(nn.Module):
-    name: ClassVar[str]
     Config: ClassVar[type]
+    # set from the model's card by the registry (recsys.models.register_model), never written in a model file
+    name: ClassVar[str]
+    card: ClassVar[Any]
     objectives: ClassVar[tuple[str, ...]] = ("ranking",)  # what it can be trained for
     reads_history: ClassVar[bool] = False  # True: scores come from the history, False: from the user id alone
-    trainable: ClassVar[bool] = True       # False: fitted in closed form by fit()
+    trainable: ClassVar[bool] = True       # False: fitted in closed form by fit() (a floor)
 
     @classmethod
     def from_config(cls, config, n_users: int, n_items: int) -> "Recommender":

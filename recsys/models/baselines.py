@@ -13,6 +13,18 @@ import torch
 from recsys.data.batch import SequenceBatch
 from recsys.models.base import Recommender
 
+# The closed-form floors of this file, for every page and the registry (read without importing this file:
+# recsys/catalogue.py).
+CARDS = (
+    {"key": "popular", "cls": "MostPopular", "name": "Popular", "colour": "#7f7f7f", "floor": True,
+     "objectives": ("ranking",)},
+    {"key": "global-mean", "cls": "GlobalMean", "name": "Global mean", "colour": "#17becf", "floor": True,
+     "objectives": ("rating",)},
+    {"key": "bias", "cls": "BiasBaseline", "name": "Bias", "colour": "#bcbd22", "floor": True,
+     "objectives": ("rating",)},
+    {"key": "recent-residual", "cls": "RecentResidual", "name": "Recent residual", "colour": "#e377c2",
+     "floor": True, "objectives": ("rating",), "reads_history": True},
+)
 
 @dataclass
 class GlobalMeanConfig:
@@ -37,8 +49,6 @@ class PopularConfig:
 
 
 class _RatingFloor(Recommender):
-    objectives = ("rating",)
-    trainable = False
 
     @property
     def has_rating(self) -> bool:
@@ -55,7 +65,6 @@ class _RatingFloor(Recommender):
 
 
 class GlobalMean(_RatingFloor):
-    name = "global-mean"
     Config = GlobalMeanConfig
 
     def __init__(self, n_items: int = 1, mean: float = 0.0):
@@ -92,7 +101,6 @@ def fit_biases(users, items, ratings, n_users: int, n_items: int, reg_user: floa
 class BiasBaseline(_RatingFloor):
     """r = mu + b_u + b_i, fitted by alternating ridge updates (Koren 2008): b_i = sum(r-mu-b_u)/(lambda_i+n_i)."""
 
-    name = "bias"
     Config = BiasConfig
 
     def __init__(self, n_users: int, n_items: int, reg_grid=(10.0,), iters: int = 10):
@@ -138,9 +146,7 @@ class RecentResidual(BiasBaseline):
     task's (strictly earlier ratings, never the target's), so it needs a history-reading task.
     """
 
-    name = "recent-residual"
     Config = RecentResidualConfig
-    reads_history = True
 
     def __init__(self, n_users: int, n_items: int, reg_grid=(10.0,), iters: int = 10, k_grid=(5,),
                  shrink_grid=(1.0,)):
@@ -191,9 +197,7 @@ class RecentResidual(BiasBaseline):
 class MostPopular(Recommender):
     """Scores every item by its number of training interactions, the same list for every user."""
 
-    name = "popular"
     Config = PopularConfig
-    trainable = False
 
     def __init__(self, n_items: int):
         super().__init__()

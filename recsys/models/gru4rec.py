@@ -29,6 +29,9 @@ from recsys.data.batch import SequenceBatch
 from recsys.models.base import Recommender
 from recsys.models.losses import chunked_softmax_cross_entropy
 
+# What GRU4Rec is, for every page and the registry (read without importing this file: recsys/catalogue.py).
+CARDS = ({"key": "gru4rec", "cls": "GRU4Rec", "name": "GRU4Rec", "colour": "#2ca02c", "objectives": ("ranking",),
+          "reads_history": True, "live": True, "tiny": {"embedding_size": 16, "hidden_size": 16, "max_len": 20}},)
 
 @dataclass
 class GRU4RecConfig:
@@ -44,9 +47,7 @@ class GRU4RecConfig:
 
 
 class GRU4Rec(Recommender):
-    name = "gru4rec"
     Config = GRU4RecConfig
-    reads_history = True
 
     def __init__(self, n_items: int, config: GRU4RecConfig | None = None, **overrides):
         """n_items counts index 0 (padding); `overrides` replace fields of `config` (default: RecBole's)."""

@@ -37,6 +37,10 @@ from recsys.models.base import Recommender
 _SIZED_AFTER_FIT = ("next_items", "counts")  # buffers whose length is the number of distinct transitions
 
 
+# What the Markov floor is, for every page and the registry (read without importing this file: recsys/catalogue.py).
+CARDS = ({"key": "markov", "cls": "MarkovChain", "name": "Markov", "colour": "#8c564b", "floor": True,
+          "objectives": ("ranking",), "reads_history": True, "live": True},)
+
 @dataclass
 class MarkovConfig:
     # weight of the popularity back-off (popularity scaled to [0, 1]); any value in (0, 1) gives the same ranking:
@@ -63,10 +67,7 @@ def transition_counts(seqs, n_items: int) -> tuple[np.ndarray, np.ndarray, np.nd
 class MarkovChain(Recommender):
     """Scores the next item by its transition count from the history's last item, popularity breaking ties."""
 
-    name = "markov"
     Config = MarkovConfig
-    reads_history = True
-    trainable = False
 
     def __init__(self, n_items: int, backoff: float = 0.5):
         super().__init__()

@@ -18,6 +18,10 @@ from torch import nn
 from recsys.data.batch import SequenceBatch
 from recsys.models.base import Recommender
 
+# What NCF is, for every page and the registry (read without importing this file: recsys/catalogue.py). Live shows
+# it for a known user only: it scores a user id, not a history.
+CARDS = ({"key": "ncf", "cls": "NeuMF", "name": "NCF", "colour": "#9467bd", "objectives": ("ranking", "rating"),
+          "tiny": {"gmf_dim": 8, "mlp_dims": [16, 8]}},)
 
 @dataclass
 class NCFConfig:
@@ -33,9 +37,7 @@ class NCFConfig:
 
 
 class NeuMF(Recommender):
-    name = "ncf"
     Config = NCFConfig
-    objectives = ("ranking", "rating")
 
     def __init__(self, n_users: int, n_items: int, gmf_dim: int, mlp_dims: tuple[int, ...], dropout: float,
                  rating_head: bool = False, loss: str = "bce"):

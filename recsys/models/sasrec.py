@@ -53,6 +53,20 @@ def gap_buckets(gaps: torch.Tensor) -> torch.Tensor:
 _ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "swish": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
+# What SASRec is, for every page and the registry (read without importing this file: recsys/catalogue.py).
+CARDS = ({
+    "key": "sasrec", "cls": "SASRec", "name": "SASRec", "colour": "#1f77b4",
+    "objectives": ("ranking", "rating"),  # rating: the rating-aware variant (rating_input)
+    "reads_history": True, "live": True,
+    "tiny": {"hidden_size": 16, "n_layers": 1, "n_heads": 2, "inner_size": 32, "max_len": 20},
+    "target_time": {"target_gap_embedding": (True,)},
+    "settings": {
+        "target_gap_embedding": {"released": False, "ablation": True, "meanings": {
+            True: "SASRec given the same target-gap information as SS4Rec: a log2-bucketed embedding of the gap "
+                  "after each item (the target's at the last)"}},
+    },
+},)
+
 @dataclass
 class SASRecConfig:
     hidden_size: int = 64               # item/position embedding and block width
@@ -136,10 +150,7 @@ class TransformerBlock(nn.Module):
 
 
 class SASRec(Recommender):
-    name = "sasrec"
     Config = SASRecConfig
-    objectives = ("ranking", "rating")  # rating: the rating-aware variant (rating_input)
-    reads_history = True
 
     def __init__(self, n_items: int, config: SASRecConfig | None = None, max_len: int = 50, **overrides):
         """n_items counts index 0 (padding); max_len is the number of learned positions (the run's max_len);

@@ -41,6 +41,7 @@ Named deviations (each an option, default = released behaviour unless said other
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -58,6 +59,38 @@ from recsys.models.s5 import TimeAwareS5
 GAP_ABLATIONS = ("none", "zero", "constant", "shuffled")
 BLOCKS = ("s5+mamba", "s5", "mamba")
 
+
+# What SS4Rec is, for every page and the registry (read without importing this file: recsys/catalogue.py).
+CARDS = ({
+    "key": "ss4rec", "cls": "SS4Rec", "name": "SS4Rec", "colour": "#d62728",
+    "objectives": ("ranking", "rating"),  # rating: needs the rating head (rating-aware with rating_input)
+    "reads_history": True, "live": True,
+    "tiny": {"hidden": 16, "n_layers": 1, "d_state": 8, "s5_state": 8, "max_len": 20},
+    # the gap to the predicted interaction reaches the score only through the S5, fed real (or permuted) gaps
+    "target_time": {"target_gap": ("given",), "gap_ablation": ("none", "shuffled"), "blocks": ("s5+mamba", "s5")},
+    "settings": {
+        "target_gap": {"released": "given", "ablation": True, "meanings": {
+            "withheld": "the gap to the predicted interaction withheld: each output is read after the median non-zero "
+                        "training gap instead (what a deployed recommender knows)"}},
+        "gap_ablation": {"released": "none", "ablation": True, "meanings": {
+            "zero": "every gap 0: with zero-order hold the S5 state then never changes, so only its feed-through "
+                    "D·u is left (the S5 becomes a per-position linear map)",
+            "constant": "every gap set to the median non-zero training gap: time-blind, order kept",
+            "shuffled": "each history's gaps permuted: the same gaps in the wrong places"}},
+        "blocks": {"released": "s5+mamba", "ablation": True, "meanings": {
+            "s5": "blocks without the Mamba layer (S5 only)",
+            "mamba": "blocks without the S5 layer (Mamba only, close to Mamba4Rec; reads no time at all)"}},
+        "time_transform": {"released": "none", "meanings": {"log1p": "gaps log1p-scaled (long gaps keep some weight)"}},
+        "time_normalise": {"released": "none", "meanings": {
+            "span": "gaps divided by the data's time span (RecBole's ml-100k setting)"}},
+        "time_unit": {"released": 1.0},
+        "float32_timestamps": {"released": False, "meanings": {True: "timestamps rounded to float32 like RecBole"}},
+        "mamba_dt_init": {"released": "released", "meanings": {"mamba": "Mamba's own step-size initialisation kept"}},
+        "rating_head": {"released": False, "meanings": {True: "a joint rating head (our addition)"}},
+        "rating_input": {"released": False, "meanings": {
+            True: "reads the history's ratings and predicts the next one (rating-aware, issue 13)"}},
+    },
+},)
 
 @dataclass
 class SS4RecConfig:
@@ -164,10 +197,7 @@ class SS4RecBlock(nn.Module):
 
 
 class SS4Rec(Recommender):
-    name = "ss4rec"
     Config = SS4RecConfig
-    objectives = ("ranking", "rating")  # rating: needs the rating head (rating-aware with rating_input)
-    reads_history = True
 
     def __init__(self, n_items: int, config: SS4RecConfig | None = None, **overrides):
         """n_items counts index 0 (padding); `overrides` replace fields of `config` (default: the released one)."""
@@ -313,6 +343,11 @@ class SS4Rec(Recommender):
             raise ValueError("a rating-aware run reads ratings; live ranking uses a ranking run")
         if n < 1:
             raise ValueError("an empty history cannot be scored; add at least one movie")
+        if self.config.gap_ablation == "shuffled":
+            # the permutation covers every gap, the one to "now" included, so nothing before "now" can be cached:
+            # each what-if runs the full forward (found by the generated contract tests: stepping from cached
+            # states permuted the history's gaps without the target's and differed from the forward by up to 5e-7)
+            return {"history": (items, timestamps)}
         cache = {"last_item": items[:, -1], "last_time": timestamps[:, -1], "layers": []}
         if n == 1:
             for block in self.blocks:
@@ -329,6 +364,13 @@ class SS4Rec(Recommender):
     @torch.no_grad()
     def score_next(self, cache: dict, now: torch.Tensor) -> torch.Tensor:
         """Logits [1, n_items] for the interaction at time `now` after the prefilled history."""
+        if "history" in cache:  # shuffled gaps: the full forward of the history and "now"
+            items, timestamps = cache["history"]
+            if bool(now.reshape(-1)[0] < timestamps[0, -1]):
+                raise ValueError("'now' is before the last movie of the history")
+            return self.score(SequenceBatch(users=torch.zeros(1, dtype=torch.long, device=items.device), items=items,
+                                            timestamps=timestamps, lengths=torch.tensor([items.shape[1]]),
+                                            target_times=now.reshape(1)))
         one = torch.ones(1, dtype=torch.long, device=now.device)
         raw = gaps_after(self._times(cache["last_time"].reshape(1, 1)), one,
                          self._times(now.reshape(1)))[:, 0]
@@ -337,8 +379,6 @@ class SS4Rec(Recommender):
         readout = self.readout_gap(1, 1, now.device)
         if readout is not None:  # the model does not read when "now" is
             dt = readout[:, 0]
-        elif self.config.gap_ablation == "shuffled":  # one gap has nothing to be permuted with: fed as it is
-            dt = self.scale_gaps(raw)
         else:
             dt = self.scale_gaps(self.ablate_gaps(raw[:, None], one)[:, 0])
         u = self.item_embedding(cache["last_item"])
@@ -349,8 +389,7 @@ class SS4Rec(Recommender):
     @property
     def reads_target_time(self) -> bool:
         """Whether a score depends on the time of the interaction it predicts (the what-if gap means something)."""
-        return (self.config.target_gap == "given" and self.config.gap_ablation in ("none", "shuffled")
-                and self.config.blocks != "mamba")
+        return self.card.reads_target_time(dataclasses.asdict(self.config))  # the rule on SS4Rec's card
 
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         """Full-catalogue logits [B, n_items] for histories and the time of the interaction each predicts."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys import compare as C
-from recsys.compare.describe import MODEL_NAMES
+from recsys.catalogue import display_name
 from recsys.compare.variants import reads_target_time
 from recsys.inference import LoadedRun, load_run, prefill, score_history, user_history
 from recsys.models import model_class
@@ -51,7 +51,7 @@ def run_summary(run: C.Run) -> dict:
     proto = info.get("protocol") or {}
     cfg = info.get("config") or {}
     test = (info.get("metrics") or {}).get("test") or {}
-    return {"run": run.label, "model": info["model"], "name": MODEL_NAMES.get(info["model"], info["model"]),
+    return {"run": run.label, "model": info["model"], "name": display_name(info["model"]),
             "variant": cfg.get("variant"), "seed": cfg.get("seed"), "objective": info.get("objective"),
             "dataset": (info.get("dataset") or {}).get("name"),
             "protocol": {k: proto.get(k) for k in ("name", "split", "max_len", "mask_seen") if k in proto},

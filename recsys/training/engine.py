@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from recsys.config import TrainConfig
 from recsys.runs import WEIGHTS, RunDirectory, save_weights
-from recsys.training.tasks import is_better
+from recsys.training.tasks import is_better, n_batches
 
 
 @dataclass
@@ -117,9 +117,11 @@ def fit(model, task, cfg: TrainConfig, run: RunDirectory | None, device: str, di
         train_model.train()
         t0 = time.perf_counter()
         total, count, n_samples = 0.0, 0, 0
-        batches = list(task.batches(epoch, seed, int(cfg.batch_size), dist_info.rank, dist_info.world))
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not (progress and dist_info.is_main))
+        # batches are built as they are used (a list of them was a second copy of the training windows in memory);
+        # the order of every random draw is the same, so runs resume and reproduce exactly as before
+        batches = task.batches(epoch, seed, int(cfg.batch_size), dist_info.rank, dist_info.world)
+        bar = tqdm(batches, total=n_batches(task.n_train(), dist_info.world, int(cfg.batch_size)),
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (progress and dist_info.is_main))
         for batch in bar:
             if device.startswith("cuda"):  # pinned host memory lets the copy overlap the previous step's kernels
                 batch = batch.pin_memory().to(device, non_blocking=True)

@@ -33,6 +33,12 @@ def shard(n: int, rng: np.random.Generator, rank: int, world: int, batch_size: i
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
 
 
+def n_batches(n: int, world: int, batch_size: int) -> int:
+    """How many batches `shard` gives each rank (for a progress bar, without building them)."""
+    per_rank = n // world if world > 1 else n
+    return -(-per_rank // batch_size)
+
+
 @torch.no_grad()
 def predict_ratings(model, cases: SequenceBatch, device, batch_size: int, scale: tuple[float, float]) -> np.ndarray:
     """`model.predict_rating` over `cases` in batches, clipped to the rating scale (a prediction outside the scale is
