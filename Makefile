@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 ADDRESS ?= 127.0.0.1# this machine only; `make app ADDRESS=0.0.0.0` on a pod behind its proxy
 
-.PHONY: app test setup bench-data clean checkpoints ablations rating
+.PHONY: app test test-fast setup bench-data clean checkpoints ablations rating
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ app: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# the fast tier while working (about two minutes): everything but the tests marked slow (tests/conftest.py)
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench-data: $(STAMP)
 	$(BIN)/python scripts/bench_data.py

@@ -106,3 +106,17 @@ def _one_cpu_thread():
 
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the subprocesses tests start
+
+
+# The slow tier (`make test` runs everything; `make test-fast` runs the rest in about two minutes): files that train
+# real runs, render every page, drive a browser, launch servers or re-evaluate the shipped runs.
+SLOW_FILES = {"test_browser.py", "test_bench_app.py", "test_bench_scripts.py", "test_shipped_runs.py",
+              "test_runpod.py", "test_campaign.py", "test_gpu_paths.py", "test_training.py", "test_app.py",
+              "test_answer.py", "test_ablation_study.py", "test_pages_ss4rec.py", "test_serve.py", "test_faults.py",
+              "test_rating_aware.py", "test_explore.py", "test_contracts.py", "test_packaging.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
