@@ -11,7 +11,16 @@ from recsys.app import state
 from recsys.app.runs import loaded_run_or_error
 from recsys.catalogue import card, display_name
 from recsys.compare.variants import changes, reads_target_time
-from recsys.inference import contributions, gap_sweep, human_gap, prefill, retention_curve, score_history, user_history
+from recsys.inference import (
+    contributions,
+    gap_sweep,
+    human_gap,
+    most_rated,
+    prefill,
+    retention_curve,
+    score_history,
+    user_history,
+)
 
 # log-spaced, second-scale steps: where a model told the gap still cares is a matter of seconds to minutes
 GAPS = {"0 s": 0, "5 s": 5, "30 s": 30, "1 min": 60, "5 min": 300, "30 min": 1800, "1 hour": 3600,
@@ -147,80 +156,90 @@ def _what_if() -> None:
 
     left, right = st.columns(2)
     with left:
-        st.subheader("SS4Rec")
-        moved = set(res.table["title"]) - set(base_res.table["title"])
-        t = res.table.assign(**{"score (logit)": res.table["score"].round(3)},
-                             change=["new vs 0 s" if x in moved else "" for x in res.table["title"]])
-        st.dataframe(t[["rank", "title", "score (logit)", "change"]], hide_index=True, width="stretch")
-        st.caption(f"Next rating {gap_label} after the last one; scored in {res.millis:.1f} ms (what-if re-score from "
-                   f"cached states). {len(moved)} of 10 differ from the list for a rating right away (0 s). "
-                   f"Run: {ss_path.name}.")
+        _ss4rec_list(res, base_res, gap_label)
     with right:
-        other_reads = other is not None and card(other.kind) is not None and card(other.kind).live
-        st.subheader("NCF" if other is None else display_name(other.kind))
-        if other is None:
-            st.info("Pick a baseline run on the same data in the sidebar (NCF, popularity, SASRec, GRU4Rec, Markov).")
-        elif other_reads:
-            try:
-                o = _other_history_scores(str(ncf_path), items.astype(np.int64).tobytes(),
-                                          times.astype(np.int64).tobytes(),
-                                          now if reads_target_time(other.info) else None, hide_seen)
-                st.dataframe(o.table[["rank", "title", "score"]].round(3).rename(columns={"score": "score (logit)"}),
-                             hide_index=True, width="stretch")
-                st.caption(f"{o.note}" + ("" if reads_target_time(other.info) else
-                                          ": the time of the next rating does not change its list")
-                           + f". Scored in {o.millis:.1f} ms. Run: {ncf_path.name}.")
-            except ValueError as exc:
-                st.warning(str(exc))
-        elif user_id is None:
-            counts = other.prepared.interactions["item_idx"].value_counts()
-            if hide_seen:
-                counts = counts.drop(index=[i for i in items if i in counts.index])
-            top = counts.head(10)
-            st.info(f"{display_name(other.kind)} cannot score a history you built: it only has "
-                    "embeddings for users it was trained on. What a recommender without your history falls back to, "
-                    "the most-rated movies, is shown instead.")
-            st.dataframe(pd.DataFrame({"rank": range(1, len(top) + 1), "title": other.titles(top.index.tolist()),
-                                       "ratings": top.to_numpy()}), hide_index=True, width="stretch")
-            st.caption(f"Most-rated movies among the {len(other.prepared.interactions):,} ratings of the run's data "
-                       "(all of them, the held-out ones included)"
-                       f"{'; movies in your history hidden' if hide_seen else ''}"
-                       ". Pick an existing user to see NCF's own list.")
-        else:
-            try:
-                o = _other_user_scores(str(ncf_path), int(user_id), hide_seen)
-                col = [c for c in o.table.columns if c in ("score", "predicted rating")][0]
-                st.dataframe(o.table[["rank", "title", col]].round(3), hide_index=True, width="stretch")
-                st.caption(f"{o.note or 'Scores for this user'}; the time of the next rating does not change NCF. "
-                           f"Scored in {o.millis:.1f} ms. Run: {ncf_path.name}.")
-            except (KeyError, ValueError) as exc:
-                st.warning(str(exc))
-
+        _other_list(now, hide_seen)
     if st.toggle("Why SS4Rec's top pick? (leave-one-out contributions of each movie in the history)", value=False,
                  key="live_why"):
-        top_item = int(res.table["item"].iloc[0])
-        top_idx = int(ss.prepared.item_map.to_index([top_item])[0])
-        n_fed = min(len(items), ss.max_len)
-        with st.spinner("Scoring the history with each movie left out..."):
-            try:
-                why = contributions(ss, items, times, n_fed, [top_idx], now=now)
-            except ValueError as exc:
-                why = None
-                st.warning(str(exc))
-        if why is not None and n_fed > 1:
-            rows = pd.DataFrame({"step": why["positions"], "title": why["titles"], "target": "top pick",
-                                 "contribution": why["values"][top_idx]})
-            st.altair_chart(charts.contribution_chart(rows, f"Score of the top pick ({res.table['title'].iloc[0]}) "
-                                                            f"{gap_label} after the last movie"), width="stretch")
-            lead = rows.sort_values("contribution", ascending=False).iloc[0]
-            st.caption(f"Contribution = the score (logit) with the whole fed history minus the score with that one "
-                       "movie "
-                       f"(and its time) left out. {lead['title']} did most ({lead['contribution']:+.2f}); the score is "
-                       f"{why['logit'][top_idx]:.2f}. The same computation as on State trajectories, at the what-if "
-                       "gap.")
-        elif why is not None:
-            st.caption("With one movie in the history there is nothing to take away.")
+        _why_top_pick(res, now, gap_label)
+    _time_sensitivity(sweep)
 
+
+def _ss4rec_list(res, base_res, gap_label: str) -> None:
+    st.subheader("SS4Rec")
+    moved = set(res.table["title"]) - set(base_res.table["title"])
+    t = res.table.assign(**{"score (logit)": res.table["score"].round(3)},
+                         change=["new vs 0 s" if x in moved else "" for x in res.table["title"]])
+    st.dataframe(t[["rank", "title", "score (logit)", "change"]], hide_index=True, width="stretch")
+    st.caption(f"Next rating {gap_label} after the last one; scored in {res.millis:.1f} ms (what-if re-score from "
+               f"cached states). {len(moved)} of 10 differ from the list for a rating right away (0 s). "
+               f"Run: {ss_path.name}.")
+
+
+def _other_list(now: int, hide_seen: bool) -> None:
+    """The run beside SS4Rec: its list for the built history (a model that reads one), the most-rated movies (one
+    that cannot), or its list for the chosen user."""
+    other_reads = other is not None and card(other.kind) is not None and card(other.kind).live
+    st.subheader("NCF" if other is None else display_name(other.kind))
+    if other is None:
+        st.info("Pick a baseline run on the same data in the sidebar (NCF, popularity, SASRec, GRU4Rec, Markov).")
+    elif other_reads:
+        try:
+            o = _other_history_scores(str(ncf_path), items.astype(np.int64).tobytes(),
+                                      times.astype(np.int64).tobytes(),
+                                      now if reads_target_time(other.info) else None, hide_seen)
+            st.dataframe(o.table[["rank", "title", "score"]].round(3).rename(columns={"score": "score (logit)"}),
+                         hide_index=True, width="stretch")
+            st.caption(f"{o.note}" + ("" if reads_target_time(other.info) else
+                                      ": the time of the next rating does not change its list")
+                       + f". Scored in {o.millis:.1f} ms. Run: {ncf_path.name}.")
+        except ValueError as exc:
+            st.warning(str(exc))
+    elif user_id is None:
+        top = most_rated(other, exclude=items if hide_seen else (), k=10)
+        st.info(f"{display_name(other.kind)} cannot score a history you built: it only has "
+                "embeddings for users it was trained on. What a recommender without your history falls back to, "
+                "the most-rated movies, is shown instead.")
+        st.dataframe(top, hide_index=True, width="stretch")
+        st.caption(f"Most-rated movies among the {len(other.prepared.interactions):,} ratings of the run's data "
+                   "(all of them, the held-out ones included)"
+                   f"{'; movies in your history hidden' if hide_seen else ''}"
+                   ". Pick an existing user to see NCF's own list.")
+    else:
+        try:
+            o = _other_user_scores(str(ncf_path), int(user_id), hide_seen)
+            col = [c for c in o.table.columns if c in ("score", "predicted rating")][0]
+            st.dataframe(o.table[["rank", "title", col]].round(3), hide_index=True, width="stretch")
+            st.caption(f"{o.note or 'Scores for this user'}; the time of the next rating does not change NCF. "
+                       f"Scored in {o.millis:.1f} ms. Run: {ncf_path.name}.")
+        except (KeyError, ValueError) as exc:
+            st.warning(str(exc))
+
+
+def _why_top_pick(res, now: int, gap_label: str) -> None:
+    top_item = int(res.table["item"].iloc[0])
+    top_idx = int(ss.prepared.item_map.to_index([top_item])[0])
+    n_fed = min(len(items), ss.max_len)
+    with st.spinner("Scoring the history with each movie left out..."):
+        try:
+            why = contributions(ss, items, times, n_fed, [top_idx], now=now)
+        except ValueError as exc:
+            st.warning(str(exc))
+            return
+    if n_fed <= 1:
+        st.caption("With one movie in the history there is nothing to take away.")
+        return
+    rows = pd.DataFrame({"step": why["positions"], "title": why["titles"], "target": "top pick",
+                         "contribution": why["values"][top_idx]})
+    st.altair_chart(charts.contribution_chart(rows, f"Score of the top pick ({res.table['title'].iloc[0]}) "
+                                                    f"{gap_label} after the last movie"), width="stretch")
+    lead = rows.sort_values("contribution", ascending=False).iloc[0]
+    st.caption(f"Contribution = the score (logit) with the whole fed history minus the score with that one movie "
+               f"(and its time) left out. {lead['title']} did most ({lead['contribution']:+.2f}); the score is "
+               f"{why['logit'][top_idx]:.2f}. The same computation as on State trajectories, at the what-if gap.")
+
+
+def _time_sensitivity(sweep) -> None:
     st.subheader("Where SS4Rec stops caring about time")
     a, b = st.columns(2)
     with a:
@@ -231,20 +250,16 @@ def _what_if() -> None:
         curve = _retention(str(ss_path))
         if curve.empty:
             st.info("This run has no S5 layer (Mamba only): nothing in it decays with time.")
-        else:
-            st.altair_chart(charts.retention_curve_chart(curve), width="stretch")
-            st.caption("S5 retention per layer: the share of the state (mean |Ā| over its dimensions) kept across a "
-                       "gap, "
-                       "as this run feeds gaps (raw seconds for the released model; log1p or span-scaled for those "
-                       "variants). Where it reaches 0, longer gaps all look the same to the model.")
-            hour = curve[curve["seconds"] >= 3600].groupby("layer")["retention"].first()
-            if timed and (hour < 0.05).all():
-                st.info(f"This run keeps under 5% of its state over an hour (layers: "
-                        f"{', '.join(f'{r:.3f}' for r in hour)}): gaps of hours, days and years all look alike to it. "
-                        "For a model in which longer gaps still count, pick a **log1p-gaps** run in the sidebar: its "
-                        "S5 "
-                        "keeps most of its state across days and years (What matters compares it with the released "
-                        "one).")
-
+            return
+        st.altair_chart(charts.retention_curve_chart(curve), width="stretch")
+        st.caption("S5 retention per layer: the share of the state (mean |Ā| over its dimensions) kept across a gap, "
+                   "as this run feeds gaps (raw seconds for the released model; log1p or span-scaled for those "
+                   "variants). Where it reaches 0, longer gaps all look the same to the model.")
+        hour = curve[curve["seconds"] >= 3600].groupby("layer")["retention"].first()
+        if timed and (hour < 0.05).all():
+            st.info(f"This run keeps under 5% of its state over an hour (layers: "
+                    f"{', '.join(f'{r:.3f}' for r in hour)}): gaps of hours, days and years all look alike to it. "
+                    "For a model in which longer gaps still count, pick a **log1p-gaps** run in the sidebar: its S5 "
+                    "keeps most of its state across days and years (What matters compares it with the released one).")
 
 _what_if()

@@ -92,6 +92,16 @@ def load_run(path: str | Path, data_dir: str | None = None) -> LoadedRun:
     return LoadedRun(Path(path), info, model, prepared, data.fingerprint == info["dataset"].get("fingerprint"))
 
 
+def most_rated(run: LoadedRun, exclude=(), k: int = 10) -> pd.DataFrame:
+    """The k most-rated movies of a run's data (what a recommender without a history falls back to), without the
+    movie indices in `exclude`: columns rank, title, ratings."""
+    counts = run.prepared.interactions["item_idx"].value_counts()
+    drop = [i for i in exclude if i in counts.index]
+    top = counts.drop(index=drop).head(k)
+    return pd.DataFrame({"rank": range(1, len(top) + 1), "title": run.titles(top.index.tolist()),
+                         "ratings": top.to_numpy()})
+
+
 def user_history(run: LoadedRun, user_id: int) -> pd.DataFrame:
     """A user's chronological history with item indices, titles, genres, ratings and gaps; KeyError if unknown."""
     try:

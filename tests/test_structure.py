@@ -22,6 +22,19 @@ def test_no_python_file_under_recsys_over_500_lines():
     assert not long, long
 
 
+def test_no_function_over_80_lines_in_recsys_or_the_pages():
+    import ast
+
+    long = {}
+    for folder in ("recsys", "app_pages"):
+        for p in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(p.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                        node.end_lineno - node.lineno + 1 > 80:
+                    long[f"{p.relative_to(ROOT)}::{node.name}"] = node.end_lineno - node.lineno + 1
+    assert not long, long
+
+
 def test_exactly_one_model_factory():
     """Models are constructed only through build_model: no other code calls a model class's constructor."""
     names = [cls.__name__ for cls in MODELS.values()]

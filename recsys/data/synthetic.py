@@ -380,31 +380,7 @@ def generate_ml25m_like(scale: float = 1.0, seed: int = 0, progress: bool = Fals
     del keys
     log(f"{n_ratings:,} (user, item) pairs")
 
-    # ratings: latent score -> ML-25M's histogram by quantile thresholds
-    b_user = -0.25 * _zscore(np.log(counts.astype(np.float64))) + math.sqrt(1 - 0.25 ** 2) * rng.normal(size=n_users)
-    b_item = 0.35 * _zscore(np.log(weights[item_rank])) + math.sqrt(1 - 0.35 ** 2) * rng.normal(size=n_items)
-    b_user = (math.sqrt(_VAR_USER) * b_user).astype(np.float32)
-    b_item = (math.sqrt(_VAR_ITEM) * b_item).astype(np.float32)
-    affinity = (math.sqrt(_VAR_GENRE) * rng.normal(size=(n_users, len(GENRES)))).astype(np.float32)
-    inv_sqrt_k = (1 / np.sqrt(np.maximum(n_gen, 1))).astype(np.float32)
-    gid = np.maximum(genre_ids, 0)
-    has = genre_ids >= 0
-    z = np.empty(n_ratings, dtype=np.float32)
-    sd_noise = math.sqrt(_VAR_NOISE)
-    for a in range(0, n_ratings, _CHUNK):
-        uu, ii = u[a:a + _CHUNK], i[a:a + _CHUNK]
-        s = b_user[uu] + b_item[ii]
-        g = np.zeros(len(uu), dtype=np.float32)
-        for j in range(3):
-            g += np.where(has[ii, j], affinity[uu, gid[ii, j]], np.float32(0))
-        s += g * inv_sqrt_k[ii]
-        s += rng.normal(0.0, sd_noise, len(uu)).astype(np.float32)
-        z[a:a + len(uu)] = s
-    sample = z if n_ratings <= 2_000_000 else z[rng.integers(0, n_ratings, 2_000_000)]
-    cdf = np.cumsum(ML25M_RATING_COUNTS)[:-1] / ML25M_RATING_COUNTS.sum()
-    thresholds = np.quantile(sample, cdf).astype(np.float32)
-    rating = RATING_VALUES[np.searchsorted(thresholds, z, side="right")]
-    del z, sample
+    rating = _ratings(rng, counts, weights[item_rank], u, i, genre_ids, n_gen)
     log("ratings")
 
     timestamp = _timestamps(rng, counts, u, i, items["year"], n_items)
@@ -432,6 +408,36 @@ def generate_ml25m_like(scale: float = 1.0, seed: int = 0, progress: bool = Fals
     )
     log("frames")
     return data
+
+
+def _ratings(rng: np.random.Generator, counts: np.ndarray, item_weights: np.ndarray, u: np.ndarray, i: np.ndarray,
+             genre_ids: np.ndarray, n_gen: np.ndarray) -> np.ndarray:
+    """Each pair's rating: a latent score (user and item biases tied to activity and popularity, genre affinity,
+    noise) mapped onto ML-25M's rating histogram by quantile thresholds."""
+    n_users, n_items, n_ratings = len(counts), len(item_weights), len(u)
+    b_user = -0.25 * _zscore(np.log(counts.astype(np.float64))) + math.sqrt(1 - 0.25 ** 2) * rng.normal(size=n_users)
+    b_item = 0.35 * _zscore(np.log(item_weights)) + math.sqrt(1 - 0.35 ** 2) * rng.normal(size=n_items)
+    b_user = (math.sqrt(_VAR_USER) * b_user).astype(np.float32)
+    b_item = (math.sqrt(_VAR_ITEM) * b_item).astype(np.float32)
+    affinity = (math.sqrt(_VAR_GENRE) * rng.normal(size=(n_users, len(GENRES)))).astype(np.float32)
+    inv_sqrt_k = (1 / np.sqrt(np.maximum(n_gen, 1))).astype(np.float32)
+    gid = np.maximum(genre_ids, 0)
+    has = genre_ids >= 0
+    z = np.empty(n_ratings, dtype=np.float32)
+    sd_noise = math.sqrt(_VAR_NOISE)
+    for a in range(0, n_ratings, _CHUNK):
+        uu, ii = u[a:a + _CHUNK], i[a:a + _CHUNK]
+        s = b_user[uu] + b_item[ii]
+        g = np.zeros(len(uu), dtype=np.float32)
+        for j in range(3):
+            g += np.where(has[ii, j], affinity[uu, gid[ii, j]], np.float32(0))
+        s += g * inv_sqrt_k[ii]
+        s += rng.normal(0.0, sd_noise, len(uu)).astype(np.float32)
+        z[a:a + len(uu)] = s
+    sample = z if n_ratings <= 2_000_000 else z[rng.integers(0, n_ratings, 2_000_000)]
+    cdf = np.cumsum(ML25M_RATING_COUNTS)[:-1] / ML25M_RATING_COUNTS.sum()
+    thresholds = np.quantile(sample, cdf).astype(np.float32)
+    return RATING_VALUES[np.searchsorted(thresholds, z, side="right")]
 
 
 def _timestamps(rng: np.random.Generator, counts: np.ndarray, u: np.ndarray, i: np.ndarray, year: pd.Series,

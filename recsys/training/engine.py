@@ -85,6 +85,46 @@ class FitState:
     stopped: bool = False  # early stopping (or a NaN validation value) ended training: a resume trains no more
 
 
+def _train_epoch(train_model, model, task, opt, cfg: TrainConfig, epoch: int, device: str, dist_info: DistInfo,
+                 use_bf16: bool, progress: bool, first_loss: float | None) -> tuple[float, int, float | None]:
+    """One epoch of optimiser steps: (mean train loss, samples seen, the run's first batch loss). A loss that is not
+    finite, or that grew past DIVERGED times the first batch's, stops the run with a FloatingPointError."""
+    train_model.train()
+    total, count, n_samples = 0.0, 0, 0
+    # batches are built as they are used (a list of them was a second copy of the training windows in memory);
+    # the order of every random draw is the same, so runs resume and reproduce exactly as before
+    batches = task.batches(epoch, int(cfg.seed), int(cfg.batch_size), dist_info.rank, dist_info.world)
+    bar = tqdm(batches, total=n_batches(task.n_train(), dist_info.world, int(cfg.batch_size)),
+               desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (progress and dist_info.is_main))
+    for batch in bar:
+        if device.startswith("cuda"):  # pinned host memory lets the copy overlap the previous step's kernels
+            batch = batch.pin_memory().to(device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            loss = task.loss(train_model, batch)
+        batch_loss = loss.item()
+        first_loss = batch_loss if first_loss is None else first_loss
+        if not math.isfinite(batch_loss) or abs(batch_loss) > DIVERGED * max(abs(first_loss), 1.0):
+            what = "became" if not math.isfinite(batch_loss) else "diverged to"
+            raise FloatingPointError(f"epoch {epoch + 1}: the training loss {what} {batch_loss:.4g} (first batch "
+                                     f"{first_loss:.4g}); lower --lr or check the data")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg.grad_clip))
+        opt.step()
+        total += batch_loss
+        count += 1
+        n_samples += len(batch)
+        if count % 20 == 0:
+            bar.set_postfix(loss=f"{total / count:.4f}")
+    train_loss = total / max(count, 1)
+    if dist_info.enabled:
+        t = torch.tensor([train_loss, n_samples], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        train_loss, n_samples = float(t[0]) / dist_info.world, int(t[1])
+    return train_loss, n_samples, first_loss
+
+
 def fit(model, task, cfg: TrainConfig, run: RunDirectory | None, device: str, dist_info: DistInfo | None = None,
         resume: dict | None = None, progress: bool = True, model_meta: dict | None = None,
         initial_best: float | None = None) -> FitState:
@@ -114,40 +154,9 @@ def fit(model, task, cfg: TrainConfig, run: RunDirectory | None, device: str, di
     first_loss = None
     for epoch in range(state.epoch + 1 if not state.stopped else int(cfg.epochs), int(cfg.epochs)):
         seed_everything(seed, epoch)
-        train_model.train()
         t0 = time.perf_counter()
-        total, count, n_samples = 0.0, 0, 0
-        # batches are built as they are used (a list of them was a second copy of the training windows in memory);
-        # the order of every random draw is the same, so runs resume and reproduce exactly as before
-        batches = task.batches(epoch, seed, int(cfg.batch_size), dist_info.rank, dist_info.world)
-        bar = tqdm(batches, total=n_batches(task.n_train(), dist_info.world, int(cfg.batch_size)),
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (progress and dist_info.is_main))
-        for batch in bar:
-            if device.startswith("cuda"):  # pinned host memory lets the copy overlap the previous step's kernels
-                batch = batch.pin_memory().to(device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
-                loss = task.loss(train_model, batch)
-            batch_loss = loss.item()
-            first_loss = batch_loss if first_loss is None else first_loss
-            if not math.isfinite(batch_loss) or abs(batch_loss) > DIVERGED * max(abs(first_loss), 1.0):
-                what = "became" if not math.isfinite(batch_loss) else "diverged to"
-                raise FloatingPointError(f"epoch {epoch + 1}: the training loss {what} {batch_loss:.4g} (first batch "
-                                         f"{first_loss:.4g}); lower --lr or check the data")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg.grad_clip))
-            opt.step()
-            total += batch_loss
-            count += 1
-            n_samples += len(batch)
-            if count % 20 == 0:
-                bar.set_postfix(loss=f"{total / count:.4f}")
-        train_loss = total / max(count, 1)
-        if dist_info.enabled:
-            t = torch.tensor([train_loss, n_samples], dtype=torch.float64, device=device)
-            dist.all_reduce(t)
-            train_loss, n_samples = float(t[0]) / dist_info.world, int(t[1])
+        train_loss, n_samples, first_loss = _train_epoch(train_model, model, task, opt, cfg, epoch, device, dist_info,
+                                                         use_bf16, progress, first_loss)
         seconds = time.perf_counter() - t0
         stop = torch.zeros(1, device=device)
         if dist_info.is_main:
