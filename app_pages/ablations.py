@@ -71,7 +71,7 @@ for si, study in enumerate(studies):
     st.subheader("Where the difference comes from")
     names = [f"{r.name} − {r.reference.name}" for r in study.rows]
     default = next((i for i, r in enumerate(study.rows) if r.config.variant == "no-target-time"), 0)
-    pick = st.selectbox("Variant", range(len(names)), index=default, format_func=lambda i: names[i],
+    pick = st.selectbox("Variant", range(len(names)), index=default, format_func=lambda i, names=names: names[i],
                         key=f"abl_row_{si}")
     by = st.radio("Split the test users by", ["gap", "length"], horizontal=True, key=f"abl_by_{si}",
                   format_func=lambda b: {"gap": "gap from the last rating to the predicted one",

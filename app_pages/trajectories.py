@@ -66,7 +66,7 @@ if b2.button("next ▶", disabled=st.session_state[key] >= n):
     st.session_state[key] += 1
 step = b3.slider("Step", 1, max(n, 2), key=key) if n > 1 else 1
 s = steps[step - 1]
-when = dt.datetime.fromtimestamp(s["timestamp"], dt.timezone.utc)
+when = dt.datetime.fromtimestamp(s["timestamp"], dt.UTC)
 genres = run.item_columns["genres"][s["item_idx"]].replace("|", ", ")
 
 stars = f"{s['rating']:g} ★" if s["rating"] is not None else "no rating"

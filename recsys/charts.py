@@ -7,7 +7,7 @@ rather than raising; field types are spelled out (``:Q``, ``:N``, ...) so nothin
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import altair as alt
 import pandas as pd

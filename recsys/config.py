@@ -79,7 +79,7 @@ class RunConfig:
         return {**dataclasses.asdict(self.train), **dataclasses.asdict(self.params), "model": self.model}
 
     @classmethod
-    def from_dict(cls, flat: dict) -> "RunConfig":
+    def from_dict(cls, flat: dict) -> RunConfig:
         """A run.json's config; keys earlier versions recorded for other models are ignored."""
         from recsys.models import MODELS
 

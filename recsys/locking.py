@@ -28,7 +28,7 @@ class RunLock:
     def __init__(self, path: Path, command: str = ""):
         self.path, self.command, self._fd, self._created = Path(path), command, None, False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 
@@ -62,7 +62,7 @@ class RunLock:
                 break
             os.close(fd)
         holder = {"pid": os.getpid(), "host": platform.node(), "host_id": host_id(),
-                  "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "command": self.command}
+                  "since": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "command": self.command}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         self._fd = fd

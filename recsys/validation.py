@@ -45,9 +45,7 @@ class Limit:
             return x in self.choices
         if self.lo is not None and (x < self.lo or (self.lo_open and x == self.lo)):
             return False
-        if self.hi is not None and (x > self.hi or (self.hi_open and x == self.hi)):
-            return False
-        return True
+        return not (self.hi is not None and (x > self.hi or (self.hi_open and x == self.hi)))
 
 
 def _num(x) -> str:

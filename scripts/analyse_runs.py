@@ -128,7 +128,7 @@ def ablations(args) -> None:
         print()
 
 
-def _pooled_with_context(config, load) -> "object":
+def _pooled_with_context(config, load) -> object:
     """A configuration's held-out rows, errors averaged over its seeds, with its first seed's history length and
     gap before the target where its results record them."""
     from recsys.compare.answer import pooled_rating_rows

@@ -307,7 +307,7 @@ async def load_async(args, url: str, sampler: RssSampler) -> dict:
                         for i, s in enumerate(sessions)]
                 try:
                     await asyncio.wait_for(asyncio.gather(*jobs), timeout=left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     out["stopped"] = f"--max-seconds {args.max_seconds:g} reached during round {r + 1}"
                     break
                 out["round_end_rss"].append(sampler.read() or 0)

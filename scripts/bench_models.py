@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                         "seed": args.seed, "fp32": args.fp32}
                 t = time.perf_counter()
                 res = run_child(spec, args.timeout)
-                log(f"  done in {time.perf_counter() - t:.0f} s: {res.get('error') or '%.3g s/step' % res['step_s']}")
+                done = res.get("error") or f"{res['step_s']:.3g} s/step"
+                log(f"  done in {time.perf_counter() - t:.0f} s: {done}")
                 rows.append({"model": model, "device": device, "length": length, "windows": windows,
                              "windows_how": how, "steps": steps, **res})
 

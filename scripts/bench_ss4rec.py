@@ -498,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"measuring {variant} on {device}, batch {args.batch}, length {length} ...")
                 t = time.perf_counter()
                 res = measure_variant(variant, device, length, args, budget, log)
-                log(f"  done in {time.perf_counter() - t:.0f} s: {res.get('error') or '%.3f s/step' % res['step_s']}")
+                done = res.get("error") or f"{res['step_s']:.3f} s/step"
+                log(f"  done in {time.perf_counter() - t:.0f} s: {done}")
                 rows.append({"variant": variant, "device": device, "length": length, "windows": windows,
                              "windows_how": how, "steps": steps, **res})
 

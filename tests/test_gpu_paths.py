@@ -183,7 +183,7 @@ def test_ss4rec_with_the_cuda_layers_equals_the_reference_layers_in_float64():
     loss, loss_ref = ss4rec_loss(cuda_like, batch), ss4rec_loss(reference, batch)
     assert loss.dtype == F64
     torch.testing.assert_close(loss, loss_ref, rtol=1e-12, atol=0)
-    for (name, p), g, g_ref in zip(cuda_like.named_parameters(), grads_of(loss, list(cuda_like.parameters())),
+    for (name, _p), g, g_ref in zip(cuda_like.named_parameters(), grads_of(loss, list(cuda_like.parameters())),
                                    grads_of(loss_ref, list(reference.parameters()))):
         if g_ref is not None:
             assert_close_to(g, g_ref, 1e-9, name)

@@ -369,7 +369,7 @@ def test_paired_bootstrap_deterministic_and_chunk_invariant() -> None:
 def test_bootstrap_memory_budget() -> None:
     # 162k users: a chunk of indices stays within the element budget instead of 162k x 2000.
     per_chunk = M._boot_chunk_rows(162_000, None)
-    assert 1 <= per_chunk and per_chunk * 162_000 <= M._BOOT_CHUNK_ELEMS
+    assert per_chunk >= 1 and per_chunk * 162_000 <= M._BOOT_CHUNK_ELEMS
     assert M._boot_chunk_rows(10 * M._BOOT_CHUNK_ELEMS, None) == 1
     a, b = _paired_case(n=162_000)
     res = paired_bootstrap(a, b, n_boot=40, seed=0)

@@ -153,7 +153,7 @@ def test_leave_one_out_targets_and_histories():
     assert (ts.lengths == s.lengths - 2).all()
     # every training interaction is strictly no later than the user's validation target
     inter = p.interactions
-    for r, u in enumerate(s.users):
+    for r, _u in enumerate(s.users):
         tr = inter.loc[ts.row_ids[ts.indptr[r]:ts.indptr[r + 1]], "timestamp"]
         assert tr.max() <= inter.loc[loo.holdout_row_ids("valid")[r], "timestamp"]
 

@@ -17,8 +17,9 @@ Everything is plain data, tested without Streamlit; app_pages/ablations.py draws
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -21,8 +21,9 @@ Everything here is plain data (dataclasses, frames) so it is tested without Stre
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

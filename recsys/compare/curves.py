@@ -3,7 +3,7 @@ run still training). Charts of these frames are drawn by recsys.charts.curve_cha
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd

@@ -4,7 +4,8 @@ the metrics table (blank, never 0, where a metric does not apply), as plain stri
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

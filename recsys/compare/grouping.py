@@ -33,8 +33,9 @@ held-out items, and true ratings) before any difference is computed (`align_pair
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from recsys.compare.discovery import FAMILIES, info_of, label_of, objective
 

@@ -7,7 +7,8 @@ its ``statistic="rmse"``, sqrt of the mean squared error on each resample).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -32,23 +32,23 @@ class SequenceBatch:
     def __len__(self) -> int:
         return len(self.users)
 
-    def _map(self, fn) -> "SequenceBatch":
+    def _map(self, fn) -> SequenceBatch:
         return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)
                                 if getattr(self, f.name) is not None})
 
-    def take(self, rows) -> "SequenceBatch":
+    def take(self, rows) -> SequenceBatch:
         """The rows `rows` (index tensor, array or slice) of every field."""
         if isinstance(rows, np.ndarray):
             rows = torch.from_numpy(rows)
         return self._map(lambda t: t[rows])
 
-    def to(self, device, non_blocking: bool = False) -> "SequenceBatch":
+    def to(self, device, non_blocking: bool = False) -> SequenceBatch:
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
-    def pin_memory(self) -> "SequenceBatch":
+    def pin_memory(self) -> SequenceBatch:
         return self._map(lambda t: t.pin_memory())
 
-    def trimmed(self) -> "SequenceBatch":
+    def trimmed(self) -> SequenceBatch:
         """The same batch without the padding columns every row shares."""
         if self.items is None or not len(self):
             return self

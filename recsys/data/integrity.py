@@ -83,7 +83,7 @@ class Expectations:
 
 
 def _epoch(day: str) -> int:
-    return int(_dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=_dt.timezone.utc).timestamp())
+    return int(_dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=_dt.UTC).timestamp())
 
 
 def _span(first_day: str, last_day: str) -> tuple[int, int]:
@@ -130,7 +130,7 @@ def release_expectations(name: str, fmt: str, path: Path) -> Expectations | None
         ratings, days = _readme_facts(path)
         ratings_doc = f"{path / 'README.txt'}"
         if days is None:
-            days = (LOOSE_FIRST_DAY, _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"))
+            days = (LOOSE_FIRST_DAY, _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d"))
             span_doc = "not documented: a sanity span from MovieLens's first ratings to today"
     if name == "ml-100k" and fmt == "ml-100k" and (info := _uinfo_ratings(path)) is not None:
         ratings, ratings_doc = info, f"{path / 'u.info'}"
@@ -203,7 +203,7 @@ def check_timestamp_unit(ts, where) -> None:
     guess = ""
     if unit:
         day = _dt.datetime.fromtimestamp(v / {"milliseconds": 1e3, "microseconds": 1e6, "nanoseconds": 1e9}[unit],
-                                         _dt.timezone.utc).strftime("%Y-%m-%d")
+                                         _dt.UTC).strftime("%Y-%m-%d")
         guess = f"; it looks like {unit} ({day} if so): convert the column to seconds"
     raise DataValidationError(
         f"{where(i)}: timestamp {int(v)} is after 2100-01-01 in seconds since 1970 (MovieLens records seconds)"
@@ -256,7 +256,7 @@ def check_span(ts, expect: Expectations, where) -> None:
         bad = (vals < expect.first) | (vals > expect.last)
     if bad.any():
         i = int(np.argmax(bad))
-        when = _dt.datetime.fromtimestamp(int(vals[i]), _dt.timezone.utc).strftime("%Y-%m-%d")
+        when = _dt.datetime.fromtimestamp(int(vals[i]), _dt.UTC).strftime("%Y-%m-%d")
         raise DataValidationError(
             f"{where(i)}: timestamp {int(vals[i])} ({when}) is outside {expect.release}'s span {expect.span_text}; "
             f"{int(bad.sum()):,} ratings in all: the line is damaged (a cut or edited file) or this folder is not "

@@ -50,7 +50,7 @@ class IdMap:
     raw: np.ndarray  # raw[idx - 1] is the raw id of model index idx; sorted ascending, unique
 
     @classmethod
-    def fit(cls, raw_ids) -> "IdMap":
+    def fit(cls, raw_ids) -> IdMap:
         return cls(np.unique(np.asarray(raw_ids, dtype=np.int64)))
 
     def __len__(self) -> int:
@@ -76,7 +76,7 @@ class IdMap:
     def to_raw(self, idx) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)
         if np.any(idx < 1) or np.any(idx > len(self.raw)):
-            raise KeyError("index 0 is padding and has no raw id; valid indices are 1..%d" % len(self.raw))
+            raise KeyError(f"index 0 is padding and has no raw id; valid indices are 1..{len(self.raw)}")
         return self.raw[idx - 1]
 
     def to_list(self) -> list[int]:

@@ -26,7 +26,7 @@ its ``mean``, ``median`` or ``rmse`` (``sqrt(mean)`` of squared errors: an RMSE 
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -125,9 +125,8 @@ def _check_ranks(ranks: object) -> np.ndarray:
     r = r.reshape(-1)
     if r.size == 0:
         raise ValueError("ranks are empty; ranking metrics over no users are undefined")
-    if not np.issubdtype(r.dtype, np.integer):
-        if not np.all(np.isfinite(r)) or not np.all(r == np.round(r)):
-            raise ValueError("ranks must be whole numbers (1-based), got non-integer or non-finite values")
+    if not np.issubdtype(r.dtype, np.integer) and (not np.all(np.isfinite(r)) or not np.all(r == np.round(r))):
+        raise ValueError("ranks must be whole numbers (1-based), got non-integer or non-finite values")
     r = r.astype(np.int64)
     if r.min() < 1:
         raise ValueError(f"ranks are 1-based, got minimum {r.min()}")

@@ -81,7 +81,7 @@ class LeaveOneOut:
     eval_rows: np.ndarray  # sequence rows that have valid and test targets
 
     @classmethod
-    def from_sequences(cls, seqs: Sequences) -> "LeaveOneOut":
+    def from_sequences(cls, seqs: Sequences) -> LeaveOneOut:
         lengths = seqs.lengths
         eval_rows = np.flatnonzero(lengths >= 3)
         ends = seqs.indptr[1:][eval_rows]

@@ -16,7 +16,7 @@ which re-exports these functions.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ import torch
 __all__ = ["csr_from_lists", "target_ranks", "rank_all"]
 
 Csr = tuple[np.ndarray, np.ndarray]
-Exclude = Union[Csr, torch.Tensor, Sequence[Sequence[int]], None]
+Exclude = Csr | torch.Tensor | Sequence[Sequence[int]] | None
 PADDING_ITEM = 0
 
 

@@ -33,7 +33,7 @@ class Recommender(nn.Module):
     trainable: ClassVar[bool] = True       # False: fitted in closed form by fit() (a floor)
 
     @classmethod
-    def from_config(cls, config, n_users: int, n_items: int) -> "Recommender":
+    def from_config(cls, config, n_users: int, n_items: int) -> Recommender:
         """A fresh model for a RunConfig; n_users / n_items count index 0 (padding)."""
         raise NotImplementedError
 

@@ -73,7 +73,7 @@ class GlobalMean(_RatingFloor):
         self.register_buffer("mean", torch.tensor(float(mean)))
 
     @classmethod
-    def from_config(cls, config, n_users: int, n_items: int) -> "GlobalMean":
+    def from_config(cls, config, n_users: int, n_items: int) -> GlobalMean:
         return cls(n_items)
 
     def fit(self, task, device: str) -> dict:
@@ -111,7 +111,7 @@ class BiasBaseline(_RatingFloor):
         self.register_buffer("item_bias", torch.zeros(n_items))
 
     @classmethod
-    def from_config(cls, config, n_users: int, n_items: int) -> "BiasBaseline":
+    def from_config(cls, config, n_users: int, n_items: int) -> BiasBaseline:
         return cls(n_users, n_items, config.params.bias_reg_grid, int(config.params.iters))
 
     def fit_reg(self, users, items, ratings, reg_user: float, reg_item: float) -> None:
@@ -158,7 +158,7 @@ class RecentResidual(BiasBaseline):
         self.register_buffer("shrink", torch.tensor(0.0))
 
     @classmethod
-    def from_config(cls, config, n_users: int, n_items: int) -> "RecentResidual":
+    def from_config(cls, config, n_users: int, n_items: int) -> RecentResidual:
         p = config.params
         return cls(n_users, n_items, p.bias_reg_grid, int(p.iters), p.k_grid, p.shrink_grid)
 
@@ -204,7 +204,7 @@ class MostPopular(Recommender):
         self.register_buffer("counts", torch.zeros(n_items))
 
     @classmethod
-    def from_config(cls, config, n_users: int, n_items: int) -> "MostPopular":
+    def from_config(cls, config, n_users: int, n_items: int) -> MostPopular:
         return cls(n_items)
 
     def fit(self, task, device: str) -> dict:

@@ -62,7 +62,7 @@ class GRU4Rec(Recommender):
         self._recbole_init()
 
     @classmethod
-    def from_config(cls, config, n_users: int, n_items: int) -> "GRU4Rec":
+    def from_config(cls, config, n_users: int, n_items: int) -> GRU4Rec:
         return cls(n_items, config.params)
 
     def _recbole_init(self):

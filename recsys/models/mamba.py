@@ -42,7 +42,6 @@ mamba_ssm's in-place ``step``. ``forward(x, return_state=True)`` also returns th
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -83,7 +82,7 @@ def _upcast(t: torch.Tensor) -> torch.Tensor:
 _MAMBA_SSM_CACHE: dict = {}
 
 
-def _load_mamba_ssm() -> Optional[dict]:
+def _load_mamba_ssm() -> dict | None:
     """mamba_ssm's fused functions, imported once: {"selective_scan_fn", "mamba_inner_fn", "causal_conv1d_fn"} (the
     last two None without causal_conv1d), or None when mamba_ssm does not import (no CUDA build, no package, ...)."""
     if "ops" in _MAMBA_SSM_CACHE:
@@ -116,7 +115,7 @@ def fast_path_available() -> bool:
 
 
 def choose_path(device, dtype: torch.dtype, *, use_fast_path="auto", return_state: bool = False, empty: bool = False,
-                kernels: Optional[dict] = None, native_ok: bool = False, d_conv: int = 4, d_state: int = 16) -> str:
+                kernels: dict | None = None, native_ok: bool = False, d_conv: int = 4, d_state: int = 16) -> str:
     """The code a Mamba forward runs, one of ``PATHS``, decided from facts alone.
 
     ``kernels``: what mamba_ssm offers here (``_load_mamba_ssm()``; None: it does not import); ``native_ok``: the C
@@ -142,7 +141,7 @@ class Mamba(nn.Module):
     def __init__(self, d_model: int = 64, d_state: int = 32, d_conv: int = 4, expand: int = 2, dt_rank="auto",
                  dt_min: float = 0.001, dt_max: float = 0.1, dt_init: str = "random", dt_scale: float = 1.0,
                  dt_init_floor: float = 1e-4, conv_bias: bool = True, bias: bool = False, use_fast_path="auto",
-                 layer_idx: Optional[int] = None, device=None, dtype=None):
+                 layer_idx: int | None = None, device=None, dtype=None):
         super().__init__()
         if use_fast_path not in ("auto", True, False):
             raise ValueError(f"use_fast_path must be 'auto', True or False, got {use_fast_path!r}")
@@ -155,7 +154,7 @@ class Mamba(nn.Module):
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
         self.use_fast_path = use_fast_path
         self.layer_idx = layer_idx
-        self.last_path: Optional[str] = None
+        self.last_path: str | None = None
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
         self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv, groups=self.d_inner,
@@ -225,7 +224,7 @@ class Mamba(nn.Module):
         return F.linear(dt, self.dt_proj.weight), B, C                      # dt_proj bias goes to the scan
 
     # -- forward ------------------------------------------------------------------------------------------------
-    def forward(self, hidden_states: torch.Tensor, return_state: bool = False, *, path: Optional[str] = None):
+    def forward(self, hidden_states: torch.Tensor, return_state: bool = False, *, path: str | None = None):
         """[B, L, d_model] -> [B, L, d_model]; with ``return_state`` also (conv_state, ssm_state) after position L-1.
 
         ``path`` forces one of ``PATHS`` (RuntimeError where it cannot run); None lets ``path_for`` choose.
@@ -306,7 +305,7 @@ class Mamba(nn.Module):
         return (out, (self._conv_state_from(x), h)) if return_state else out
 
     # -- single-token inference -------------------------------------------------------------------------------
-    def allocate_state(self, batch: int, device=None, dtype=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def allocate_state(self, batch: int, device=None, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Zero (conv_state [batch, d_inner, d_conv], ssm_state [batch, d_inner, d_state]) for ``step``."""
         device = device if device is not None else self.in_proj.weight.device
         dtype = dtype if dtype is not None else self.in_proj.weight.dtype

@@ -20,7 +20,6 @@ Timings: ``python -m recsys.models.mamba --bench`` (figures in docs/benchmarks.m
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -207,8 +206,8 @@ class _BlockedScan(torch.autograd.Function):
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, chunk_size: Optional[int] = None, block_size: Optional[int] = None,
-                   native: Optional[bool] = None):
+                   return_last_state=False, chunk_size: int | None = None, block_size: int | None = None,
+                   native: bool | None = None):
     """Fast, memory-conscious selective scan (same maths and layout as ``selective_scan_reference``).
 
     ``native``: None (default) uses the fused C kernel of ``recsys.models.native`` when every tensor is float32 on

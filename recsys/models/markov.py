@@ -78,7 +78,7 @@ class MarkovChain(Recommender):
         self.register_buffer("popularity", torch.zeros(self.n_items))
 
     @classmethod
-    def from_config(cls, config, n_users: int, n_items: int) -> "MarkovChain":
+    def from_config(cls, config, n_users: int, n_items: int) -> MarkovChain:
         return cls(n_items, float(config.params.backoff))
 
     def fit(self, task, device: str) -> dict:

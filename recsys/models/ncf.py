@@ -65,7 +65,7 @@ class NeuMF(Recommender):
         self.reset_parameters()
 
     @classmethod
-    def from_config(cls, config, n_users: int, n_items: int) -> "NeuMF":
+    def from_config(cls, config, n_users: int, n_items: int) -> NeuMF:
         p = config.params
         return cls(n_users, n_items, int(p.gmf_dim), tuple(p.mlp_dims), float(p.dropout),
                    rating_head=config.train.objective == "rating", loss=p.loss)

@@ -59,7 +59,6 @@ the projections may run in low precision; everything complex stays complex64/com
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -69,14 +68,14 @@ from recsys.models import native as _native
 
 __all__ = ["TimeAwareS5", "choose_scan", "hippo_legs_diagonal", "sequential_scan", "parallel_scan"]
 
-StepScale = Union[float, Tensor, None]
+StepScale = float | Tensor | None
 _SCANS = ("auto", "sequential", "parallel", "native")
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Initialisation (our own implementation of the S5 / s5-pytorch recipe)
 # --------------------------------------------------------------------------------------------------------------------
-def hippo_legs_diagonal(n: int) -> Tuple[np.ndarray, np.ndarray]:
+def hippo_legs_diagonal(n: int) -> tuple[np.ndarray, np.ndarray]:
     """Eigen-decomposition of the normal part of HiPPO-LegS, as S5 initialises Lambda.
 
     HiPPO-LegS A (A[n, k] = -sqrt(2n+1) sqrt(2k+1) for n > k, -(n+1) on the diagonal) plus the rank-one term
@@ -94,7 +93,7 @@ def hippo_legs_diagonal(n: int) -> Tuple[np.ndarray, np.ndarray]:
     return lam, v
 
 
-def _truncated_lecun_normal(shape: Tuple[int, ...], fan_in: int, scale: float = 1.0) -> Tensor:
+def _truncated_lecun_normal(shape: tuple[int, ...], fan_in: int, scale: float = 1.0) -> Tensor:
     """Standard normal truncated to +-2, times sqrt(scale / fan_in) * 0.8796..., as s5-pytorch's lecun_normal does.
 
     (JAX divides by 0.8796 to restore unit variance; s5-pytorch 0.2.1 multiplies, giving std ~0.77 sqrt(1/fan_in).
@@ -138,7 +137,7 @@ class _S5Params(nn.Module):
 # --------------------------------------------------------------------------------------------------------------------
 # Scans: x_k = a_k * x_{k-1} + b_k along dim 1 of [B, L, P] complex tensors
 # --------------------------------------------------------------------------------------------------------------------
-def sequential_scan(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor:
+def sequential_scan(a: Tensor, b: Tensor, x0: Tensor | None = None) -> Tensor:
     """Reference scan: a Python loop over ``unbind(1)`` slices (no per-step indexing, so backward is linear in L)."""
     x = x0
     out = []
@@ -148,7 +147,7 @@ def sequential_scan(a: Tensor, b: Tensor, x0: Optional[Tensor] = None) -> Tensor
     return torch.stack(out, dim=1)
 
 
-def _doubling_scan(a: Tensor, b: Tensor, dim: int) -> Tuple[Tensor, Tensor]:
+def _doubling_scan(a: Tensor, b: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     """Inclusive Hillis-Steele scan of the pairs (a, b) under (a1, b1) . (a2, b2) = (a2 a1, a2 b1 + b2) along dim.
 
     Returns (cumulative product of a, scanned b).  log2(n) levels, each a full out-of-place combine.
@@ -164,7 +163,7 @@ def _doubling_scan(a: Tensor, b: Tensor, dim: int) -> Tuple[Tensor, Tensor]:
     return a, b
 
 
-def parallel_scan(a: Tensor, b: Tensor, x0: Optional[Tensor] = None, chunk_size: int = 8) -> Tensor:
+def parallel_scan(a: Tensor, b: Tensor, x0: Tensor | None = None, chunk_size: int = 8) -> Tensor:
     """Chunked parallel scan: doubling scan inside chunks, doubling scan over chunk totals, one fix-up multiply.
 
     Stable for any |a| in [0, 1]: only products of a's are formed (an underflow to 0 is the correct answer), there is
@@ -220,9 +219,9 @@ class TimeAwareS5(nn.Module):
     Shapes: u [B, L, H] real, dt [B, L] (or [B], or a float), state [B, P] complex.
     """
 
-    def __init__(self, width: int = 64, state_width: Optional[int] = 32, dt_min: float = 1e-3, dt_max: float = 0.1,
-                 *, scan: str = "auto", chunk_size: int = 8, block_count: int = 1, bcInit: Optional[str] = None,
-                 factor_rank: Optional[int] = None, liquid: bool = False, degree: int = 1, bidir: bool = False,
+    def __init__(self, width: int = 64, state_width: int | None = 32, dt_min: float = 1e-3, dt_max: float = 0.1,
+                 *, scan: str = "auto", chunk_size: int = 8, block_count: int = 1, bcInit: str | None = None,
+                 factor_rank: int | None = None, liquid: bool = False, degree: int = 1, bidir: bool = False,
                  discretization: str = "zoh", check_dt: bool = True):
         super().__init__()
         state_width = state_width or width
@@ -265,7 +264,7 @@ class TimeAwareS5(nn.Module):
     def initial_state(self, batch_size: int) -> Tensor:
         return torch.zeros(batch_size, self.state_width, dtype=self.complex_dtype, device=self.seq.D.device)
 
-    def _gaps(self, dt: StepScale, shape: Tuple[int, ...], device) -> Tensor:
+    def _gaps(self, dt: StepScale, shape: tuple[int, ...], device) -> Tensor:
         """Broadcast s5-pytorch style step scales (float, [B], or full shape) to ``shape`` in the real dtype."""
         if dt is None:
             dt = 1.0
@@ -283,7 +282,7 @@ class TimeAwareS5(nn.Module):
             raise ValueError("dt must be finite and >= 0 (use a huge finite gap, not inf, to reset the state)")
         return dt
 
-    def _discretize(self, dt: Tensor) -> Tuple[Tensor, Tensor]:
+    def _discretize(self, dt: Tensor) -> tuple[Tensor, Tensor]:
         """Abar and the ZOH input factor (Abar - 1) / Lambda, both complex [*dt.shape, P]."""
         lam = self.seq.Lambda.to(self.complex_dtype)
         step = dt.unsqueeze(-1) * torch.exp(self.seq.log_step)
@@ -306,7 +305,7 @@ class TimeAwareS5(nn.Module):
         xr = torch.view_as_real(x).reshape(*x.shape[:-1], 2 * self.state_width)
         return xr @ w + self.seq.D.to(self.real_dtype) * u
 
-    def _resolve_scan(self, scan: Optional[str], device: torch.device) -> str:
+    def _resolve_scan(self, scan: str | None, device: torch.device) -> str:
         """The scan a forward on ``device`` runs: ``scan`` (default: the ``scan`` attribute), "auto" resolved."""
         scan = scan or self.scan
         if scan not in _SCANS:
@@ -317,8 +316,8 @@ class TimeAwareS5(nn.Module):
         return scan
 
     # ----- API ---------------------------------------------------------------------------------------------------
-    def forward(self, u: Tensor, dt: StepScale = None, state: Optional[Tensor] = None, return_state: bool = False,
-                *, step_scale: StepScale = None, scan: Optional[str] = None, readout_dt: StepScale = None):
+    def forward(self, u: Tensor, dt: StepScale = None, state: Tensor | None = None, return_state: bool = False,
+                *, step_scale: StepScale = None, scan: str | None = None, readout_dt: StepScale = None):
         """y [B, L, H]; with ``return_state`` also the states x [B, L, P] (complex).
 
         ``dt`` (alias ``step_scale``, as SS4Rec passes it) is the gap after each step, [B, L]; None means 1.0.
@@ -363,7 +362,7 @@ class TimeAwareS5(nn.Module):
             y = self._project_out(abar_r * prev + coef_r * bu, u)
         return (y, xs) if return_state else y
 
-    def step(self, u_k: Tensor, dt_k: StepScale, x_prev: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def step(self, u_k: Tensor, dt_k: StepScale, x_prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One recurrence step for incremental inference: u_k [B, H], dt_k [B] (or float) -> (y_k [B, H], x_k [B, P]).
 
         ``dt_k`` is the gap after this item (for live scoring: time of the prediction minus time of this item).
@@ -380,7 +379,7 @@ class TimeAwareS5(nn.Module):
         return self._project_out(x, u_k), x
 
     @torch.no_grad()
-    def retention(self, dt: Union[float, Tensor]) -> Tensor:
+    def retention(self, dt: float | Tensor) -> Tensor:
         """|Abar| averaged over the P state dimensions: the share of the previous state that survives a gap dt.
 
         Any shape of dt (seconds); returns a real tensor of the same shape (1 for dt = 0, ~0 for gaps of days).

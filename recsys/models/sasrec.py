@@ -172,7 +172,7 @@ class SASRec(Recommender):
             self.rating_side.reset_parameters()
 
     @classmethod
-    def from_config(cls, config, n_users: int, n_items: int) -> "SASRec":
+    def from_config(cls, config, n_users: int, n_items: int) -> SASRec:
         return cls(n_items, config.params, max_len=int(config.train.max_len))
 
     def _recbole_init(self, std: float):
@@ -204,7 +204,7 @@ class SASRec(Recommender):
         """Hidden states [B, L, d] of every position of left-aligned, 0-padded histories items [B, L] (with
         `target_gap_embedding`, `batch` supplies the times)."""
         L = items.shape[1]
-        if L > self.max_len:
+        if self.max_len < L:
             raise ValueError(f"histories of {L} positions, but SASRec was built with max_len={self.max_len}")
         positions = torch.arange(L, device=items.device)
         h = self.item_embedding(items) + self.position_embedding(positions)[None]

@@ -229,7 +229,7 @@ class SS4Rec(Recommender):
             self.rating_side.reset_parameters()
 
     @classmethod
-    def from_config(cls, config, n_users: int, n_items: int) -> "SS4Rec":
+    def from_config(cls, config, n_users: int, n_items: int) -> SS4Rec:
         return cls(n_items, config.params)
 
     @property

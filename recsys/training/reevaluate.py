@@ -84,14 +84,14 @@ class _StateBatch:
     def __len__(self) -> int:
         return len(self.targets)
 
-    def take(self, rows) -> "_StateBatch":
+    def take(self, rows) -> _StateBatch:
         return _StateBatch(self.states[rows], self.targets[rows], self.ratings[rows])
 
-    def to(self, device, non_blocking: bool = False) -> "_StateBatch":
+    def to(self, device, non_blocking: bool = False) -> _StateBatch:
         return _StateBatch(*(t.to(device, non_blocking=non_blocking) for t in (self.states, self.targets,
                                                                                self.ratings)))
 
-    def pin_memory(self) -> "_StateBatch":
+    def pin_memory(self) -> _StateBatch:
         return _StateBatch(self.states.pin_memory(), self.targets.pin_memory(), self.ratings.pin_memory())
 
 

@@ -125,7 +125,7 @@ def run_training(cfg: RunConfig, out: str | Path, command: list[str], resume: bo
     task, protocol = build_task(cfg, prepared, model)
     info = {
         "run_id": Path(out).name, "model": cfg.model, "objective": t.objective, "status": "running",
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": command_text(command),
         "dataset": {"name": data.name, "source": data.source, "fingerprint": data.fingerprint,
                     "filters": prepared.filters, "n_users": prepared.n_users, "n_items": prepared.n_items,

@@ -7,7 +7,7 @@ SS4Rec all train and evaluate through the same code.
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd

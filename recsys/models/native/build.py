@@ -17,7 +17,6 @@ import tempfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -76,7 +75,7 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
-def _compiler() -> Optional[str]:
+def _compiler() -> str | None:
     return shutil.which(os.environ.get("CC", "cc"))
 
 
@@ -108,7 +107,7 @@ def _compile(cc: str) -> Path:
     return target
 
 
-def load() -> Optional[ctypes.CDLL]:
+def load() -> ctypes.CDLL | None:
     """The compiled library, building it on first use; None (with the reason in status()) when unavailable."""
     with _lock:
         if "lib" in _state:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
 
 import torch
 
@@ -36,7 +35,7 @@ def _split(batch: int) -> list:
     return [(b, min(batch, b + step)) for b in range(0, batch, step)]
 
 
-def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
+def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
@@ -57,7 +56,7 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _opt(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+def _opt(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.detach().contiguous()
 
 
@@ -81,7 +80,7 @@ def _scan_inputs(u, dt, A, B, C, D, z, bias, softplus, W=None) -> ScanInputs:
                        _ptr(bias), int(bool(softplus)))
 
 
-def _grad_slot(t: Optional[torch.Tensor]) -> tuple:
+def _grad_slot(t: torch.Tensor | None) -> tuple:
     """(pointer, row stride) of a [B, L, C] gradient output (unit stride in C, rows evenly spaced)."""
     return (None, 0) if t is None else (t.data_ptr(), t.stride(1))
 
@@ -221,7 +220,8 @@ class NativeMamba(torch.autograd.Function):
             y = xz.new_empty(xc.shape)
             args = _scan_inputs(xc, xdbl[..., :rank], A, xdbl[..., rank:rank + d_state], xdbl[..., rank + d_state:],
                                 D, xz[..., d_inner:], dt_proj_b, True, W=dt_proj_w)
-            _run(parts, lambda b0, b1, i: lib.ss_forward(ctypes.byref(args), b0, b1, y.data_ptr(), None))
+            _run(parts, lambda b0, b1, i, args=args, y=y: lib.ss_forward(ctypes.byref(args), b0, b1, y.data_ptr(),
+                                                                         None))
             del xz, xc, xdbl
             out[r0:r1] = _linear(y, w_out, b_out)
         ctx.save_for_backward(hidden, w_in, b_in, conv_w2, conv_b, x_proj_w, dt_proj_w, dt_proj_b, A, D, w_out,
@@ -266,7 +266,7 @@ class NativeMamba(torch.autograd.Function):
             gxc.view(-1, d_inner).addmm_(gxdbl2, x_proj_w)
             del gxdbl, gxdbl2, xc
             gx = gxz[..., :d_inner]
-            _run(parts, lambda b0, b1, i, args=conv_args, g_in=gxc: lib.conv_backward(
+            _run(parts, lambda b0, b1, i, args=conv_args, g_in=gxc, gx=gx: lib.conv_backward(
                 ctypes.byref(args), b0, b1, g_in.data_ptr(), d_inner, gx.data_ptr(), 2 * d_inner,
                 g_conv_w[i].data_ptr(), g_conv_b[i].data_ptr() if g_conv_b is not None else None))
             del gxc, xz, conv_args
