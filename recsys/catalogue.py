@@ -34,6 +34,7 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 REGISTRY: dict[str, str] = {
     "ss4rec": "ss4rec",
     "sasrec": "sasrec",
+    "tisasrec": "tisasrec",
     "gru4rec": "gru4rec",
     "ncf": "ncf",
     "markov": "markov",
