@@ -37,6 +37,7 @@ REGISTRY: dict[str, str] = {
     "tisasrec": "tisasrec",
     "mamba4rec": "mamba4rec",
     "gru4rec": "gru4rec",
+    "narm": "narm",
     "ncf": "ncf",
     "markov": "markov",
     "popular": "baselines",
