@@ -35,6 +35,7 @@ REGISTRY: dict[str, str] = {
     "ss4rec": "ss4rec",
     "sasrec": "sasrec",
     "tisasrec": "tisasrec",
+    "bert4rec": "bert4rec",
     "mamba4rec": "mamba4rec",
     "gru4rec": "gru4rec",
     "narm": "narm",
