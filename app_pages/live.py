@@ -9,7 +9,7 @@ import streamlit as st
 from recsys import charts
 from recsys.app import state
 from recsys.app.runs import loaded_run_or_error
-from recsys.catalogue import card, display_name
+from recsys.catalogue import beside_ss4rec, card, display_name
 from recsys.compare.variants import changes, reads_target_time
 from recsys.inference import (
     contributions,
@@ -182,7 +182,8 @@ def _other_list(now: int, hide_seen: bool) -> None:
     other_reads = other is not None and card(other.kind) is not None and card(other.kind).live
     st.subheader("NCF" if other is None else display_name(other.kind))
     if other is None:
-        st.info("Pick a baseline run on the same data in the sidebar (NCF, popularity, SASRec, GRU4Rec, Markov).")
+        st.info("Pick a baseline run on the same data in the sidebar ("
+                + ", ".join(display_name(k) for k in beside_ss4rec()) + ").")
     elif other_reads:
         try:
             o = _other_history_scores(str(ncf_path), items.astype(np.int64).tobytes(),
