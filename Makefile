@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-# the fast tier while working (about two minutes): everything but the tests marked slow (tests/conftest.py)
+# the fast tier while working (a few minutes; about one minute of CPU): everything but the tests marked slow (tests/conftest.py)
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow"

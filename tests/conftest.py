@@ -108,7 +108,7 @@ def _one_cpu_thread():
     os.environ["OMP_NUM_THREADS"] = "1"  # inherited by the subprocesses tests start
 
 
-# The slow tier (`make test` runs everything; `make test-fast` runs the rest in about two minutes): files that train
+# The slow tier (`make test` runs everything; `make test-fast` runs the rest, about one minute of CPU): files that train
 # real runs, render every page, drive a browser, launch servers or re-evaluate the shipped runs.
 SLOW_FILES = {"test_browser.py", "test_bench_app.py", "test_bench_scripts.py", "test_shipped_runs.py",
               "test_runpod.py", "test_campaign.py", "test_gpu_paths.py", "test_training.py", "test_app.py",
