@@ -13,7 +13,7 @@ from recsys.compare import ablations as AB
 from recsys.compare import answer as A
 from recsys.compare.variants import changes, is_ablation, reads_target_time
 from tests.conftest import ROOT
-from tests.test_answer import TARGETS, USERS, pattern, ranking_run
+from tests.helpers import TARGETS, USERS, pattern, ranking_run
 
 GAPS = np.array([0] * 16 + [30] * 8 + [3600] * 8 + [5 * 86400] * 8)  # 40 users: 16 same second, 8, 8, 8
 LENGTHS = np.array([10] * 20 + [150] * 20)

@@ -13,7 +13,7 @@ from recsys.data.prepare import Sequences
 from recsys.models.s5 import TimeAwareS5
 from recsys.models.sasrec import SASRec, gap_buckets
 from recsys.models.ss4rec import SS4Rec, median_nonzero_gap
-from tests.test_ss4rec import case
+from tests.helpers import case
 
 TS = torch.tensor([[0, 5, 5, 300, 360, 960]]) + 10**9
 ITEMS = torch.tensor([[3, 7, 1, 12, 5, 9]])

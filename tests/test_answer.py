@@ -14,32 +14,13 @@ from recsys import charts
 from recsys.compare import answer as A
 from recsys.evaluation.metrics import paired_bootstrap
 from tests.conftest import ROOT
-from tests.test_compare import info_for, rating_results
-
-USERS = tuple(range(1, 41))
-TARGETS = tuple(100 + u for u in USERS)
-
-
-def ranking_run(model, seed=0, valid=0.05, test=0.05, variant=None, **proto):
-    info = info_for(model, metrics={"hr@10": 2 * test, "ndcg@10": test, "mrr@10": test / 2, "n": len(USERS)},
-                    run_id=f"{model}-{variant or 'default'}-{'m' if proto.get('mask_seen') else 'u'}-seed{seed}",
-                    **proto)
-    info["metrics"]["valid"] = {"hr@10": 2 * valid, "ndcg@10": valid, "mrr@10": valid / 2, "n": len(USERS)}
-    info["config"].update({"seed": seed, "max_len": 50})
-    if variant:
-        info["config"]["variant"] = variant
-    return info
+from tests.helpers import TARGETS, USERS, info_for, pattern, ranking_run, rating_results
 
 
 def per_user(values):
     v = np.asarray(values, float)
     return pd.DataFrame({"user_id": list(USERS), "target": list(TARGETS), "ndcg@10": v, "hr@10": (v > 0) * 1.0,
                          "mrr@10": v / 2})
-
-
-def pattern(level, swing=0.0, seed=0):
-    rng = np.random.default_rng(seed)
-    return np.clip(level + swing * rng.standard_normal(len(USERS)), 0, 1)
 
 
 def build(specs):

@@ -8,84 +8,21 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from streamlit.testing.v1 import AppTest
 
 from recsys import charts
 from recsys import compare as C
 from recsys.app import state
 from recsys.evaluation.metrics import paired_bootstrap
-from recsys.runs import WEIGHTS, RunDirectory, RunError, recomputed_test_metrics, save_weights
+from recsys.runs import RunDirectory, RunError
 from tests.conftest import ROOT
-
-FP = "a" * 64
-FILTERS = {"user_k": 5, "item_k": 5, "timestamped_users_only": False, "ratings_before_filter": 100,
-           "ratings_after_filter": 90}
-RANKING_PROTO = {"user_k": 5, "item_k": 5, "max_len": 50, "mask_seen": False, "timestamped_users_only": False,
-                 "ks": [5, 10, 20], "name": "ranking", "split": "leave_one_out_by_time",
-                 "candidates": "all items (full ranking)",
-                 "ties": "pessimistic: rank = 1 + #other items scoring >= the target",
-                 "history_order": "timestamp, then source-file order"}
-RATING_PROTO = {"split": "chronological", "user_k": 5, "item_k": 5, "test_frac": 0.1, "valid_frac": 0.1, "k": 5,
-                "fold": 1, "seed": 0, "timestamped_users_only": False, "name": "rating"}
-
-
-def info_for(model="ncf", objective="ranking", *, name="ml-100k", fingerprint=FP, filters=None, status="complete",
-             metrics=None, rating_head=False, data_dir=None, run_id=None, best_epoch=3, **proto) -> dict:
-    """A run.json as scripts/train.py writes it; **proto overrides protocol fields."""
-    base = dict(RANKING_PROTO if objective == "ranking" else RATING_PROTO)
-    base.update(proto)
-    if rating_head:
-        base["rating"] = "rmse/mae on the same held-out interactions"
-    if metrics is None:
-        metrics = ({"hr@10": 0.1, "ndcg@10": 0.05, "mrr@10": 0.03, "n": 4} if objective == "ranking"
-                   else {"rmse": 1.0, "mae": 0.8, "n": 4})
-        if rating_head:
-            metrics.update(rmse=0.95, mae=0.75)
-    info = {"run_id": run_id or f"{model}-{objective}", "model": model, "objective": objective, "status": status,
-            "dataset": {"name": name, "source": "/x/recbole/dataset_example/ml-100k", "fingerprint": fingerprint,
-                        "filters": dict(filters or FILTERS), "n_users": 4, "n_items": 10, "notes": []},
-            "protocol": base, "config": {"dataset": name, "data_dir": data_dir, "model": model},
-            "best_epoch": best_epoch if model not in C.FLOOR_MODELS else 0}
-    if status == "complete":
-        info["metrics"] = {"valid": dict(metrics), "test": dict(metrics)}
-    return info
-
-
-def ranking_results(users=(1, 2, 3, 4), targets=(10, 20, 30, 40), ndcg=(0.5, 0.0, 1.0, 0.25),
-                    hist=(4, 25, 120, 300), gaps=(0, 90, 7200, 40 * 86400)) -> pd.DataFrame:
-    ndcg = np.asarray(ndcg, float)
-    return pd.DataFrame({"user_id": list(users), "user": list(users), "target": list(targets),
-                         "history_length": list(hist), "gap_before_target": list(gaps),
-                         "rank": np.where(ndcg > 0, 1, 99), "hr@10": (ndcg > 0).astype(float), "ndcg@10": ndcg,
-                         "mrr@10": ndcg})
-
-
-def rating_results(users=(1, 2, 3, 4), items=(10, 20, 30, 40), ratings=(4.0, 3.0, 5.0, 1.0),
-                   preds=(3.0, 3.0, 4.0, 3.0)) -> pd.DataFrame:
-    p, t = np.asarray(preds, float), np.asarray(ratings, float)
-    return pd.DataFrame({"user_id": list(users), "user": list(users), "item": list(items), "pred": p, "target": t,
-                         "sq_error": (p - t) ** 2, "abs_error": np.abs(p - t)})
-
-
-def write_run(root, folder, info, history=None, results=None):
-    """A run folder as training writes it: a complete run gets weights of its model, id maps, per-user results,
-    test metrics that are what those results give, and the sha256 of each artefact (what the scan checks)."""
-    run = RunDirectory(root / folder)
-    run.path.mkdir(parents=True, exist_ok=True)
-    for row in history or []:
-        run.append_history(row)
-    if results is not None:
-        run.save_test_results(results)
-        if info.get("status") == "complete":
-            save_weights(run.path / WEIGHTS, {"w": torch.zeros(1)}, {"model": info["model"]})
-            run.save_id_maps(np.asarray(results["user_id"]), np.arange(1, 11))
-            test = recomputed_test_metrics(results, [k for k in info["metrics"]["test"] if k != "n"])
-            info = {**info, "metrics": {**info["metrics"], "test": test}}
-        info = {**info, "artefacts": run.artefact_hashes()}
-    run.write_info(info)
-    return run
-
+from tests.helpers import (
+    FILTERS,
+    compare_page,
+    info_for,
+    ranking_results,
+    rating_results,
+    write_run,
+)
 
 # ---------------------------------------------------------------------------------------------- comparability
 
@@ -386,11 +323,6 @@ def test_run_folder_helpers_for_the_pages(tmp_path):
 # ---------------------------------------------------------------------------------------------- the page
 
 
-def compare_page():
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
-    at.run()  # a first run registers streamlit_app.py's pages and draws its sidebar (where the runs folder is typed)
-    at.switch_page("app_pages/compare.py")
-    return at.run()
 
 
 def test_page_renders_on_shipped_checkpoints():

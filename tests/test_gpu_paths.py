@@ -28,7 +28,7 @@ from recsys.models import native
 from recsys.models.mamba import PATHS, Mamba, choose_path, selective_scan_reference
 from recsys.models.s5 import TimeAwareS5, choose_scan
 from recsys.models.ss4rec import SS4Rec, chunked_softmax_cross_entropy
-from tests.test_native import _batch, ss4rec_loss
+from tests.helpers import _batch, ss4rec_loss
 
 F32, F64, BF16 = torch.float32, torch.float64, torch.bfloat16
 U_BF16 = 2.0 ** -8          # unit roundoff of bfloat16 (8 significant bits, round to nearest)

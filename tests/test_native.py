@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recsys.data.batch import SequenceBatch
 from recsys.models import native
 from recsys.models.mamba import Mamba, selective_scan, selective_scan_reference
 from recsys.models.s5 import TimeAwareS5
 from recsys.models.ss4rec import SS4Rec
+from tests.helpers import _batch, ss4rec_loss
 
 F32, F64 = torch.float32, torch.float64
 
@@ -275,24 +275,6 @@ def test_native_s5_large_angles_and_huge_gaps():
 # ------------------------------------------------------------------------------------------------------------------
 # the whole model, and the fallback
 # ------------------------------------------------------------------------------------------------------------------
-def _batch(n_items=40, batch=6, length=12, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    items = torch.randint(1, n_items, (batch, length + 1), generator=g)
-    ts = 880_000_000 + torch.cumsum(torch.randint(0, 10_000, (batch, length + 1), generator=g), 1)
-    lengths = torch.randint(3, length + 1, (batch,), generator=g)
-    pos = torch.arange(length)[None]
-    inp = torch.where(pos < lengths[:, None], items[:, :-1], 0)
-    tgt = torch.where(pos < lengths[:, None], items[:, 1:], 0)
-    return {"items": inp, "timestamps": torch.where(pos < lengths[:, None], ts[:, :-1], 0), "lengths": lengths,
-            "targets": tgt, "target_times": ts[torch.arange(batch), lengths],
-            "target_ratings": torch.randint(1, 6, (batch, length), generator=g).float()}
-
-
-def ss4rec_loss(model, batch: dict) -> torch.Tensor:
-    """SS4Rec's whole training loss (ranking CE + rating MSE) on a batch given as a dict of its fields."""
-    return model(SequenceBatch(users=torch.zeros(len(batch["lengths"]), dtype=torch.long), **batch))
-
-
 @needs_native
 def test_ss4rec_native_paths_match_pure_paths():
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ import pytest
 from recsys import compare as C
 from recsys.evaluation.metrics import paired_bootstrap
 from tests.conftest import ROOT
-from tests.test_compare import info_for
+from tests.helpers import info_for
 
 
 def run(model="sasrec", seed=0, ndcg=0.05, variant=None, **cfg) -> dict:
@@ -93,7 +93,7 @@ def test_matrix_command_on_the_shipped_runs():
 
 def test_compare_page_pools_seeds_and_draws_the_seed_band(tmp_path):
     from recsys.app import state
-    from tests.test_compare import compare_page, ranking_results, write_run
+    from tests.helpers import compare_page, ranking_results, write_run
 
     for seed, ndcg in ((0, (0.5, 0.0, 1.0, 0.25)), (1, (0.3, 0.1, 1.0, 0.0))):
         info = run("sasrec", seed, float(np.mean(ndcg)))

@@ -5,16 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.data.batch import SequenceBatch, training_windows
+from recsys.data.batch import training_windows
 from recsys.data.prepare import Sequences
 from recsys.models.ss4rec import SS4Rec, chunked_softmax_cross_entropy
-
-
-def case(items, timestamps, lengths, target_times=None, **kw) -> SequenceBatch:
-    t = lambda x: None if x is None else torch.as_tensor(x)  # noqa: E731
-    return SequenceBatch(users=torch.zeros(len(t(lengths)), dtype=torch.long), items=t(items),
-                         timestamps=t(timestamps), lengths=t(lengths), target_times=t(target_times),
-                         **{k: t(v) for k, v in kw.items()})
+from tests.helpers import case
 
 
 def small(n_items=40, **kw):

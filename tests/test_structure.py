@@ -35,6 +35,16 @@ def test_no_function_over_80_lines_in_recsys_or_the_pages():
     assert not long, long
 
 
+def test_no_test_module_imports_another():
+    """Shared helpers live in tests/helpers.py or tests/conftest.py: a test file importing another runs its tests'
+    module code and ties the two files together."""
+    import re
+
+    crossed = {p.name: m for p in (ROOT / "tests").glob("test_*.py")
+               for m in re.findall(r"^\s*from tests\.(test_\w+) import", p.read_text(), re.M)}
+    assert not crossed, crossed
+
+
 def test_exactly_one_model_factory():
     """Models are constructed only through build_model: no other code calls a model class's constructor."""
     names = [cls.__name__ for cls in MODELS.values()]
