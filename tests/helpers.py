@@ -135,3 +135,29 @@ def _batch(n_items=40, batch=6, length=12, seed=0):
 def ss4rec_loss(model, batch: dict) -> torch.Tensor:
     """SS4Rec's whole training loss (ranking CE + rating MSE) on a batch given as a dict of its fields."""
     return model(SequenceBatch(users=torch.zeros(len(batch["lengths"]), dtype=torch.long), **batch))
+
+
+def assert_learns_upward_walks(model, steps: int = 40, lr: float = 1e-2) -> None:
+    """Train `model` (a sequence model, dropout off) on users who each walk items upward (after i comes i + 1, a
+    pattern only a sequence model can find): the loss must halve, and after 5, 6, 7 it must rank 8 first."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(0)
+    starts = torch.randint(1, 20, (32,), generator=g)
+    seq = starts[:, None] + torch.arange(11)[None, :]
+    times = torch.cumsum(torch.randint(1, 1000, (32, 11), generator=g), 1)
+    b = SequenceBatch(users=torch.zeros(32, dtype=torch.long), items=seq[:, :-1], timestamps=times[:, :-1],
+                      lengths=torch.full((32,), 10), targets=seq[:, 1:])
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model(b)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert losses[-1] < 0.5 * losses[0], losses
+    model.eval()
+    probe = SequenceBatch(users=torch.zeros(1, dtype=torch.long), items=torch.tensor([[5, 6, 7]]),
+                          timestamps=torch.tensor([[10, 20, 30]]), lengths=torch.tensor([3]))
+    with torch.no_grad():
+        assert int(model.score(probe)[0, 1:].argmax()) + 1 == 8

@@ -10,6 +10,7 @@ import torch
 
 from recsys.data.batch import SequenceBatch
 from recsys.models.tisasrec import TimeAwareAttention, TiSASRec, interval_matrix
+from tests.helpers import assert_learns_upward_walks
 
 
 def batch(items, times, lengths, targets=None, target_times=None) -> SequenceBatch:
@@ -91,24 +92,7 @@ def test_all_positions_equal_per_prefix_samples_and_the_target_time_is_never_rea
 
 def test_training_lowers_the_loss_and_finds_the_next_item():
     torch.manual_seed(0)
-    m = TiSASRec(31, max_len=12, hidden_size=16, n_heads=2, time_span=16, dropout=0.0).train()
-    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(0)
-    starts = torch.randint(1, 20, (32,), generator=g)
-    seq = starts[:, None] + torch.arange(11)[None, :]
-    times = torch.cumsum(torch.randint(1, 1000, (32, 11), generator=g), 1)
-    b = batch(seq[:, :-1], times[:, :-1], torch.full((32,), 10), targets=seq[:, 1:])
-    losses = []
-    for _ in range(40):
-        loss = m(b)
-        losses.append(loss.item())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert losses[-1] < 0.5 * losses[0], losses
-    m.eval()
-    with torch.no_grad():
-        assert int(m.score(batch([[5, 6, 7]], [[10, 20, 30]], [3]))[0, 1:].argmax()) + 1 == 8
+    assert_learns_upward_walks(TiSASRec(31, max_len=12, hidden_size=16, n_heads=2, time_span=16, dropout=0.0))
 
 
 def test_bad_settings_are_refused():
