@@ -258,6 +258,10 @@ class RunDirectory:
         """Check the recorded sha256 of every artefact (or of those named in `only`); a complete run must record
         them all. RunError on anything missing or different (tampered, truncated or copied from another run)."""
         info = info or self.info()
+        length = ((info.get("config") or {}).get("max_len"), (info.get("protocol") or {}).get("max_len"))
+        if None not in length and length[0] != length[1]:
+            raise RunError(f"{self.path / RUN_FILE}: contradicts itself: max_len {length[0]} in its configuration, "
+                           f"{length[1]} in its protocol (the protocol is derived from the configuration); refused")
         recorded = info.get("artefacts")
         if info.get("status") == "complete":
             missing = [n for n in REQUIRED_ARTEFACTS if not isinstance(recorded, dict) or n not in recorded]

@@ -114,6 +114,31 @@ def test_regime_buckets_edges():
         "same second", "1 s – 1 min", "1 s – 1 min", "1 min – 1 day", "1 min – 1 day", "over a day"]
 
 
+def test_every_gap_table_is_a_coarsening_of_one_rule():
+    """Compare's breakdowns and What matters' regimes pick their edges from one list, with [lower, upper) bins, so
+    a gap lands in the same place in both (a 60 s gap once sat on different sides of "1 min" in two tables)."""
+    from recsys.compare.breakdowns import GAP_RULE_EDGES, GAP_SCHEMES, gap_buckets
+
+    assert all(set(edges) <= set(GAP_RULE_EDGES) for edges, _ in GAP_SCHEMES.values())
+    gaps = [0, 1, 59, 60, 61, 3600, 86399, 86400, 30 * 86400]
+    detail, regime = [list(map(str, gap_buckets(gaps, s))) for s in ("detail", "regime")]
+    for g, d, r in zip(gaps, detail, regime):  # under or over a minute, a day: the two tables agree
+        assert (d == "<1 min") == (r in ("same second", "1 s – 1 min")), g
+        assert (d in ("1 d–1 w", "1 w–1 mo", ">1 mo")) == (r == "over a day"), g
+
+
+def test_the_models_embed_gaps_by_one_log_rule():
+    import torch
+
+    from recsys.models.sasrec import gap_buckets
+    from recsys.models.tisasrec import interval_matrix
+
+    ts = torch.tensor([[0.0, 1.0, 3.0, 3.0 + 2**20]])
+    r = interval_matrix(ts, torch.tensor([4]), time_span=16, interval="log2")
+    assert r[0, 3].tolist() == [16, 16, 16, 0] and r[0, 2].tolist() == [2, 1, 0, 16]  # floor(log2(1+3)) = 2
+    assert gap_buckets(torch.tensor([0.0, 1.0, 3.0, 2.0**20])).tolist() == [0, 1, 2, 20]
+
+
 def test_the_page_on_a_folder_without_ablations_says_what_it_needs(tmp_path):
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
     at.sidebar.text_input[0].set_value(str(tmp_path)).run()

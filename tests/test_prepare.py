@@ -1,10 +1,13 @@
 """k-core filtering, id maps, chronological sequences and the evaluation protocols' splits."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.config import TrainConfig, resolve_config
 from recsys.data import IdMap, MovieLensData, load_dataset, prepare
 from recsys.data.history import gaps_before
 from recsys.data.prepare import kcore_filter
@@ -176,7 +179,8 @@ def test_short_users_train_only():
 def test_rating_splits_partition_rows():
     p = prepare(data_of(seq_rows(6, 10)), 1, 1)
     n = len(p.interactions)
-    for proto in (RatingProtocol("chronological"), RatingProtocol("random", seed=3), RatingProtocol("kfold", fold=2)):
+    for proto in (rating_protocol(split="chronological"), rating_protocol(split="random", seed=3),
+                  rating_protocol(split="kfold", fold=2)):
         sp = rating_split(p, proto)
         allrows = np.concatenate([sp.train, sp.valid, sp.test])
         assert len(allrows) == n and len(np.unique(allrows)) == n, proto.split
@@ -186,13 +190,28 @@ def test_rating_splits_partition_rows():
     tested = np.concatenate([kfold_split(103, 5, f, 0)[1] for f in range(1, 6)])
     assert np.array_equal(np.sort(tested), np.arange(103))  # every row tested exactly once
     with pytest.raises(ValueError, match="unknown rating split"):
-        rating_split(p, RatingProtocol("weird"))
+        rating_split(p, dataclasses.replace(rating_protocol(), split="weird"))  # past the config's own check
+
+
+def rating_protocol(**over) -> RatingProtocol:
+    return RatingProtocol.from_config(resolve_config("bias", {}, {"objective": "rating", **over}).train)
 
 
 def test_ranking_protocol_describes_itself():
-    d = RankingProtocol(max_len=200).describe()
+    d = RankingProtocol.from_config(resolve_config("sasrec", {}, {"max_len": 200}).train).describe()
     assert d["max_len"] == 200 and d["mask_seen"] is False and "pessimistic" in d["ties"]
     assert d["split"] == "leave_one_out_by_time" and d["user_k"] == 5
+
+
+def test_protocols_have_no_defaults_of_their_own():
+    """The resolved configuration is the one owner of every protocol setting: a protocol field with a default of its
+    own could silently disagree with TrainConfig's (max_len once defaulted to 50 in three places)."""
+    for cls in (RankingProtocol, RatingProtocol):
+        for f in dataclasses.fields(cls):
+            assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, (cls, f.name)
+    t = TrainConfig(max_len=123, user_k=3, item_k=5, mask_seen=True, ks=[10, 50])
+    d = RankingProtocol.from_config(t).describe()
+    assert (d["max_len"], d["user_k"], d["mask_seen"], d["ks"]) == (123, 3, True, [10, 50])
 
 
 def test_embedded_ml100k_five_core():
@@ -207,10 +226,10 @@ def test_official_ml100k_folds():
     path = shared_dir("ml-100k")
     p = prepare(load_dataset("ml-100k", path), 1, 1)
     for fold in (1, 5):
-        sp = rating_split(p, RatingProtocol("ml100k-folds", fold=fold), path)
+        sp = rating_split(p, rating_protocol(split="ml100k-folds", fold=fold), path)
         assert len(sp.test) == 20_000 and len(sp.train) + len(sp.valid) == 80_000
     with pytest.raises(Exception, match="original GroupLens files"):
-        rating_split(prepare(load_dataset(), 1, 1), RatingProtocol("ml100k-folds"), "/nonexistent")
+        rating_split(prepare(load_dataset(), 1, 1), rating_protocol(split="ml100k-folds"), "/nonexistent")
 
 
 def test_sequences_match_python_sort_on_random_ties():

@@ -132,7 +132,7 @@ def test_bias_init_starts_from_the_bias_floor_fit():
     cfg = resolve_config("ss4rec", {}, {"objective": "rating", "rating_head": True, "rating_input": True,
                                         "rating_bias_init": True, **TINY_SS4REC})
     _, prepared = load_prepared(cfg.train)
-    task = SequenceRatingTask(prepared, rating_split(prepared, RatingProtocol()), max_len=20)
+    task = SequenceRatingTask(prepared, rating_split(prepared, RatingProtocol.from_config(cfg.train)), max_len=20)
     model = SS4Rec(prepared.n_items + 1, cfg.params)
     model.init_from_data(task)
     floor = BiasBaseline(prepared.n_users + 1, prepared.n_items + 1, reg_grid=(1.0, 3.0, 10.0, 25.0))

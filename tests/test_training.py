@@ -97,6 +97,23 @@ def test_tampered_truncated_and_foreign_runs_are_refused(tmp_path):
         RunDirectory(tmp_path / "nothing").info()
 
 
+def test_a_run_json_whose_protocol_contradicts_its_configuration_is_refused(tmp_path):
+    """max_len has one owner (the configuration); a run.json whose protocol says otherwise (edited with its digest
+    recomputed) is refused rather than shown with one length on one page and another elsewhere."""
+    from recsys.runs import content_digest
+
+    train(tmp_path, "popular", "pop")
+    f = tmp_path / "pop" / "run.json"
+    info = json.loads(f.read_text())
+    assert info["protocol"]["max_len"] == info["config"]["max_len"]
+    RunDirectory(f.parent).verify()
+    info["protocol"]["max_len"] = info["config"]["max_len"] + 1
+    info["digest"] = content_digest(info)
+    f.write_text(json.dumps(info))
+    with pytest.raises(RunError, match="contradicts itself: max_len"):
+        RunDirectory(f.parent).verify()
+
+
 class _Exploit:
     def __reduce__(self):
         return (os.system, ("touch /tmp/recsys-pwned",))

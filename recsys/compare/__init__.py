@@ -42,6 +42,7 @@ from recsys.compare.describe import (
     format_table,
     group_caption,
     group_title,
+    history_length,
     is_embedded_ml100k,
     is_floor,
     max_len_note,
@@ -118,8 +119,8 @@ __all__ = [
     # describe
     "FLOOR_MODELS", "MODEL_NAMES", "is_floor", "is_embedded_ml100k", "default_selection", "model_label",
     "run_names", "dataset_summary", "filters_summary", "protocol_summary", "group_title", "group_caption",
-    "max_len_note", "available_ks", "metric_columns", "run_metrics", "metrics_table", "format_table", "format_p",
-    "metric_display",
+    "max_len_note", "history_length", "available_ks", "metric_columns", "run_metrics", "metrics_table",
+    "format_table", "format_p", "metric_display",
     # curves
     "history_frame", "valid_metric_names", "monitored_metric", "best_epoch", "learning_curves", "seed_band",
     # paired

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.compare.answer import Comparison, Contender, _compare_ranking, _contenders, _group_title, _groups, _n_users
-from recsys.compare.breakdowns import activity_buckets, bucket_interval
+from recsys.compare.breakdowns import GAP_SCHEMES, activity_buckets, bucket_interval, gap_buckets
 from recsys.compare.describe import dataset_summary, protocol_summary
 from recsys.compare.discovery import info_of, objective
 from recsys.compare.seeds import SeedAlignmentError, per_user_mean, seed_groups
@@ -33,9 +33,9 @@ from recsys.compare.variants import changes, is_ablation
 
 METRICS = ("ndcg@10", "hr@10", "mrr@10")
 
-# the gap to the predicted interaction, in the regimes that matter for a model told it
-REGIME_EDGES = (1, 60, 86400)
-REGIME_LABELS = ("same second", "1 s – 1 min", "1 min – 1 day", "over a day")
+# the gap to the predicted interaction, in the regimes that matter for a model told it (a coarsening of the one gap
+# rule: recsys.compare.breakdowns.GAP_SCHEMES)
+REGIME_EDGES, REGIME_LABELS = GAP_SCHEMES["regime"]
 
 
 @dataclass
@@ -172,9 +172,7 @@ def study_frame(study: AblationStudy, metrics: Sequence[str] = METRICS) -> pd.Da
 
 def regime_buckets(gap_seconds) -> pd.Categorical:
     """The gap to the predicted interaction: same second (0 s), 1 s – 1 min, 1 min – 1 day, over a day."""
-    v = np.asarray(gap_seconds, dtype=np.float64)
-    codes = np.searchsorted(np.asarray(REGIME_EDGES, float), v, side="right")
-    return pd.Categorical.from_codes(codes, categories=list(REGIME_LABELS), ordered=True)
+    return gap_buckets(gap_seconds, "regime")
 
 
 def regime_breakdown(row: AblationRow, load_results: Callable[[Any], pd.DataFrame], by: str = "gap",

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.compare.describe import dataset_summary, is_floor, metric_display, protocol_summary
+from recsys.compare.describe import dataset_summary, history_length, is_floor, metric_display, protocol_summary
 from recsys.compare.discovery import info_of, objective
 from recsys.compare.grouping import Group, group_runs
 from recsys.compare.paired import ComparisonError, compare_pair
@@ -288,8 +288,7 @@ def _ranking_caveats(v: Verdict, members: Sequence[Any]) -> list[str]:
         caveats.append("Still improving when training stopped (the best epoch is the last or the one before it, so "
                        "an epoch cap, not early stopping, ended the run): " + ", ".join(unfinished) + ". The "
                        "comparison is at that training budget, not between converged models.")
-    lens = {(info_of(m).get("protocol") or {}).get("max_len") for c in (v.ss4rec, v.baseline) if c is not None
-            for m in c.seeds.members}
+    lens = {history_length(info_of(m)) for c in (v.ss4rec, v.baseline) if c is not None for m in c.seeds.members}
     if len(lens - {None}) > 1:
         caveats.append("SS4Rec and the baseline read different history lengths (max_len "
                        + " vs ".join(str(x) for x in sorted(lens - {None})) + ").")

@@ -14,8 +14,18 @@ from recsys.compare.paired import ComparisonError, _rating_rows
 ACTIVITY_EDGES = (20, 50, 100, 200)
 ACTIVITY_LABELS = ("≤20", "21–50", "51–100", "101–200", ">200")
 _MIN, _HOUR, _DAY = 60, 3600, 86400
-GAP_EDGES = (_MIN, _HOUR, _DAY, 7 * _DAY, 30 * _DAY)
-GAP_LABELS = ("<1 min", "1 min–1 h", "1 h–1 d", "1 d–1 w", "1 w–1 mo", ">1 mo")
+# The one rule for the gap to a predicted interaction, in seconds: bins [lower, upper) on these edges (a gap of
+# exactly 60 s is "1 min or more" everywhere). Every bucketing a page or a document shows is a coarsening of it: it
+# picks a subset of the edges, so no two tables can put one gap in different places.
+GAP_RULE_EDGES = (1, _MIN, _HOUR, _DAY, 7 * _DAY, 30 * _DAY)
+GAP_SCHEMES = {
+    # Compare's breakdowns: how long since the user's previous rating
+    "detail": ((_MIN, _HOUR, _DAY, 7 * _DAY, 30 * _DAY),
+               ("<1 min", "1 min–1 h", "1 h–1 d", "1 d–1 w", "1 w–1 mo", ">1 mo")),
+    # What matters: the regimes that matter for a model told the target's time
+    "regime": ((1, _MIN, _DAY), ("same second", "1 s – 1 min", "1 min – 1 day", "over a day")),
+}
+GAP_EDGES, GAP_LABELS = GAP_SCHEMES["detail"]
 
 
 def activity_buckets(history_length, scheme: str = "fixed", q: int = 4, reference=None) -> pd.Categorical:
@@ -46,12 +56,14 @@ def activity_buckets(history_length, scheme: str = "fixed", q: int = 4, referenc
     return pd.Categorical.from_codes(codes, categories=labels, ordered=True)
 
 
-def gap_buckets(gap_seconds) -> pd.Categorical:
-    """Time between a user's previous interaction and the held-out one: <1 min, 1 min–1 h, 1 h–1 d, 1 d–1 w,
-    1 w–1 mo (30 days), >1 mo. Bins are [lower, upper): exactly 1 h goes to 1 h–1 d."""
+def gap_buckets(gap_seconds, scheme: str = "detail") -> pd.Categorical:
+    """Time between a user's previous interaction and the held-out one, in one of GAP_SCHEMES (default `detail`:
+    <1 min, 1 min–1 h, 1 h–1 d, 1 d–1 w, 1 w–1 mo (30 days), >1 mo). Bins are [lower, upper) on GAP_RULE_EDGES:
+    exactly 1 h goes to 1 h–1 d."""
+    edges, labels = GAP_SCHEMES[scheme]
     v = np.asarray(gap_seconds, dtype=np.float64)
-    codes = np.searchsorted(np.asarray(GAP_EDGES, float), v, side="right")
-    return pd.Categorical.from_codes(codes, categories=list(GAP_LABELS), ordered=True)
+    codes = np.searchsorted(np.asarray(edges, float), v, side="right")
+    return pd.Categorical.from_codes(codes, categories=list(labels), ordered=True)
 
 
 def _borrow_context(frames: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], str | None]:

@@ -29,6 +29,17 @@ def model_label(info: dict) -> str:
     return f"{name} (floor)" if is_floor(info) else name
 
 
+def history_length(info: dict) -> int | None:
+    """How many past items the run's model read: its protocol's `max_len` (derived from the configuration's, the one
+    owner), or None for a model that reads no history (NCF, the popularity floor: the protocol records the setting,
+    but it changes nothing). Every page reads a run's history length here."""
+    card = catalogue.card(info.get("model"))
+    value = (info.get("protocol") or {}).get("max_len")
+    if card is None or not card.reads_history or value is None:
+        return None
+    return int(value)
+
+
 def run_names(items: Sequence[Any]) -> list[str]:
     """Short names for runs: the model name, with the run folder added where two runs share a model."""
     labels = [catalogue.display_name(info_of(x).get("model")) for x in items]
@@ -94,8 +105,8 @@ def protocol_summary(info: dict, family: str | None = None, with_max_len: bool =
                  f"ties: {p.get('ties')}"]
         if ks:
             parts.append(f"K in {ks}")
-        if with_max_len and p.get("max_len") is not None:
-            parts.append(f"max_len {p['max_len']}")
+        if with_max_len and history_length(info) is not None:
+            parts.append(f"max_len {history_length(info)}")
         return "ranking: " + ", ".join(parts)
     if objective(info) == "ranking":
         return ("rating: chronological hold-out (each user's last rating by time, predicted from strictly earlier "
@@ -150,9 +161,11 @@ def max_len_note(group: Group) -> str | None:
     """A sentence when the members of a ranking group read different amounts of history."""
     if group.family != "ranking":
         return None
-    lens = {}
+    lens: dict[int, list[str]] = {}
     for item in group.members:
-        lens.setdefault(info_of(item)["protocol"].get("max_len"), []).append(label_of(item))
+        length = history_length(info_of(item))
+        if length is not None:  # models that read no history cannot differ in how much they read
+            lens.setdefault(length, []).append(label_of(item))
     if len(lens) <= 1:
         return None
     listing = "; ".join(f"max_len {k}: {', '.join(v)}" for k, v in sorted(lens.items(), key=lambda kv: str(kv[0])))
@@ -240,7 +253,7 @@ def metrics_table(items: Sequence[Any], k: int = 10, split: str = "test", family
             "split": ("leave-one-out by time" if p.get("split") == CHRONO_RANKING_SPLIT else p.get("split"))
             if ranking or objective(info) == "rating" else "chronological (rating head)",
             "mask_seen": (bool(p.get("mask_seen")) if ranking else None),
-            "max_len": (p.get("max_len") if objective(info) == "ranking" else None),
+            "max_len": history_length(info),
             "filters": filters_summary(info),
             "best epoch": _best_epoch_value(info),
             "n": _number(m.get("n")),

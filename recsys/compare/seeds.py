@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys import catalogue
-from recsys.compare.describe import is_floor, metric_columns, model_label, run_metrics
+from recsys.compare.describe import history_length, is_floor, metric_columns, model_label, run_metrics
 from recsys.compare.discovery import info_of, label_of, objective
 from recsys.evaluation.metrics import paired_bootstrap
 
@@ -237,9 +236,8 @@ def _column(info: dict) -> str:
 
 
 def _row(g: SeedGroup) -> str:
-    card = catalogue.card(g.model)
-    length = (g.info.get("config") or {}).get("max_len") or (g.info.get("protocol") or {}).get("max_len")
-    return g.label + (f" · len{length}" if card is not None and card.reads_history and length else "")
+    length = history_length(g.info)
+    return g.label + (f" · len{length}" if length else "")
 
 
 def ranking_matrix(items: Sequence[Any], metric: str = "ndcg@10", split: str = "test") -> pd.DataFrame:

@@ -24,14 +24,21 @@ STAGES = ("valid", "test")
 
 @dataclass(frozen=True)
 class RankingProtocol:
-    """Settings of the leave-one-out full-ranking protocol; `describe()` is what run.json records."""
+    """Settings of the leave-one-out full-ranking protocol; `describe()` is what run.json records. No defaults of its
+    own: the resolved configuration (`TrainConfig`) is the one owner of every setting (`from_config`)."""
 
-    user_k: int = 5
-    item_k: int = 5
-    max_len: int = 50
-    mask_seen: bool = False
-    timestamped_users_only: bool = False
-    ks: tuple[int, ...] = (5, 10, 20)
+    user_k: int
+    item_k: int
+    max_len: int
+    mask_seen: bool
+    timestamped_users_only: bool
+    ks: tuple[int, ...]
+
+    @classmethod
+    def from_config(cls, t) -> RankingProtocol:
+        """The protocol of a resolved `TrainConfig`."""
+        return cls(user_k=int(t.user_k), item_k=int(t.item_k), max_len=int(t.max_len), mask_seen=bool(t.mask_seen),
+                   timestamped_users_only=bool(t.timestamped_users_only), ks=tuple(int(k) for k in t.ks))
 
     def describe(self) -> dict:
         d = asdict(self)
@@ -51,15 +58,22 @@ class RatingProtocol:
     test rows are never used to pick a model.
     """
 
-    split: str = "chronological"
-    user_k: int = 1
-    item_k: int = 1
-    test_frac: float = 0.1
-    valid_frac: float = 0.1
-    k: int = 5
-    fold: int = 1
-    seed: int = 0
-    timestamped_users_only: bool = False
+    split: str
+    user_k: int
+    item_k: int
+    test_frac: float
+    valid_frac: float
+    k: int
+    fold: int
+    seed: int
+    timestamped_users_only: bool
+
+    @classmethod
+    def from_config(cls, t) -> RatingProtocol:
+        """The protocol of a resolved `TrainConfig` (its defaults are the only ones)."""
+        return cls(split=str(t.split), user_k=int(t.user_k), item_k=int(t.item_k), test_frac=float(t.test_frac),
+                   valid_frac=float(t.valid_frac), k=int(t.k), fold=int(t.fold), seed=int(t.seed),
+                   timestamped_users_only=bool(t.timestamped_users_only))
 
     def describe(self) -> dict:
         d = asdict(self)

@@ -36,6 +36,7 @@ from torch import nn
 from recsys.data.batch import SequenceBatch
 from recsys.models.base import Recommender
 from recsys.models.losses import chunked_softmax_cross_entropy
+from recsys.models.time_features import log2_gap_buckets
 
 # What TiSASRec is, for every page and the registry (read without importing this file: recsys/catalogue.py).
 CARDS = ({
@@ -79,7 +80,7 @@ def interval_matrix(timestamps: torch.Tensor, lengths: torch.Tensor, time_span: 
     valid = torch.arange(L, device=t.device)[None] < lengths.to(t.device)[:, None]
     diff = (t[:, :, None] - t[:, None, :]).abs()
     if interval == "log2":
-        r = torch.floor(torch.log2(1.0 + diff))
+        r = log2_gap_buckets(diff, time_span)
     else:
         gaps = torch.zeros_like(t)
         gaps[:, 1:] = t[:, 1:] - t[:, :-1]
@@ -87,8 +88,7 @@ def interval_matrix(timestamps: torch.Tensor, lengths: torch.Tensor, time_span: 
         usable[:, 0] = False
         m = torch.where(usable, gaps, torch.full_like(gaps, math.inf)).cummin(dim=1).values
         m = torch.where(torch.isfinite(m), m, torch.ones_like(m))
-        r = torch.floor(diff / m[:, :, None])
-    r = r.clamp_(0, time_span).long()
+        r = torch.floor(diff / m[:, :, None]).clamp_(0, time_span).long()
     return r.masked_fill_(~(valid[:, :, None] & valid[:, None, :]), 0)
 
 

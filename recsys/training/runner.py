@@ -33,8 +33,7 @@ def build_task(cfg: RunConfig, prepared, model):
     records it."""
     t, cls = cfg.train, model_class(cfg.model)
     if t.objective == "ranking":
-        proto = RankingProtocol(user_k=t.user_k, item_k=t.item_k, max_len=int(t.max_len), mask_seen=bool(t.mask_seen),
-                                timestamped_users_only=t.timestamped_users_only, ks=tuple(t.ks))
+        proto = RankingProtocol.from_config(t)
         desc = proto.describe()
         if t.tie_order == "shuffled":
             desc["history_order"] = "timestamp, then a seeded random order among ratings in the same second"
@@ -48,9 +47,7 @@ def build_task(cfg: RunConfig, prepared, model):
         task = RankingTask(prepared, leave_one_out(prepared), proto.max_len, proto.mask_seen, proto.ks,
                            num_negatives=cls.sampled_negatives(cfg.params))
         return task, desc
-    proto = RatingProtocol(split=t.split, user_k=t.user_k, item_k=t.item_k, test_frac=float(t.test_frac),
-                           valid_frac=float(t.valid_frac), k=int(t.k), fold=int(t.fold), seed=int(t.seed),
-                           timestamped_users_only=t.timestamped_users_only)
+    proto = RatingProtocol.from_config(t)
     split = rating_split(prepared, proto, t.data_dir)
     desc = proto.describe()
     if cls.reads_history:  # a rating-aware sequence model or the recent-residual floor: the rule for its history
