@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+pytest_plugins = ["tests.fake_mamba_ssm"]  # fixtures of the GPU-path tests (mamba_ssm stand-ins)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RECSYS_SHARED_MOVIELENS", ROOT.parent / "shared" / "movielens"))
 
@@ -111,7 +113,8 @@ def _one_cpu_thread():
 # The slow tier (`make test` runs everything; `make test-fast` runs the rest, about one minute of CPU): files that train
 # real runs, render every page, drive a browser, launch servers or re-evaluate the shipped runs.
 SLOW_FILES = {"test_browser.py", "test_bench_app.py", "test_bench_scripts.py", "test_shipped_runs.py",
-              "test_runpod.py", "test_campaign.py", "test_gpu_paths.py", "test_training.py", "test_app.py",
+              "test_runpod.py", "test_campaign.py", "test_gpu_s5.py", "test_gpu_mamba_ssm.py", "test_training.py",
+              "test_app.py",
               "test_answer.py", "test_ablation_study.py", "test_pages_ss4rec.py", "test_serve.py", "test_faults.py",
               "test_rating_aware.py", "test_explore.py", "test_contracts.py", "test_packaging.py"}
 

@@ -161,3 +161,8 @@ def assert_learns_upward_walks(model, steps: int = 40, lr: float = 1e-2) -> None
                           timestamps=torch.tensor([[10, 20, 30]]), lengths=torch.tensor([3]))
     with torch.no_grad():
         assert int(model.score(probe)[0, 1:].argmax()) + 1 == 8
+
+
+def grads_of(loss, leaves):
+    """d loss / d each leaf (None for a leaf the loss does not reach)."""
+    return torch.autograd.grad(loss, leaves, allow_unused=True)

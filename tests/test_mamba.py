@@ -1,6 +1,6 @@
 """Pure-PyTorch Mamba block: scan correctness (values and gradients), module maths, causality/padding, mamba_ssm
 parameter compatibility, the single-token step API, and (when a GPU is present) the CUDA paths. The GPU branches
-run on the CPU with stand-in kernels in tests/test_gpu_paths.py."""
+run on the CPU with stand-in kernels in tests/test_gpu_mamba_ssm.py."""
 from __future__ import annotations
 
 import importlib.util
@@ -282,7 +282,7 @@ def test_fast_path_flag_and_cpu_fallback():
         Mamba(use_fast_path="yes")
 
 
-# the calls into mamba_ssm's kernels (stand-ins on the CPU) and the path rules: tests/test_gpu_paths.py
+# the calls into mamba_ssm's kernels (stand-ins on the CPU) and the path rules: tests/test_gpu_mamba_ssm.py
 
 
 # ---------------------------------------------------------------------------------------------------------------

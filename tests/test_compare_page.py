@@ -1,0 +1,129 @@
+"""The Compare page itself (AppTest, through streamlit_app.py's navigation): renders on the shipped runs, empty and
+corrupted folders, the default pair, floor flags, caveats beside the numbers."""
+from __future__ import annotations
+
+import pytest
+
+from recsys import compare as C
+from recsys.app import state
+from tests.conftest import ROOT
+from tests.helpers import (
+    compare_page,
+    info_for,
+    ranking_results,
+    rating_results,
+    write_run,
+)
+
+# ---------------------------------------------------------------------------------------------- the page
+
+
+
+
+def test_page_renders_on_shipped_checkpoints():
+    at = compare_page()
+    assert not at.exception
+    assert at.title[0].value == "Compare runs"
+    if not C.scan_runs(ROOT / "checkpoints").runs:
+        pytest.skip("no shipped runs")
+    assert len(at.dataframe) >= 1
+    assert any("Dataset: ml-100k" in c.value for c in at.caption)
+    # every group of the shipped runs renders its details without an exception
+    group_box = next(box for box in at.selectbox if box.label == "Group")
+    for i in range(1, len(group_box.options)):
+        next(box for box in at.selectbox if box.label == "Group").set_value(i)
+        at.run()
+        assert not at.exception
+
+
+def test_page_on_an_empty_folder_and_on_a_corrupted_run(tmp_path):
+    at = compare_page()
+    (tmp_path / "empty").mkdir()
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path / "empty")).run()
+    assert not at.exception
+    assert any("No runs found" in i.value and "scripts/train.py --model ncf" in i.value for i in at.info)
+
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path / "missing")).run()
+    assert not at.exception and any("no such folder" in e.value for e in at.error)
+
+    bad = tmp_path / "runs"
+    write_run(bad, "ncf", info_for("ncf", run_id="ncf"), results=ranking_results(),
+              history=[{"epoch": 1, "train_loss": 1.0, "valid_ndcg@10": 0.1}])
+    write_run(bad, "pop", info_for("popular", run_id="pop"), results=ranking_results(ndcg=(0, 0, 0.5, 0)))
+    write_run(bad, "bias", info_for("bias", "rating", run_id="bias"), results=rating_results())
+    write_run(bad, "live", info_for("ss4rec", status="running", rating_head=True, run_id="live"),
+              history=[{"epoch": 1, "train_loss": 5.0, "valid_ndcg@10": 0.02, "valid_rmse": 1.1}])
+    (bad / "broken").mkdir()
+    (bad / "broken" / "run.json").write_text("{not json")
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(bad)).run()
+    assert not at.exception
+    assert any("could not be loaded" in e.label for e in at.expander)
+    assert any("broken" in t.value and "corrupted" in t.value for t in at.text)
+    assert any("still training" in e.label for e in at.expander)
+    assert len(at.dataframe) == 4  # per group (ranking, rating): the configurations pooled over seeds, each run
+    assert any("NDCG@10 is" in s.value for s in [*at.success, *at.info])  # ncf vs popular, bootstrap on the first group
+
+
+def test_default_pair_is_the_best_ss4rec_against_the_best_other_model_on_validation():
+    def with_valid(model, v, seed=0):
+        info = info_for(model, run_id=f"{model}-{seed}")
+        info["metrics"]["valid"]["ndcg@10"] = v
+        return info
+    runs = [with_valid("ss4rec", 0.05, 0), with_valid("ss4rec", 0.07, 1), with_valid("popular", 0.02),
+            with_valid("sasrec", 0.06), with_valid("gru4rec", 0.065)]
+    assert C.default_pair(runs) == (1, 4)   # ss4rec seed 1 (best valid) vs GRU4Rec, never ss4rec vs ss4rec
+    assert C.default_pair(runs[:3]) == (1, 2)  # no learned baseline: the floor
+    assert C.default_pair([runs[0], runs[1]]) == (1, 0)  # only one model: its two seeds, best first
+    with pytest.raises(ValueError):
+        C.default_pair(runs[:1])
+
+
+def test_floor_flags_name_learned_models_that_do_not_beat_the_best_floor():
+    table = C.metrics_table([info_for("ncf", metrics={"hr@10": 0.1, "ndcg@10": 0.03, "mrr@10": 0.02, "n": 4}),
+                             info_for("sasrec", metrics={"hr@10": 0.2, "ndcg@10": 0.09, "mrr@10": 0.05, "n": 4}),
+                             info_for("popular", metrics={"hr@10": 0.1, "ndcg@10": 0.04, "mrr@10": 0.02, "n": 4}),
+                             info_for("markov", metrics={"hr@10": 0.1, "ndcg@10": 0.05, "mrr@10": 0.03, "n": 4})])
+    assert C.floor_flags(table, "NDCG@10") == ["NO (floor Markov (floor): 0.0500)", "yes", "", ""]
+    rating = C.metrics_table([info_for("ncf", "rating", metrics={"rmse": 1.02, "mae": 0.8, "n": 4}),
+                              info_for("bias", "rating", metrics={"rmse": 1.01, "mae": 0.8, "n": 4})])
+    assert C.floor_flags(rating, "RMSE", lower_is_better=True)[0].startswith("NO (floor Bias")
+    assert C.floor_flags(table.iloc[:2], "NDCG@10") == ["", ""]  # no floor in the table: nothing to flag
+
+
+def test_page_flags_floors_labels_reevaluations_and_refuses_silent_resample_counts(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "ss4rec", info_for("ss4rec", run_id="ss4rec"), results=ranking_results(),
+              history=[{"epoch": 1, "train_loss": 1.0, "valid_ndcg@10": 0.1}])
+    masked = info_for("ss4rec", run_id="ss4rec-masked", mask_seen=True)
+    masked["evaluated_from"] = {"run_id": "ss4rec", "changed": {"mask_seen": True}}
+    write_run(root, "ss4rec-masked", masked, results=ranking_results(),
+              history=[{"epoch": 1, "train_loss": 1.0, "valid_ndcg@10": 0.1}])
+    write_run(root, "ncf-masked", info_for("ncf", run_id="ncf-masked", mask_seen=True,
+                                           metrics={"hr@10": 0.1, "ndcg@10": 0.01, "mrr@10": 0.01, "n": 4}),
+              results=ranking_results(ndcg=(0.04, 0, 0, 0)))
+    write_run(root, "pop-masked", info_for("popular", run_id="pop-masked", mask_seen=True,
+                                           metrics={"hr@10": 0.1, "ndcg@10": 0.02, "mrr@10": 0.01, "n": 4}),
+              results=ranking_results(ndcg=(0.08, 0, 0, 0)))
+    at = compare_page()
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(root)).run()
+    assert not at.exception
+    masked_group = next(i for i, o in enumerate(next(b for b in at.selectbox if b.label == "Group").options)
+                        if "seen masked" in o)
+    next(b for b in at.selectbox if b.label == "Group").set_value(masked_group).run()
+    assert not at.exception
+    assert any("No learning curve of their own" in i.value and "same weights as ss4rec" in i.value
+               for i in at.info)
+    flags = [df.value for df in at.dataframe if "beats best floor" in df.value]
+    assert any("NO (floor Popular (floor): 0.0200)" in set(f["beats best floor"]) for f in flags)
+    assert [b.value for b in at.selectbox if b.label in ("Run A", "Run B")][0] == "SS4Rec"
+    next(n for n in at.number_input if n.label == "Bootstrap resamples").set_value(50).run()
+    assert not at.exception
+    assert any("50 resamples is outside 200–20,000: using 200" in w.value for w in at.warning)
+
+
+def test_page_names_ss4recs_target_time_input_next_to_its_numbers():
+    at = compare_page()
+    if not any(r.info.get("model") == "ss4rec" for r in C.scan_runs(ROOT / "checkpoints").runs):
+        pytest.skip("no shipped SS4Rec run")
+    assert any("told the time of the interaction it predicts" in c.value for c in at.caption)
+    assert any("masked re-evaluations" in c.value and "same weights" in c.value for c in at.caption)
