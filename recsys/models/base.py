@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from recsys.data.batch import SequenceBatch
+from recsys.models.losses import chunked_softmax_cross_entropy
 
 
 class Recommender(nn.Module):
@@ -60,6 +61,14 @@ class Recommender(nn.Module):
         """The state [B, d] at each left-aligned history's last real position (lengths - 1) of h [B, L, d]."""
         idx = (lengths - 1).clamp_min(0).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
         return h.gather(1, idx).squeeze(1)
+
+    def next_item_loss(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The all-positions next-item loss of a sequence model whose output is tied to its item embedding: position
+        j's state h[:, j] scored against every item (full softmax, padding column 0 left out), padding targets (0)
+        skipped; `logits_chunk` rows of logits at a time (its Config's field)."""
+        valid = targets > 0
+        return chunked_softmax_cross_entropy(h[valid], self.item_embedding.weight, targets[valid],
+                                             int(self.config.logits_chunk))
 
     def init_from_data(self, task) -> None:
         """Statistics of the training data the model starts from (default: none)."""

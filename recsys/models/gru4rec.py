@@ -27,7 +27,6 @@ from torch import nn
 
 from recsys.data.batch import SequenceBatch
 from recsys.models.base import Recommender
-from recsys.models.losses import chunked_softmax_cross_entropy
 
 # What GRU4Rec is, for every page and the registry (read without importing this file: recsys/catalogue.py).
 CARDS = ({"key": "gru4rec", "cls": "GRU4Rec", "name": "GRU4Rec", "colour": "#2ca02c", "objectives": ("ranking",),
@@ -83,9 +82,7 @@ class GRU4Rec(Recommender):
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1]; full-softmax CE."""
         h = self.encode(batch.items)
-        valid = batch.targets > 0
-        return chunked_softmax_cross_entropy(h[valid], self.item_embedding.weight, batch.targets[valid],
-                                             self.logits_chunk)
+        return self.next_item_loss(h, batch.targets)
 
 
 __all__ = ["GRU4Rec", "GRU4RecConfig"]

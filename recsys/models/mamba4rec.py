@@ -25,7 +25,6 @@ from torch import nn
 
 from recsys.data.batch import SequenceBatch
 from recsys.models.base import Recommender
-from recsys.models.losses import chunked_softmax_cross_entropy
 from recsys.models.mamba import Mamba
 
 # What Mamba4Rec is, for every page and the registry (read without importing this file: recsys/catalogue.py).
@@ -114,9 +113,7 @@ class Mamba4Rec(Recommender):
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1] (full softmax)."""
         h = self.encode(batch.items)
-        valid = batch.targets > 0
-        return chunked_softmax_cross_entropy(h[valid], self.item_embedding.weight, batch.targets[valid],
-                                             self.config.logits_chunk)
+        return self.next_item_loss(h, batch.targets)
 
 
 __all__ = ["Mamba4Rec", "Mamba4RecConfig"]

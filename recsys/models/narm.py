@@ -22,7 +22,6 @@ from torch import nn
 
 from recsys.data.batch import SequenceBatch
 from recsys.models.base import Recommender
-from recsys.models.losses import chunked_softmax_cross_entropy
 
 # What NARM is, for every page and the registry (read without importing this file: recsys/catalogue.py).
 CARDS = ({"key": "narm", "cls": "NARM", "name": "NARM", "colour": "#17a589", "objectives": ("ranking",),
@@ -86,9 +85,7 @@ class NARM(Recommender):
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1] (full softmax)."""
         h = self.encode(batch.items)
-        valid = batch.targets > 0
-        return chunked_softmax_cross_entropy(h[valid], self.item_embedding.weight, batch.targets[valid],
-                                             self.config.logits_chunk)
+        return self.next_item_loss(h, batch.targets)
 
 
 __all__ = ["NARM", "NARMConfig"]

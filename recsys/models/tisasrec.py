@@ -35,7 +35,6 @@ from torch import nn
 
 from recsys.data.batch import SequenceBatch
 from recsys.models.base import Recommender
-from recsys.models.losses import chunked_softmax_cross_entropy
 from recsys.models.time_features import log2_gap_buckets
 
 # What TiSASRec is, for every page and the registry (read without importing this file: recsys/catalogue.py).
@@ -192,9 +191,7 @@ class TiSASRec(Recommender):
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1] (full softmax)."""
         h = self.encode(batch.items, batch.timestamps, batch.lengths)
-        valid = batch.targets > 0
-        return chunked_softmax_cross_entropy(h[valid], self.item_embedding.weight, batch.targets[valid],
-                                             self.config.logits_chunk)
+        return self.next_item_loss(h, batch.targets)
 
 
 __all__ = ["TiSASRec", "TiSASRecConfig", "interval_matrix"]
