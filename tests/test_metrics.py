@@ -443,3 +443,52 @@ def test_bootstrap_on_per_user_ranking_columns() -> None:
     res = paired_bootstrap(run_a["ndcg@5"].to_numpy(), run_b["ndcg@5"].to_numpy(), n_boot=200)
     assert res["diff"] == pytest.approx(run_a["ndcg@5"].mean() - run_b["ndcg@5"].mean())
     assert isinstance(run_a, pd.DataFrame)
+
+
+# ---------------------------------------------------------------------------------------------- two-level bootstrap
+
+
+def test_two_level_bootstrap_sees_seed_spread_that_users_only_hides() -> None:
+    """A's two seeds score every user 1 and 0 (mean 0.5), B's one seed 0: per user the seed-averaged difference is
+    0.5 for everyone, so the users-only interval is the point 0.5. Resampling A's two seeds gives 0, 0.5 or 1 with
+    probabilities 1/4, 1/2, 1/4: the 95% interval is [0, 1] and P(diff <= 0) = 1/4, so p = 0.5."""
+    u = 50
+    A = np.vstack([np.ones(u), np.zeros(u)])
+    B = np.zeros((1, u))
+    users_only = M.paired_bootstrap(A.mean(0), B.mean(0), n_boot=4000)
+    assert users_only["ci_low"] == users_only["ci_high"] == pytest.approx(0.5)
+    r = M.two_level_bootstrap(A, B, n_boot=4000, seed=3)
+    assert (r["ci_low"], r["ci_high"]) == (0.0, 1.0) and r["diff"] == pytest.approx(0.5)
+    assert r["p_value"] == pytest.approx(0.5, abs=0.05)
+    assert (r["n_seeds_a"], r["n_seeds_b"], r["n_users"], r["interval"]) == (2, 1, u, "seeds+users")
+
+
+def test_two_level_bootstrap_with_one_seed_each_is_the_users_only_bootstrap() -> None:
+    rng = np.random.default_rng(0)
+    a, b = rng.random(400), rng.random(400) * 0.9
+    two = M.two_level_bootstrap(a[None], b[None], n_boot=4000)
+    one = M.paired_bootstrap(a, b, n_boot=4000)
+    assert two["diff"] == pytest.approx(one["diff"])
+    assert two["ci_low"] == pytest.approx(one["ci_low"], abs=0.01) and two["ci_high"] == pytest.approx(
+        one["ci_high"], abs=0.01)  # same distribution, different draws
+
+
+def test_two_level_bootstrap_depends_on_its_seed_only_and_refuses_bad_input() -> None:
+    rng = np.random.default_rng(1)
+    A, B = rng.random((3, 300)), rng.random((2, 300))
+    r1 = M.two_level_bootstrap(A, B, n_boot=500, seed=7, chunk_size=7)
+    r2 = M.two_level_bootstrap(A, B, n_boot=500, seed=7, chunk_size=500)
+    assert (r1["ci_low"], r1["ci_high"], r1["p_value"]) == (r2["ci_low"], r2["ci_high"], r2["p_value"])
+    with pytest.raises(ValueError, match="same users"):
+        M.two_level_bootstrap(A, B[:, :10])
+    with pytest.raises(ValueError, match=r"\[seeds, users\] matrix"):
+        M.two_level_bootstrap(A[0], B)
+    with pytest.raises(ValueError, match="NaN"):
+        M.two_level_bootstrap(np.full((1, 3), np.nan), np.zeros((1, 3)))
+
+
+def test_holm_adjustment_by_hand() -> None:
+    # m = 4 tests; sorted 0.01, 0.02, 0.03, 0.5 -> 0.04, 0.06, 0.06 (monotone), 0.5; NaN is not a test
+    got = M.holm_adjust([0.03, 0.5, 0.01, math.nan, 0.02])
+    assert got[[2, 4, 0, 1]].tolist() == pytest.approx([0.04, 0.06, 0.06, 0.5]) and math.isnan(got[3])
+    assert M.holm_adjust([0.9, 0.8]).tolist() == [1.0, 1.0] and M.holm_adjust([]).size == 0

@@ -38,6 +38,8 @@ __all__ = [
     "ranking_metrics_from_ranks",
     "per_user_ranking",
     "paired_bootstrap",
+    "two_level_bootstrap",
+    "holm_adjust",
     "bootstrap_ci",
 ]
 
@@ -284,6 +286,85 @@ def paired_bootstrap(
         "alpha": float(alpha),
         "statistic": statistic,
     }
+
+
+def _draw(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
+    """[rows, n] indices in 0..n-1 drawn with replacement, from uniform doubles."""
+    idx = (rng.random((rows, n)) * n).astype(np.intp)
+    return np.minimum(idx, n - 1, out=idx)  # u*n can round up to n for u just below 1
+
+
+def _seed_weights(rng: np.random.Generator, rows: int, k: int) -> np.ndarray:
+    """[rows, k]: the share of each of k seeds in a resample of k seeds drawn with replacement."""
+    idx = _draw(rng, rows, k)
+    return (idx[:, :, None] == np.arange(k)).sum(axis=1) / k
+
+
+def two_level_bootstrap(
+    a: np.ndarray,
+    b: np.ndarray,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    chunk_size: int | None = None,
+) -> dict[str, float | int | str]:
+    """Two-level (hierarchical) paired bootstrap of mean(A) - mean(B) that includes training randomness.
+
+    ``a`` [S_a, U] and ``b`` [S_b, U]: per-user values of each seed (row) of two configurations on the same U users
+    (columns, same order). Each replicate resamples the seeds of each configuration with replacement, independently
+    (seed i of A and seed i of B are different trainings), averages the drawn seeds per user, then resamples the
+    users with replacement, the same users for both (the pairing that removes between-user variance). With one seed
+    per configuration it reduces to the users-only paired bootstrap. With few seeds the seed level is a coarse
+    estimate (resampling 3 seeds understates their spread by about (S-1)/S): the interval is honest about training
+    randomness only as far as the seeds run show it.
+
+    Returns the keys of ``paired_bootstrap`` (``mean_a``/``mean_b``: the mean over seeds and users) plus
+    ``n_seeds_a``, ``n_seeds_b`` and ``interval = "seeds+users"``; depends on ``seed`` only, not on ``chunk_size``.
+    """
+    _check_boot_args(n_boot, alpha, "mean", chunk_size)
+    mats = []
+    for x, name in ((a, "a"), (b, "b")):
+        m = np.asarray(x, dtype=np.float64)
+        if m.ndim != 2 or m.shape[0] == 0 or m.shape[1] == 0:
+            raise ValueError(f"{name} must be a non-empty [seeds, users] matrix, got shape {m.shape}")
+        _check_values(m.ravel(), name)
+        mats.append(m)
+    A, B = mats
+    if A.shape[1] != B.shape[1]:
+        raise ValueError(f"two-level bootstrap needs the same users in both configurations: a has {A.shape[1]}, "
+                         f"b has {B.shape[1]}")
+    (sa, n), sb, n_boot = A.shape, B.shape[0], int(n_boot)
+    # one stream per level, each consumed one uniform double per draw in C order: chunking never changes a result
+    rng_a, rng_b, rng_u = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    per_chunk = _boot_chunk_rows(n, chunk_size)
+    diff_boot = np.empty(n_boot, dtype=np.float64)
+    for start in range(0, n_boot, per_chunk):
+        c = min(per_chunk, n_boot - start)
+        wa, wb = (_seed_weights(r, c, k) for r, k in ((rng_a, sa), (rng_b, sb)))   # [c, S] drawn-seed shares
+        d = wa @ A - wb @ B                                                         # [c, U] per-user difference
+        diff_boot[start:start + c] = np.take_along_axis(d, _draw(rng_u, c, n), axis=1).mean(axis=1)
+    mean_a, mean_b = float(A.mean()), float(B.mean())
+    ci_low, ci_high = np.quantile(diff_boot, [alpha / 2.0, 1.0 - alpha / 2.0])
+    p = 2.0 * min(float(np.mean(diff_boot <= 0.0)), float(np.mean(diff_boot >= 0.0)))
+    return {"mean_a": mean_a, "mean_b": mean_b, "diff": mean_a - mean_b, "ci_low": float(ci_low),
+            "ci_high": float(ci_high), "p_value": min(1.0, p), "n_users": int(n), "n_boot": n_boot,
+            "alpha": float(alpha), "statistic": "mean", "n_seeds_a": int(sa), "n_seeds_b": int(sb),
+            "interval": "seeds+users"}
+
+
+def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN entries are not tests and stay NaN): the i-th
+    smallest of m becomes max over j <= i of min(1, (m - j + 1) p_(j)). Controls the family-wise error rate."""
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adjusted = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(adjusted)
+    return out
 
 
 def bootstrap_ci(
