@@ -9,19 +9,21 @@ from recsys import charts
 from recsys import compare as C
 from recsys.app import state
 from recsys.compare import ablations as AB
+from recsys.compare import answer as A
 from recsys.compare.answer import TARGET_TIME_CAVEAT
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _studies(root: str, stamps: tuple, n_boot: int) -> list[AB.AblationStudy]:
+def _studies(root: str, stamps: tuple, n_boot: int, interval: str) -> list[AB.AblationStudy]:
     """Keyed by every run's stamps, so a new run changes the page at once."""
     runs = C.scan_runs(root).runs
-    return AB.ablation_studies(runs, lambda run: C.load_test_results(run.path, run.info), n_boot=n_boot)
+    return AB.ablation_studies(runs, lambda run: C.load_test_results(run.path, run.info), n_boot=n_boot,
+                               interval=interval)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _breakdown(root: str, stamps: tuple, study: int, row: int, by: str):
-    studies = _studies(root, stamps, 2000)
+def _breakdown(root: str, stamps: tuple, study: int, row: int, by: str, interval: str):
+    studies = _studies(root, stamps, 2000, interval)
     return AB.regime_breakdown(studies[study].rows[row], lambda run: C.load_test_results(run.path, run.info), by=by)
 
 
@@ -29,8 +31,10 @@ st.title("What matters")
 st.caption("Why SS4Rec wins or loses: each ablation takes one thing away (the time of the predicted interaction, "
            "the gaps, their scale, one of the two layers) or gives a baseline SS4Rec's time input, is trained with "
            "the released recipe and its seeds, and is compared with the released SS4Rec on the same test users: "
-           "paired bootstrap of per-user metrics averaged over each configuration's seeds. What a variant changes "
-           "is read from its configuration, not from its name.")
+           "paired bootstrap over the same users. What a variant changes is read from its configuration, not from "
+           "its name.")
+interval = state.interval_choice()
+st.caption(f"Intervals shown: **{interval}**: {C.INTERVALS[interval]}.")
 root = state.runs_folder()
 scan = state.scan()
 if scan.root_error:
@@ -39,7 +43,7 @@ if scan.root_error:
 stamps = tuple(sorted((r.label, C.info_stamp(r.path), C.results_stamp(r.path)) for r in scan.runs))
 with st.spinner("Pooling seeds and bootstrapping each variant against the released SS4Rec (cached)..."):
     try:
-        studies = _studies(str(root), stamps, 2000)
+        studies = _studies(str(root), stamps, 2000, interval)
     except Exception as exc:  # never a traceback on the page
         st.error(f"Could not build the ablations from these runs ({type(exc).__name__}): {exc}")
         st.stop()
@@ -66,7 +70,8 @@ for si, study in enumerate(studies):
     for line in AB.conclusions(study):
         st.markdown(f"- {line}")
     st.caption("Test numbers of configurations trained and selected (epoch, early stop) on validation only. "
-               "'no detectable difference' means the 95% interval holds 0: not that the two are equal.")
+               "'no detectable difference' means the 95% interval holds 0: not that the two are equal. "
+               + A.multiplicity_note([c for r in study.rows for c in r.comparisons.values()]))
 
     st.subheader("Where the difference comes from")
     names = [f"{r.name} − {r.reference.name}" for r in study.rows]
@@ -77,7 +82,7 @@ for si, study in enumerate(studies):
                   format_func=lambda b: {"gap": "gap from the last rating to the predicted one",
                                          "length": "history length (all ratings before the target)"}[b])
     try:
-        bd = _breakdown(str(root), stamps, si, pick, by)
+        bd = _breakdown(str(root), stamps, si, pick, by, interval)
     except Exception as exc:
         st.warning(f"No breakdown for this pair ({type(exc).__name__}): {exc}")
         continue

@@ -15,22 +15,24 @@ from recsys.compare.variants import is_ablation
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _verdicts(root: str, stamps: tuple, n_boot: int) -> tuple[list[A.Verdict], list[A.RatingVerdict]]:
+def _verdicts(root: str, stamps: tuple, n_boot: int, interval: str
+              ) -> tuple[list[A.Verdict], list[A.RatingVerdict]]:
     """Keyed by every run's stamps, so a new or re-trained run changes the answer at once."""
     runs = C.scan_runs(root).runs
 
     def load(run):
         return C.load_test_results(run.path, run.info)
 
-    return A.ranking_verdicts(runs, load, n_boot=n_boot), A.rating_verdicts(runs, load, n_boot=n_boot)
+    return (A.ranking_verdicts(runs, load, n_boot=n_boot, interval=interval),
+            A.rating_verdicts(runs, load, n_boot=n_boot))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _why(root: str, stamps: tuple, n_boot: int) -> dict[str, list[str]]:
+def _why(root: str, stamps: tuple, n_boot: int, interval: str) -> dict[str, list[str]]:
     """The ablation conclusions (NDCG@10 only) per group title, for the summary under each verdict."""
     runs = C.scan_runs(root).runs
     studies = AB.ablation_studies(runs, lambda run: C.load_test_results(run.path, run.info), metrics=("ndcg@10",),
-                                  n_boot=n_boot)
+                                  n_boot=n_boot, interval=interval)
     return {s.title: AB.conclusions(s) for s in studies}
 
 
@@ -47,7 +49,9 @@ scan = state.scan()
 st.caption(f"Built just now from the runs in `{root}`: nothing on this page is typed in by hand. The configuration "
            "that stands for each model is the one with the best mean **validation** NDCG@10 over its seeds (and each "
            "run's epoch was chosen on validation); test numbers are read once. Differences are paired bootstraps "
-           "over the same users, with per-user metrics averaged over each configuration's seeds.")
+           "over the same test users.")
+interval = state.interval_choice()
+st.caption(f"Intervals shown: **{interval}**: {C.INTERVALS[interval]}.")
 if scan.root_error:
     st.error(f"Cannot read the runs folder: {scan.root_error}")
     st.stop()
@@ -59,8 +63,8 @@ if not scan.runs:
 stamps = tuple(sorted((r.label, C.info_stamp(r.path), C.results_stamp(r.path)) for r in scan.runs))
 with st.spinner("Pooling seeds and bootstrapping the differences (cached after the first time)..."):
     try:
-        verdicts, rating = _verdicts(str(root), stamps, 2000)
-        why = _why(str(root), stamps, 2000)
+        verdicts, rating = _verdicts(str(root), stamps, 2000, interval)
+        why = _why(str(root), stamps, 2000, interval)
     except Exception as exc:  # never a traceback on the page
         st.error(f"Could not build the answer from these runs ({type(exc).__name__}): {exc}")
         st.stop()
@@ -91,7 +95,7 @@ for v in verdicts:
                    help=f"{who.name}: mean ± sd over {who.seeds_text} of test {md}; chosen on validation "
                         f"{md} ({who.valid:.4f})")
         col.caption(f"{who.name} · {who.seeds_text}"
-                    + ("" if who.beats_floor is not False else " · ⚠️ not above the best floor"))
+                    + ("" if who.beats_floor is not False else " · ⚠️ not reliably above the best floor"))
     diffs = A.differences_frame(v.comparisons)
     if not diffs.empty:
         st.altair_chart(charts.difference_chart(diffs, "SS4Rec minus each rival on test (right of 0 = SS4Rec "
@@ -99,8 +103,9 @@ for v in verdicts:
     if v.comparisons:
         st.dataframe(A.differences_table(v.comparisons), hide_index=True)
         st.caption(f"Paired bootstrap over the {v.n_users or 'same'} test users ({v.comparisons[0].n_boot:,} "
-                   "resamples), per-user metrics averaged over each configuration's seeds; p is the bootstrap "
-                   "sign-consistency p-value.")
+                   f"resamples; {C.INTERVALS[interval]}); p is the bootstrap sign-consistency p-value, p (Holm) the "
+                   "same adjusted over every comparison of this group (these and the SS4Rec configurations below). "
+                   + A.multiplicity_note(v.comparisons + v.variants))
     with st.container(border=True):
         st.markdown("**Caveats for these numbers**")
         for line in v.caveats:
@@ -108,8 +113,8 @@ for v in verdicts:
     with st.expander(f"Every configuration in this group ({len(v.contenders)})"):
         st.dataframe(A.contender_table(v), hide_index=True)
         st.caption(f"Dataset: {v.data} · Protocol: {v.protocol}"
-                   + (f" · {v.n_users:,} test users" if v.n_users else "") + ". 'beats best floor' compares test "
-                   "means; the paired intervals above are the test of it for SS4Rec.")
+                   + (f" · {v.n_users:,} test users" if v.n_users else "") + ". 'beats best floor': yes only when "
+                   "the paired 95% interval of (configuration − best floor) on test lies above 0.")
     if why.get(v.title):
         st.subheader("Why: what SS4Rec's result rests on (ablations)")
         for line in why[v.title]:

@@ -14,7 +14,8 @@ bootstrap: paired bootstrap of metric(A) - metric(B) over the users both runs we
 page's computation; refused when the two runs were not evaluated on the same cases).
 matrix: every complete ranking run under the folders, runs that differ only in seed pooled: model x dataset as
 "mean ± sd (n seeds)" of the test metric, then per dataset the paired bootstrap of the reference configuration
-(SS4Rec, variant released) against each other configuration on per-user metrics averaged over seeds.
+(SS4Rec, variant released) against each other configuration: by default a two-level bootstrap (seeds, then users,
+paired: training randomness included); `--interval users` resamples users over seed-averaged values only.
 ablations: the What matters page's tables (recsys.compare.ablations): each ablation against its reference (mean ± sd
 over seeds, paired bootstrap of NDCG/HR/MRR@10), then each one's NDCG@10 difference by the gap to the predicted
 interaction and by history length, with users and 95% intervals per bucket.
@@ -61,6 +62,7 @@ def load_results(run):
 
 def matrix(args) -> None:
     from recsys.compare import ranking_matrix, reference_comparisons
+    from recsys.compare.seeds import INTERVALS
 
     runs = checked_runs(args.roots)
     table = ranking_matrix(runs, args.metric, args.split)
@@ -72,11 +74,11 @@ def matrix(args) -> None:
     model, _, variant = args.reference.partition(":")
     comp = reference_comparisons(runs, load_results, (model, variant or "default"),
                                  metrics=(args.metric, "hr@10", "mrr@10") if args.metric.endswith("@10") else
-                                 (args.metric,), n_boot=args.n_boot)
+                                 (args.metric,), n_boot=args.n_boot, interval=args.interval)
     if comp.empty:
         print(f"\nNo {args.reference} runs to compare with.")
         return
-    print(f"\nPaired bootstrap ({args.n_boot} resamples over users, per-user test metrics averaged over seeds):\n")
+    print(f"\nPaired bootstrap, {args.n_boot} resamples, interval `{args.interval}`: {INTERVALS[args.interval]}:\n")
     print("| dataset | reference | other | metric | reference | other | diff | 95% CI | p |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in comp.to_dict("records"):
@@ -225,6 +227,7 @@ def main() -> None:
     d.add_argument("--split", default="test", choices=("test", "valid"))
     d.add_argument("--reference", default="ss4rec:released", help="MODEL:VARIANT compared with every other one")
     d.add_argument("--n-boot", type=int, default=2000)
+    d.add_argument("--interval", default="seeds+users", choices=("seeds+users", "users"))
     e = sub.add_parser("ablations")
     e.add_argument("roots", nargs="+")
     e.add_argument("--n-boot", type=int, default=2000)

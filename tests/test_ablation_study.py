@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from recsys.compare import ablations as AB
 from recsys.compare import answer as A
 from recsys.compare.variants import changes, is_ablation, reads_target_time
+from recsys.compare.describe import metric_display as C_display
 from tests.conftest import ROOT
 from tests.helpers import TARGETS, USERS, pattern, ranking_run
 
@@ -81,7 +82,19 @@ def test_each_variant_against_the_released_ss4rec_with_seeds_averaged_per_user()
     assert table["configuration"].tolist()[2:] == ["SASRec · sasrec-target-time · len50"] * 2
     assert table["compared with"].tolist()[2:] == ["SASRec · len50", "SS4Rec · released · len50"]
     assert set(AB.study_frame(study)["metric"]) == {"NDCG@10", "HR@10", "MRR@10"}
-    assert all(line.startswith("**") for line in AB.conclusions(study))
+    lines = AB.conclusions(study)
+    assert all(line.startswith("**") for line in lines)
+    # each sentence covers every metric the chart shows, and reads each one (not NDCG@10 only)
+    assert all(all(m in line for m in ("NDCG@10 ", "HR@10 ", "MRR@10 ")) for line in lines)
+    no_time = next(line for line in lines if "no-target-time" in line)
+    readings = {m: AB.reading(c) for m, c in row.comparisons.items()}
+    for m, r in readings.items():
+        assert r in no_time and C_display(m) in no_time.split(":")[-1]
+    # Holm over the study's 4 rows x 3 metrics (what its chart shows), and the sentence that says so
+    comps = [c for r in study.rows for c in r.comparisons.values()]
+    assert all(np.isfinite(c.p_holm) and c.p_holm >= c.p_value for c in comps)
+    note = A.multiplicity_note(comps)
+    assert f"of these {len(comps)} intervals exclude 0" in note and "Holm" in note
     # the answer page: ablations are evidence, never the headline (no-target-time and SASRec+time have the best
     # validation here)
     (v,) = A.ranking_verdicts(runs, load, n_boot=200)

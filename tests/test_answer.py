@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from recsys import charts
 from recsys.compare import answer as A
-from recsys.evaluation.metrics import paired_bootstrap
+from recsys.evaluation.metrics import paired_bootstrap, two_level_bootstrap
 from tests.conftest import ROOT
 from tests.helpers import TARGETS, USERS, info_for, pattern, ranking_run, rating_results
 
@@ -60,10 +60,17 @@ def test_paired_difference_averages_each_configurations_seeds_per_user():
     runs, load = build(specs)
     (v,) = A.ranking_verdicts(runs, load, n_boot=300, seed=4)
     main = v.comparisons[0]
-    ref = paired_bootstrap((s0 + s1) / 2, base, n_boot=300, seed=4)
+    # the default interval: seeds, then users (two-level), on the per-seed per-user values
+    ref = two_level_bootstrap(np.vstack([s0, s1]), base[None], n_boot=300, seed=4)
+    assert main.interval == "seeds+users"
     assert main.diff == pytest.approx(float(np.mean((s0 + s1) / 2 - base)))
     assert (main.ci_low, main.ci_high, main.p_value) == pytest.approx((ref["ci_low"], ref["ci_high"],
                                                                        ref["p_value"]))
+    # the named option: users only, over seed-averaged values (narrower: SS4Rec's two seeds differ)
+    (u,) = A.ranking_verdicts(runs, load, n_boot=300, seed=4, interval="users")
+    ref = paired_bootstrap((s0 + s1) / 2, base, n_boot=300, seed=4)
+    assert (u.comparisons[0].ci_low, u.comparisons[0].ci_high) == pytest.approx((ref["ci_low"], ref["ci_high"]))
+    assert u.comparisons[0].ci_high - u.comparisons[0].ci_low < main.ci_high - main.ci_low
     assert v.ss4rec.test["ndcg@10"][0] == pytest.approx((np.mean(s0) + np.mean(s1)) / 2)
     assert v.ss4rec.test["ndcg@10"][1] == pytest.approx(np.std([np.mean(s0), np.mean(s1)], ddof=1))
     assert v.ss4rec.n_seeds == 2 and v.baseline.n_seeds == 1
@@ -96,12 +103,33 @@ def test_models_below_the_floor_are_flagged_and_caveats_come_from_the_runs():
     by_model = {c.model: c for c in v.contenders}
     assert by_model["ncf"].beats_floor is False and by_model["ss4rec"].beats_floor is True
     assert by_model["popular"].beats_floor is None
-    assert A.contender_table(v).set_index("configuration").loc["NCF", "beats best floor"] == "NO"
+    assert A.contender_table(v).set_index("configuration").loc["NCF", "beats best floor"].startswith("NO (below")
     text = " ".join(v.caveats)
     assert A.TARGET_TIME_CAVEAT in v.caveats
-    assert "Not above the best floor (Popular (floor), test NDCG@10 0.0200): NCF" in text
+    assert "Not reliably above the best floor (Popular (floor), test NDCG@10 0.0200" in text and ": NCF." in text
     assert "No Markov floor" in text        # sequence models held only to popularity
     assert A.MASKED_CAVEAT not in v.caveats  # nothing here is a masked re-evaluation
+
+
+def test_a_higher_mean_is_not_above_the_floor_unless_the_interval_says_so():
+    """SS4Rec's mean is above the Markov floor's but the per-user difference is mostly noise: "beats best floor" and
+    the headline say "not reliably", never "yes" (ML-100K: +0.0047, 95% CI -0.0049 ... +0.0150)."""
+    floor = 0.3 + 0.1 * np.random.default_rng(0).random(len(USERS))
+    ss4rec = floor + 0.004 + 0.05 * np.resize([1.0, -1.0], len(USERS))  # +0.004 on average, +-0.05 per user
+    specs = [(ranking_run("ss4rec", 0, 0.1, float(ss4rec.mean()), "released"), ss4rec),
+             (ranking_run("sasrec", 0, 0.05, float(floor.mean()) - 0.02), np.clip(floor - 0.02, 0, 1)),
+             (ranking_run("markov", 0, 0.02, float(floor.mean())), floor)]
+    runs, load = build(specs)
+    (v,) = A.ranking_verdicts(runs, load, n_boot=500)
+    s4 = v.ss4rec
+    assert s4.test["ndcg@10"][0] > v.floor.test["ndcg@10"][0] and s4.vs_floor.ci_low < 0 < s4.vs_floor.ci_high
+    assert s4.beats_floor is False
+    assert A.contender_table(v).set_index("configuration").loc[s4.name, "beats best floor"].startswith(
+        "not reliably")
+    assert "SS4Rec is not reliably above the best floor, Markov (floor)" in v.headline
+    holm = A.differences_table(v.comparisons)["p (Holm)"]
+    assert holm.ne("").all() and (holm.str.lstrip("≤ ").astype(float) >= A.differences_table(v.comparisons)["p"]
+                                  .str.lstrip("< ").astype(float) - 1e-9).all()
 
 
 def test_masked_reevaluations_and_other_data_are_separate_verdicts_with_their_own_caveats():
@@ -189,6 +217,13 @@ def test_answer_page_renders_the_shipped_runs_and_an_empty_folder(tmp_path):
         assert "Why: what SS4Rec's result rests on (ablations)" in [h.value for h in at.subheader]
         assert any(c.value.startswith("SS4Rec · released") for c in at.caption)  # never an ablation as the headline
         assert any("no-target-time" in m.value for m in at.markdown)
+    # the page says which interval it shows; users-only is a named option, and the choice holds on What matters
+    assert any("Intervals shown: **seeds+users**" in c.value for c in at.caption)
+    at.radio[0].set_value("users").run()
+    assert not at.exception and any("Intervals shown: **users**" in c.value for c in at.caption)
+    at.switch_page("app_pages/ablations.py").run()
+    assert not at.exception and at.radio[0].value == "users"
+    at.switch_page("app_pages/answer.py").run()
     at.text_input(key="runs-folder").set_value(str(tmp_path)).run()
     assert not at.exception and any("No runs found" in i.value for i in at.info)
 

@@ -211,3 +211,18 @@ def require_user() -> int:
         st.warning(user_problem())
         st.stop()
     return uid
+
+
+def interval_choice() -> str:
+    """The interval the statistics pages draw (recsys.compare.seeds.INTERVALS), picked once and shared by the
+    pages: seeds and users (default) or users only."""
+    from recsys.compare.seeds import DEFAULT_INTERVAL, INTERVALS
+
+    options = list(INTERVALS)
+    current = st.session_state.get("interval_pick", DEFAULT_INTERVAL)  # a plain key: it outlives page switches
+    labels = {"seeds+users": "seeds and users (two-level)", "users": "users only"}
+    choice = st.radio("Intervals resample", options, index=options.index(current), horizontal=True,
+                      format_func=labels.__getitem__,
+                      help="; ".join(f"{labels[k]}: {v}" for k, v in INTERVALS.items()))
+    st.session_state["interval_pick"] = choice
+    return str(choice)

@@ -89,9 +89,12 @@ from recsys.compare.paired import (
     preferred_order,
 )
 from recsys.compare.seeds import (
+    DEFAULT_INTERVAL,
     DETERMINISTIC,
+    INTERVALS,
     SeedAlignmentError,
     SeedGroup,
+    compare_configurations,
     compare_groups,
     configuration_key,
     configuration_labels,
@@ -127,6 +130,7 @@ __all__ = [
     "ComparisonError", "align_pair", "compare_pair", "comparison_sentence", "comparison_metrics",
     "default_pair", "preferred_order",
     # seeds
+    "DEFAULT_INTERVAL", "INTERVALS", "compare_configurations",
     "DETERMINISTIC", "SeedAlignmentError", "SeedGroup", "compare_groups", "configuration_key", "configuration_labels",
     "floor_flags", "format_mean_sd",
     "format_seed_table", "mean_sd", "per_user_mean", "ranking_matrix", "reference_comparisons", "seed_groups",

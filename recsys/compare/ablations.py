@@ -24,11 +24,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.compare.answer import Comparison, Contender, _compare_ranking, _contenders, _group_title, _groups, _n_users
+from recsys.compare.answer import (
+    Comparison,
+    Contender,
+    _compare_ranking,
+    _contenders,
+    _group_title,
+    _groups,
+    _holm_text,
+    _n_users,
+    set_holm,
+)
 from recsys.compare.breakdowns import GAP_SCHEMES, activity_buckets, bucket_interval, gap_buckets
 from recsys.compare.describe import dataset_summary, protocol_summary
 from recsys.compare.discovery import info_of, objective
-from recsys.compare.seeds import SeedAlignmentError, per_user_mean, seed_groups
+from recsys.compare.seeds import DEFAULT_INTERVAL, SeedAlignmentError, per_user_mean, seed_groups
 from recsys.compare.variants import changes, is_ablation
 
 METRICS = ("ndcg@10", "hr@10", "mrr@10")
@@ -73,9 +83,11 @@ def _reference(contenders: list[Contender]) -> Contender | None:
 
 
 def ablation_studies(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFrame],
-                     metrics: Sequence[str] = METRICS, n_boot: int = 2000, seed: int = 0) -> list[AblationStudy]:
+                     metrics: Sequence[str] = METRICS, n_boot: int = 2000, seed: int = 0,
+                     interval: str = DEFAULT_INTERVAL) -> list[AblationStudy]:
     """One study per comparability group that holds the released SS4Rec and at least one other configuration to
-    compare with it (see the module docstring)."""
+    compare with it (see the module docstring). Intervals as recsys.compare.seeds.INTERVALS[interval] says; p-values
+    Holm-adjusted over every comparison of a study (its rows x metrics: what its chart shows)."""
     out = []
     for group in _groups(runs, "ranking"):
         members = [m for m in group.members if objective(info_of(m)) == "ranking"]
@@ -102,10 +114,11 @@ def ablation_studies(runs: Sequence[Any], load_results: Callable[[Any], pd.DataF
                 row = AblationRow(config=c, reference=r,
                                   change="; ".join(changes(c.seeds.info)) or "a different training setting")
                 for m in metrics:
-                    row.comparisons[m] = _compare_ranking(c, r, load_results, m, n_boot, seed)
+                    row.comparisons[m] = _compare_ranking(c, r, load_results, m, n_boot, seed, interval)
                 study.rows.append(row)
         if not study.rows:
             continue
+        set_holm([c for row in study.rows for c in row.comparisons.values()])
         study.rows.sort(key=_row_order)
         if any(c.n_seeds == 1 for c in [ref] + [r.config for r in study.rows]):
             study.notes.append("Some configurations have a single seed: their ± is missing and their interval "
@@ -143,6 +156,7 @@ def study_table(study: AblationStudy, metric: str = "ndcg@10", digits: int = 4) 
             "difference (95% CI)": (f"{c.diff:+.{digits}f} ({c.ci_low:+.{digits}f} … {c.ci_high:+.{digits}f})"
                                     if ok else f"not comparable: {c.problem if c else 'no result'}"),
             "p": format_p(c.p_value, c.n_boot) if ok else "",
+            "p (Holm)": _holm_text(c) if ok else "",
             "reading": reading(c) if ok else "",
         })
     return pd.DataFrame(lines)
@@ -207,17 +221,24 @@ def regime_breakdown(row: AblationRow, load_results: Callable[[Any], pd.DataFram
     return df
 
 
-def conclusions(study: AblationStudy, metric: str = "ndcg@10", digits: int = 4) -> list[str]:
-    """One sentence per row, from its numbers only."""
+def conclusions(study: AblationStudy, metrics: Sequence[str] | None = None, digits: int = 4) -> list[str]:
+    """One sentence per row, from its numbers only, covering every metric it was compared on (what the chart
+    shows): each metric's difference and interval, then the reading per metric ("worse on HR@10; no detectable
+    difference on NDCG@10 and MRR@10")."""
     from recsys.compare.describe import metric_display
 
     out = []
     for row in study.rows:
-        c = row.comparisons.get(metric)
-        if c is None or c.problem:
+        comps = [(m, c) for m, c in row.comparisons.items()
+                 if (metrics is None or m in metrics) and c is not None and not c.problem]
+        if not comps:
             continue
-        verb = reading(c)
-        out.append(f"**{row.name}** ({row.change}): {metric_display(metric)} {c.diff:+.{digits}f} against "
-                   f"{row.reference.name} (95% CI {c.ci_low:+.{digits}f} … {c.ci_high:+.{digits}f}; "
-                   f"{row.config.seeds_text} vs {row.reference.seeds_text}): {verb}.")
+        numbers = "; ".join(f"{metric_display(m)} {c.diff:+.{digits}f} (95% CI {c.ci_low:+.{digits}f} … "
+                            f"{c.ci_high:+.{digits}f})" for m, c in comps)
+        by_reading: dict[str, list[str]] = {}
+        for m, c in comps:
+            by_reading.setdefault(reading(c), []).append(metric_display(m))
+        verdict = "; ".join(f"{r} on {' and '.join(ms)}" if len(comps) > 1 else r for r, ms in by_reading.items())
+        out.append(f"**{row.name}** ({row.change}) against {row.reference.name} ({row.config.seeds_text} vs "
+                   f"{row.reference.seeds_text}): {numbers}: {verdict}.")
     return out

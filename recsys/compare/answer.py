@@ -33,9 +33,10 @@ from recsys.compare.discovery import info_of, objective
 from recsys.compare.grouping import Group, group_runs
 from recsys.compare.paired import ComparisonError, compare_pair
 from recsys.compare.seeds import (
+    DEFAULT_INTERVAL,
     SeedAlignmentError,
     SeedGroup,
-    compare_groups,
+    compare_configurations,
     configuration_labels,
     mean_sd,
     per_user_mean,
@@ -43,6 +44,7 @@ from recsys.compare.seeds import (
     seed_groups,
 )
 from recsys.compare.variants import is_ablation
+from recsys.evaluation.metrics import holm_adjust
 
 TARGET_TIME_CAVEAT = ("SS4Rec is told the time of the interaction it predicts (the gap to the target drives its last "
                       "state update); SASRec, GRU4Rec, NCF and the floors are not. That is the paper's setting, and "
@@ -62,7 +64,8 @@ class Contender:
     floor: bool
     valid: float  # mean over seeds of the selection metric on validation
     test: dict[str, tuple[float, float, int]]  # metric -> (mean, sd, n seeds) on test
-    beats_floor: bool | None = None  # None for floors, or when no floor is in the group
+    beats_floor: bool | None = None  # above the best floor with the interval excluding 0; None for floors / no floor
+    vs_floor: Comparison | None = None  # this configuration - the best floor, on the verdict's metric
 
     @property
     def n_seeds(self) -> int:
@@ -90,6 +93,8 @@ class Comparison:
     n_boot: int
     lower_is_better: bool = False
     problem: str | None = None
+    interval: str = "users"  # how the interval was drawn: recsys.compare.seeds.INTERVALS
+    p_holm: float = math.nan  # Holm-adjusted over the comparisons shown together (set by the verdict)
 
     @property
     def reliable(self) -> bool:
@@ -167,18 +172,40 @@ def mean_sd_text(value: tuple[float, float, int], digits: int = 4) -> str:
     return _fmt(mean, digits) + (f" ± {sd:.{digits}f}" if sd is not None and np.isfinite(sd) else "")
 
 
-def _compare_ranking(a: Contender, b: Contender, load_results, metric: str, n_boot: int, seed: int) -> Comparison:
+def _compare_ranking(a: Contender, b: Contender, load_results, metric: str, n_boot: int, seed: int,
+                     interval: str = DEFAULT_INTERVAL) -> Comparison:
     try:
-        fa = per_user_mean([load_results(m) for m in a.seeds.members], [metric])
-        fb = per_user_mean([load_results(m) for m in b.seeds.members], [metric])
-        r = compare_groups(fa, fb, metric, n_boot=n_boot, seed=seed)
+        r = compare_configurations([load_results(m) for m in a.seeds.members],
+                                   [load_results(m) for m in b.seeds.members], metric, n_boot=n_boot, seed=seed,
+                                   interval=interval)
     except (SeedAlignmentError, ComparisonError, ValueError, OSError) as exc:
         return Comparison(a.name, b.name, metric, *([math.nan] * 6), n=0, n_boot=n_boot, problem=str(exc))
     except Exception as exc:  # an unreadable result file is a message on the page, never a traceback
         return Comparison(a.name, b.name, metric, *([math.nan] * 6), n=0, n_boot=n_boot,
                           problem=f"{type(exc).__name__}: {exc}")
     return Comparison(a.name, b.name, metric, r["mean_a"], r["mean_b"], r["diff"], r["ci_low"], r["ci_high"],
-                      r["p_value"], int(r["n"]), int(r["n_boot"]))
+                      r["p_value"], int(r["n"]), int(r["n_boot"]), interval=interval)
+
+
+def set_holm(comparisons: Sequence[Comparison]) -> None:
+    """Holm-adjusted p-values over comparisons shown together (those with a problem are not tests). A bootstrap p of
+    0 means below 1/n_boot: it enters as 1/n_boot, so its adjusted value is an upper bound (shown with "≤")."""
+    adjusted = holm_adjust([math.nan if c.problem else max(c.p_value, 1.0 / c.n_boot) for c in comparisons])
+    for c, p in zip(comparisons, adjusted):
+        c.p_holm = float(p)
+
+
+def multiplicity_note(comparisons: Sequence[Comparison], alpha: float = 0.05) -> str:
+    """One sentence on reading many intervals at once: how many exclude 0, how many would by chance if nothing
+    differed, and how many stay below alpha after Holm's adjustment (set_holm) over all of them."""
+    tests = [c for c in comparisons if not c.problem]
+    if len(tests) < 2:
+        return ""
+    k = sum(c.reliable for c in tests)
+    kept = sum(np.isfinite(c.p_holm) and c.p_holm < alpha for c in tests)
+    return (f"{k} of these {len(tests)} intervals exclude 0; if nothing differed, about {alpha * len(tests):.1f} "
+            f"would by chance. After Holm's adjustment over all {len(tests)}, {kept} stay below p = {alpha:g} "
+            "(column p (Holm)).")
 
 
 def comparison_text(c: Comparison, digits: int = 4) -> str:
@@ -211,19 +238,21 @@ def _groups(runs: Sequence[Any], family: str) -> list[Group]:
 
 
 def ranking_verdicts(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFrame], metric: str = "ndcg@10",
-                     extra: Sequence[str] = ("hr@10", "mrr@10"), n_boot: int = 2000, seed: int = 0) -> list[Verdict]:
-    """One verdict per comparability group of complete ranking runs that holds an SS4Rec or a learned baseline."""
+                     extra: Sequence[str] = ("hr@10", "mrr@10"), n_boot: int = 2000, seed: int = 0,
+                     interval: str = DEFAULT_INTERVAL) -> list[Verdict]:
+    """One verdict per comparability group of complete ranking runs that holds an SS4Rec or a learned baseline.
+    Every interval is drawn as recsys.compare.seeds.INTERVALS[interval] says (default: seeds and users)."""
     out = []
     for group in _groups(runs, "ranking"):
-        v = _ranking_verdict(group, load_results, metric, list(extra), n_boot, seed)
+        v = _ranking_verdict(group, load_results, metric, list(extra), n_boot, seed, interval)
         if v is not None:
             out.append(v)
     # the embedded / unmasked headline first, then by dataset
     return sorted(out, key=lambda v: (v.masked, v.dataset != "ml-100k", v.dataset))
 
 
-def _ranking_verdict(group: Group, load_results, metric: str, extra: list[str], n_boot: int, seed: int
-                     ) -> Verdict | None:
+def _ranking_verdict(group: Group, load_results, metric: str, extra: list[str], n_boot: int, seed: int,
+                     interval: str = DEFAULT_INTERVAL) -> Verdict | None:
     members = [m for m in group.members if objective(info_of(m)) == "ranking"]
     contenders = _contenders(seed_groups(members), metric, [metric, *extra])
     if not any(not c.floor for c in contenders):
@@ -234,11 +263,11 @@ def _ranking_verdict(group: Group, load_results, metric: str, extra: list[str], 
     ss4rec = _best(contenders, lambda c: c.model == "ss4rec" and not is_ablation(c.seeds.info))
     baseline = _best(contenders, lambda c: c.model != "ss4rec" and not c.floor and not is_ablation(c.seeds.info))
     floor = _best(contenders, lambda c: c.floor)
-    if floor is not None:
-        floor_test = floor.test[metric][0]
+    if floor is not None:  # above the floor means the interval excludes 0, not a higher mean
         for c in contenders:
             if not c.floor:
-                c.beats_floor = bool(np.isfinite(c.test[metric][0]) and c.test[metric][0] > floor_test)
+                c.vs_floor = _compare_ranking(c, floor, load_results, metric, n_boot, seed, interval)
+                c.beats_floor = c.vs_floor.reliable and c.vs_floor.a_better if not c.vs_floor.problem else None
     v = Verdict(title=_group_title(info), dataset=str(info["dataset"].get("name")),
                 masked=bool(info["protocol"].get("mask_seen")), protocol=protocol_summary(info, "ranking"),
                 data=dataset_summary(info), metric=metric, n_users=_n_users(members), ss4rec=ss4rec,
@@ -248,10 +277,11 @@ def _ranking_verdict(group: Group, load_results, metric: str, extra: list[str], 
             if other is None:
                 continue
             for m in ([metric, *extra] if other is baseline else [metric]):
-                v.comparisons.append(_compare_ranking(ss4rec, other, load_results, m, n_boot, seed))
+                v.comparisons.append(_compare_ranking(ss4rec, other, load_results, m, n_boot, seed, interval))
         for c in contenders:
             if c.model == "ss4rec" and c is not ss4rec and not is_ablation(c.seeds.info):
-                v.variants.append(_compare_ranking(c, ss4rec, load_results, metric, n_boot, seed))
+                v.variants.append(_compare_ranking(c, ss4rec, load_results, metric, n_boot, seed, interval))
+    set_holm(v.comparisons + v.variants)
     v.caveats = _ranking_caveats(v, members)
     v.headline = _ranking_headline(v)
     return v
@@ -272,8 +302,9 @@ def _ranking_caveats(v: Verdict, members: Sequence[Any]) -> list[str]:
         caveats.append("Unequal numbers of seeds: " + ", ".join(f"{c.name} {c.n_seeds}" for c in learned) + ".")
     below = [c.name for c in v.contenders if c.beats_floor is False]
     if below and v.floor is not None:
-        caveats.append(f"Not above the best floor ({v.floor.name}, test {metric_display(v.metric)} "
-                       f"{_fmt(v.floor.test[v.metric][0])}): {', '.join(below)}.")
+        caveats.append(f"Not reliably above the best floor ({v.floor.name}, test {metric_display(v.metric)} "
+                       f"{_fmt(v.floor.test[v.metric][0])}; the interval of the difference includes 0 or lies "
+                       f"below it): {', '.join(below)}.")
     if v.ss4rec is None:
         caveats.append("No complete SS4Rec run in this group.")
     if any(c.model in ("ss4rec", "sasrec", "gru4rec") for c in v.contenders) and \
@@ -321,9 +352,20 @@ def _ranking_headline(v: Verdict) -> str:
         verb = "does not reliably differ from"
     else:
         verb = "beats" if main.a_better else "loses to"
-    return (f"On {v.title}, SS4Rec ({v.ss4rec.seeds_text}) {verb} {main.b} ({_seeds(v, main.b)}) on test {md}: "
+    text = (f"On {v.title}, SS4Rec ({v.ss4rec.seeds_text}) {verb} {main.b} ({_seeds(v, main.b)}) on test {md}: "
             f"{_fmt(main.mean_a)} vs {_fmt(main.mean_b)}, difference {main.diff:+.4f} "
             f"(95% CI {main.ci_low:+.4f} … {main.ci_high:+.4f}).")
+    return text + _floor_sentence(v, main)
+
+
+def _floor_sentence(v: Verdict, main: Comparison) -> str:
+    """Where SS4Rec stands against the best floor, when the headline compared it with something else."""
+    fl = v.ss4rec.vs_floor if v.ss4rec is not None else None
+    if v.floor is None or fl is None or fl.problem or main.b == v.floor.name:
+        return ""
+    where = ("above" if fl.a_better else "below") if fl.reliable else "not reliably above"
+    return (f" SS4Rec is {where} the best floor, {v.floor.name}: {fl.diff:+.4f} "
+            f"(95% CI {fl.ci_low:+.4f} … {fl.ci_high:+.4f}).")
 
 
 def _seeds(v: Verdict, name: str) -> str:
@@ -345,9 +387,21 @@ def contender_table(v: Verdict, metrics: Sequence[str] | None = None) -> pd.Data
         for m in metrics:
             row[f"test {metric_display(m)}"] = mean_sd_text(c.test[m])
         row["seeds"] = c.seeds_text
-        row["beats best floor"] = "" if c.beats_floor is None else ("yes" if c.beats_floor else "NO")
+        row["beats best floor"] = _floor_cell(c)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _floor_cell(c: Contender) -> str:
+    """"yes" only when the interval of (this - best floor) excludes 0; otherwise say which way it fails."""
+    f = c.vs_floor
+    if c.floor or f is None:
+        return ""
+    if f.problem:
+        return "not comparable"
+    if f.reliable:
+        return "yes" if f.a_better else f"NO (below: {f.diff:+.4f})"
+    return f"not reliably ({f.diff:+.4f}, CI includes 0)"
 
 
 def differences_frame(comparisons: Sequence[Comparison], name: str = "b") -> pd.DataFrame:
@@ -370,8 +424,15 @@ def differences_table(comparisons: Sequence[Comparison], digits: int = 4) -> pd.
              "A − B": f"{c.diff:+.{digits}f}" if not c.problem else "",
              "95% CI": f"{c.ci_low:+.{digits}f} … {c.ci_high:+.{digits}f}" if not c.problem else "",
              "p": format_p(c.p_value, c.n_boot) if not c.problem else "",
+             "p (Holm)": _holm_text(c),
              "n": f"{c.n:,}" if not c.problem else "", "reading": _reading(c)} for c in comparisons]
-    return pd.DataFrame(rows, columns=["A", "B", "metric", "A − B", "95% CI", "p", "n", "reading"])
+    return pd.DataFrame(rows, columns=["A", "B", "metric", "A − B", "95% CI", "p", "p (Holm)", "n", "reading"])
+
+
+def _holm_text(c: Comparison) -> str:
+    if c.problem or not np.isfinite(c.p_holm):
+        return ""
+    return (f"≤ {c.p_holm:.3f}" if c.p_value <= 0 else f"{c.p_holm:.3f}")
 
 
 def _reading(c: Comparison) -> str:

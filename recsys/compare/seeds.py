@@ -21,7 +21,7 @@ import pandas as pd
 
 from recsys.compare.describe import history_length, is_floor, metric_columns, model_label, run_metrics
 from recsys.compare.discovery import info_of, label_of, objective
-from recsys.evaluation.metrics import paired_bootstrap
+from recsys.evaluation.metrics import paired_bootstrap, two_level_bootstrap
 
 SEED_FREE = frozenset({"seed", "cpu_threads", "device", "eval_batch_size", "data_dir"})
 _PROTOCOL_FREE = frozenset({"notes", "sizes", "seed"})
@@ -187,8 +187,9 @@ class SeedAlignmentError(ValueError):
     """The seeds of a configuration were not evaluated on the same users; the message says why."""
 
 
-def per_user_mean(frames: Sequence[pd.DataFrame], metrics: Sequence[str]) -> pd.DataFrame:
-    """Per-user metrics averaged over the seeds of one configuration (ranking results: one row per user)."""
+def aligned_seeds(frames: Sequence[pd.DataFrame], metrics: Sequence[str]) -> list[pd.DataFrame]:
+    """Each seed's per-user results indexed by user (sorted), after checking that every seed was tested on the same
+    users with the same held-out items (SeedAlignmentError otherwise)."""
     if not frames:
         raise SeedAlignmentError("no per-user results")
     col = "user_id" if all("user_id" in f for f in frames) else "user"
@@ -206,10 +207,50 @@ def per_user_mean(frames: Sequence[pd.DataFrame], metrics: Sequence[str]) -> pd.
             raise SeedAlignmentError("the seeds were tested on different users")
         if "target" in first and "target" in other and not (other["target"] == first["target"]).all():
             raise SeedAlignmentError("the seeds were tested on different held-out items")
+    return indexed
+
+
+def per_user_mean(frames: Sequence[pd.DataFrame], metrics: Sequence[str]) -> pd.DataFrame:
+    """Per-user metrics averaged over the seeds of one configuration (ranking results: one row per user)."""
+    indexed = aligned_seeds(frames, metrics)
+    first = indexed[0]
     mean = sum(f[list(metrics)] for f in indexed) / len(indexed)
     if "target" in first:
         mean["target"] = first["target"]
     return mean.reset_index()
+
+
+# How an interval between two configurations is drawn (the page names the one it shows)
+INTERVALS = {
+    "seeds+users": "two-level bootstrap: each configuration's seeds resampled, then the users (paired), so the "
+                   "interval includes training randomness as far as the seeds show it",
+    "users": "users resampled (paired) over per-user values averaged over each configuration's seeds: training "
+             "randomness is not in the interval",
+}
+DEFAULT_INTERVAL = "seeds+users"
+
+
+def compare_configurations(frames_a: Sequence[pd.DataFrame], frames_b: Sequence[pd.DataFrame], metric: str,
+                           n_boot: int = 2000, seed: int = 0, alpha: float = 0.05,
+                           interval: str = DEFAULT_INTERVAL) -> dict:
+    """metric(A) - metric(B) of two configurations from their seeds' per-user results, with a 95% interval drawn
+    as INTERVALS[interval] says; refused (SeedAlignmentError) unless every seed of both holds the same users with
+    the same held-out items."""
+    if interval not in INTERVALS:
+        raise ValueError(f"interval must be one of {', '.join(INTERVALS)}, not {interval!r}")
+    ia, ib = aligned_seeds(frames_a, [metric]), aligned_seeds(frames_b, [metric])
+    if not ia[0].index.equals(ib[0].index):
+        raise SeedAlignmentError("the two configurations were tested on different users")
+    if "target" in ia[0] and "target" in ib[0] and not (ia[0]["target"] == ib[0]["target"]).all():
+        raise SeedAlignmentError("the two configurations were tested on different held-out items")
+    A = np.vstack([f[metric].to_numpy(float) for f in ia])
+    B = np.vstack([f[metric].to_numpy(float) for f in ib])
+    if interval == "users":
+        res = paired_bootstrap(A.mean(0), B.mean(0), n_boot=n_boot, alpha=alpha, seed=seed)
+    else:
+        res = two_level_bootstrap(A, B, n_boot=n_boot, alpha=alpha, seed=seed)
+    return {**res, "metric": metric, "n": int(res["n_users"]), "unit": "users", "lower_is_better": False,
+            "family": "ranking", "interval": interval}
 
 
 def compare_groups(a: pd.DataFrame, b: pd.DataFrame, metric: str, n_boot: int = 2000, seed: int = 0,
@@ -257,40 +298,34 @@ def ranking_matrix(items: Sequence[Any], metric: str = "ndcg@10", split: str = "
 
 def reference_comparisons(items: Sequence[Any], load_results, reference: tuple[str, str] = ("ss4rec", "released"),
                           metrics: Sequence[str] = ("ndcg@10", "hr@10", "mrr@10"), n_boot: int = 2000,
-                          seed: int = 0) -> pd.DataFrame:
+                          seed: int = 0, interval: str = DEFAULT_INTERVAL) -> pd.DataFrame:
     """For each dataset (column of `ranking_matrix`), the reference configuration (model, variant) against every
-    other configuration: paired bootstrap of per-user metrics averaged over each one's seeds.
+    other configuration (compare_configurations, its interval drawn as INTERVALS[interval] says).
     `load_results(item)` returns a run's per-user test results."""
     groups = seed_groups([m for m in items if objective(info_of(m)) == "ranking"
                           and info_of(m).get("status") == "complete"])
     rows = []
     for col in sorted({_column(g.info) for g in groups}):
         here = [g for g in groups if _column(g.info) == col]
-        refs = [g for g in here if (g.model, g.variant) == reference]
-        for ref in refs:
-            ref_mean = per_user_mean([load_results(m) for m in ref.members], metrics)
+        for ref in [g for g in here if (g.model, g.variant) == reference]:
+            ref_frames = [load_results(m) for m in ref.members]
             for other in here:
                 if other is ref:
                     continue
-                try:
-                    oth_mean = per_user_mean([load_results(m) for m in other.members], metrics)
-                except SeedAlignmentError as exc:
-                    rows.append({"dataset": col, "reference": _row(ref), "other": _row(other), "problem": str(exc)})
-                    continue
+                other_frames = [load_results(m) for m in other.members]
+                base = {"dataset": col, "reference": _row(ref), "other": _row(other)}
                 for metric in metrics:
                     try:
-                        r = compare_groups(ref_mean, oth_mean, metric, n_boot=n_boot, seed=seed)
+                        r = compare_configurations(ref_frames, other_frames, metric, n_boot=n_boot, seed=seed,
+                                                   interval=interval)
                     except SeedAlignmentError as exc:
-                        rows.append({"dataset": col, "reference": _row(ref), "other": _row(other),
-                                     "metric": metric, "problem": str(exc)})
+                        rows.append({**base, "metric": metric, "problem": str(exc)})
                         continue
-                    rows.append({"dataset": col, "reference": _row(ref), "other": _row(other), "metric": metric,
-                                 "reference value": r["mean_a"], "other value": r["mean_b"], "diff": r["diff"],
-                                 "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p_value": r["p_value"],
-                                 "n_users": r["n"], "seeds": f"{ref.seeds_text()} vs {other.seeds_text()}"})
+                    rows.append({**base, "metric": metric, "reference value": r["mean_a"], "other value": r["mean_b"],
+                                 "diff": r["diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                                 "p_value": r["p_value"], "n_users": r["n"], "interval": interval,
+                                 "seeds": f"{ref.seeds_text()} vs {other.seeds_text()}"})
     return pd.DataFrame(rows)
-
-
 
 
 def pooled_rating_rows(frames: Sequence[pd.DataFrame], name: str = "run") -> pd.DataFrame:
@@ -316,4 +351,4 @@ def pooled_rating_rows(frames: Sequence[pd.DataFrame], name: str = "run") -> pd.
 __all__ = ["DETERMINISTIC", "SEED_FREE", "SeedAlignmentError", "SeedGroup", "compare_groups", "configuration_key",
            "configuration_labels", "floor_flags", "format_mean_sd", "format_seed_table", "mean_sd", "per_user_mean",
            "pooled_rating_rows", "ranking_matrix", "reference_comparisons", "seed_groups", "seed_of", "seed_table",
-           "variant_of"]
+           "variant_of", "aligned_seeds", "compare_configurations", "INTERVALS", "DEFAULT_INTERVAL"]
