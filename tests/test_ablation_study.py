@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from recsys.compare import ablations as AB
 from recsys.compare import answer as A
-from recsys.compare.variants import changes, is_ablation, reads_target_time
 from recsys.compare.describe import metric_display as C_display
+from recsys.compare.variants import changes, is_ablation, reads_target_time
 from tests.conftest import ROOT
 from tests.helpers import TARGETS, USERS, pattern, ranking_run
 
