@@ -16,6 +16,8 @@ matrix: every complete ranking run under the folders, runs that differ only in s
 "mean ± sd (n seeds)" of the test metric, then per dataset the paired bootstrap of the reference configuration
 (SS4Rec, variant released) against each other configuration: by default a two-level bootstrap (seeds, then users,
 paired: training randomness included); `--interval users` resamples users over seed-averaged values only.
+answer: the answer page's ranking verdicts as text (headline, how many intervals would exclude 0 by chance, every
+configuration and whether it is reliably above the best floor), `--interval` as for matrix.
 ablations: the What matters page's tables (recsys.compare.ablations): each ablation against its reference (mean ± sd
 over seeds, paired bootstrap of NDCG/HR/MRR@10), then each one's NDCG@10 difference by the gap to the predicted
 interaction and by history length, with users and 95% intervals per bucket.
@@ -144,6 +146,23 @@ def _pooled_with_context(config, load) -> object:
     return rows.merge(first[[key, "item", *ctx]], on=[key, "item"], how="left") if ctx else rows
 
 
+def answer(args) -> None:
+    """The answer page's ranking verdicts as text: headline, the multiplicity sentence and every configuration with
+    its test numbers and whether it is reliably above the best floor."""
+    from recsys.compare import answer as A
+    from recsys.compare.seeds import INTERVALS
+
+    verdicts = A.ranking_verdicts(checked_runs(args.roots), load_results, n_boot=args.n_boot, interval=args.interval)
+    print(f"Intervals: {args.interval} ({INTERVALS[args.interval]}), {args.n_boot} resamples.\n")
+    for v in verdicts:
+        print(f"## {v.title}\n\n{v.headline}\n\n{A.multiplicity_note(v.comparisons + v.variants)}\n")
+        table = A.contender_table(v)
+        print("| " + " | ".join(table.columns) + " |\n|" + " --- |" * len(table.columns))
+        for row in table.itertuples(index=False):
+            print("| " + " | ".join(str(x) for x in row) + " |")
+        print()
+
+
 def rating(args) -> None:
     import statistics
 
@@ -228,6 +247,10 @@ def main() -> None:
     d.add_argument("--reference", default="ss4rec:released", help="MODEL:VARIANT compared with every other one")
     d.add_argument("--n-boot", type=int, default=2000)
     d.add_argument("--interval", default="seeds+users", choices=("seeds+users", "users"))
+    g = sub.add_parser("answer")
+    g.add_argument("roots", nargs="+")
+    g.add_argument("--n-boot", type=int, default=2000)
+    g.add_argument("--interval", default="seeds+users", choices=("seeds+users", "users"))
     e = sub.add_parser("ablations")
     e.add_argument("roots", nargs="+")
     e.add_argument("--n-boot", type=int, default=2000)
@@ -241,9 +264,11 @@ def main() -> None:
         for r in args.runs:
             print(f"| {Path(r).name} | {seen_share_of_topk(load_run(r)):.1%} |")
         return
+    if args.what == "answer":
+        answer(args)
+        return
     if args.what == "matrix":
         matrix(args)
-        return
     if args.what == "ablations":
         ablations(args)
         return

@@ -204,7 +204,8 @@ def multiplicity_note(comparisons: Sequence[Comparison], alpha: float = 0.05) ->
     k = sum(c.reliable for c in tests)
     kept = sum(np.isfinite(c.p_holm) and c.p_holm < alpha for c in tests)
     return (f"{k} of these {len(tests)} intervals exclude 0; if nothing differed, about {alpha * len(tests):.1f} "
-            f"would by chance. After Holm's adjustment over all {len(tests)}, {kept} stay below p = {alpha:g} "
+            f"would by chance. After Holm's adjustment over all {len(tests)}, {kept} "
+            f"{'stays' if kept == 1 else 'stay'} below p = {alpha:g} "
             "(column p (Holm)).")
 
 
