@@ -40,6 +40,98 @@ def _bootstrap(pa: str, sa: float, ia: dict, pb: str, sb: float, ib: dict, famil
                           seed=seed, names=names)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _pooled(runs_a: tuple, runs_b: tuple, metric: str, n_boot: int, seed: int, interval: str) -> dict:
+    """Two configurations (each a tuple of (path, stamp, info) of its seeds): the bootstrap, the per-user
+    differences and their win / tie / loss counts."""
+    fa = [_test_results(p, st_, i) for p, st_, i in runs_a]
+    fb = [_test_results(p, st_, i) for p, st_, i in runs_b]
+    res = C.compare_configurations(fa, fb, metric, n_boot=n_boot, seed=seed, interval=interval)
+    diffs = C.per_user_differences(fa, fb, metric)
+    return {**res, "differences": diffs.to_numpy(), **C.win_tie_loss(diffs)}
+
+
+def _show_configurations(runs: list, gkey: str, metric: str, n_boot: int, seed: int) -> None:
+    """Compare two configurations with their seeds pooled (the answer page's computation), win / tie / loss per
+    user and the histogram of per-user differences."""
+    groups = C.seed_groups(runs)
+    if len(groups) < 2:
+        st.info("This group holds one configuration: compare single runs (its seeds) instead.")
+        return
+    labels = C.configuration_labels(groups)
+    ia, ib = C.default_configuration_pair(groups)
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("Configuration A", range(len(groups)), index=ia, format_func=lambda i: labels[i],
+                     key=f"cfg-a::{gkey}")
+    b = c2.selectbox("Configuration B", range(len(groups)), index=ib, format_func=lambda i: labels[i],
+                     key=f"cfg-b::{gkey}")
+    if a == b:
+        st.warning("Pick two different configurations.")
+        return
+    interval = state.interval_choice()
+    pack = [tuple((str(m.path), C.results_stamp(m.path), m.info) for m in groups[i].members) for i in (a, b)]
+    try:
+        res = _pooled(pack[0], pack[1], metric, n_boot, seed, interval)
+    except (C.SeedAlignmentError, ValueError) as exc:
+        st.error(f"Cannot compare these configurations: {exc}")
+        return
+    md = C.metric_display(metric)
+    cols = st.columns([1, 2, 1])
+    cols[0].metric("A − B", f"{res['diff']:+.4f}", help=f"{labels[a]} minus {labels[b]}, test {md}")
+    cols[1].metric("95% CI of A − B", f"{res['ci_low']:+.4f} … {res['ci_high']:+.4f}")
+    cols[2].metric("p-value", C.format_p(res["p_value"], res["n_boot"]))
+    reliable = not res["ci_low"] <= 0 <= res["ci_high"]
+    (st.success if reliable else st.info)(
+        f"{labels[a]} − {labels[b]} on test {md}: {res['diff']:+.4f} (95% CI {res['ci_low']:+.4f} … "
+        f"{res['ci_high']:+.4f}); " + ("the interval excludes 0." if reliable else "the interval includes 0: no "
+                                       "reliable difference."))
+    cols = st.columns(3)
+    cols[0].metric("Users A serves better", f"{res['wins']:,}")
+    cols[1].metric("Ties", f"{res['ties']:,}", help="the same value for both, e.g. both miss the top-K")
+    cols[2].metric("Users B serves better", f"{res['losses']:,}")
+    st.altair_chart(charts.difference_histogram(res["differences"], f"Per-user test {md}, A − B (seeds averaged)"),
+                    width="stretch")
+    st.caption(f"{res['n_boot']:,} resamples, seed {seed}; intervals: {interval} ({C.INTERVALS[interval]}). "
+               f"A: {groups[a].seeds_text()}; B: {groups[b].seeds_text()}; {res['n']:,} test users.")
+
+
+def _show_runs(loaded: dict, group, gkey: str, metric: str, n_boot: int, seed: int) -> None:
+    """Compare two single runs of the group (paired bootstrap of their per-user or per-rating results)."""
+    opts = list(loaded)
+    ia, ib = C.default_pair([loaded[o][0] for o in opts])  # best SS4Rec vs the best run of another model
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("Run A", opts, index=ia, key=f"boot-a::{gkey}")
+    b = c2.selectbox("Run B", opts, index=ib, key=f"boot-b::{gkey}")
+    if a == b:
+        st.warning("Pick two different runs.")
+        return
+    ra, rb = loaded[a][0], loaded[b][0]
+    try:
+        res = _bootstrap(str(ra.path), C.results_stamp(ra.path), ra.info, str(rb.path),
+                         C.results_stamp(rb.path), rb.info, group.family, metric, n_boot, seed, (a, b))
+    except (C.ComparisonError, ValueError) as exc:
+        st.error(f"Cannot compare these runs: {exc}")
+        return
+    md = C.metric_display(metric)
+    cols = st.columns(3)
+    cols[0].metric(f"{md} A", f"{res['mean_a']:.4f}", help=a)
+    cols[1].metric(f"{md} B", f"{res['mean_b']:.4f}", help=b)
+    cols[2].metric("n", f"{res['n']:,}", help=res["unit"])
+    cols = st.columns([1, 2, 1])  # the interval gets the room it needs to be read whole
+    cols[0].metric("A − B", f"{res['diff']:+.4f}")
+    cols[1].metric(f"{1 - res['alpha']:.0%} CI of A − B", f"{res['ci_low']:+.4f} … {res['ci_high']:+.4f}")
+    cols[2].metric("p-value", C.format_p(res["p_value"], res["n_boot"]),
+                   help=f"bootstrap sign-consistency p-value, resolution 1/{res['n_boot']}")
+    reliable = not res["ci_low"] <= 0 <= res["ci_high"]
+    (st.success if reliable else st.info)(C.comparison_sentence(res, a, b))
+    how = ("per-user values, users resampled with replacement (one run each: training randomness is not in the "
+           "interval)" if group.family == "ranking" else
+           "RMSE recomputed as sqrt(mean squared error) on each resample of held-out ratings"
+           if metric == "rmse" else "per-rating absolute errors resampled with replacement")
+    st.caption(f"Paired bootstrap ({res['n_boot']:,} resamples, seed {seed}; {how}); rows matched by "
+               f"{'user' if group.family == 'ranking' else '(user, item)'}. " + C.group_caption(group, "test"))
+
+
 st.title("Compare runs")
 st.caption("Runs are put side by side only when they were evaluated on the same data (dataset, fingerprint, filters) "
            "with the same protocol; every table and chart names its dataset, split and protocol.")
@@ -121,8 +213,12 @@ for g in groups:
     pooled = C.seed_table(configs, k=k, split=split, family=g.family)
     flag_col, lower = ("RMSE", True) if g.family == "rating" else (f"NDCG@{k}", False)
     shown = C.format_seed_table(pooled, k=k)
-    shown.insert(1, "beats best floor", C.floor_flags(pooled, flag_col, lower))
-    if split == "test":  # per-user results exist for test only
+    seed_frames = [[results_or_reason(m)[0] for m in cfg.members] for cfg in configs]
+    seed_frames = [None if any(f is None for f in fs) else fs for fs in seed_frames]
+    by_interval = split == "test" and g.family == "ranking"  # per-user results exist for test only
+    shown.insert(1, "beats best floor", C.interval_floor_flags(pooled, seed_frames, flag_col, f"ndcg@{k}")
+                 if by_interval else C.floor_flags(pooled, flag_col, lower))
+    if split == "test":
         ci_metric = "rmse" if g.family == "rating" else f"ndcg@{k}"
         cis = []
         for cfg in configs:
@@ -143,8 +239,11 @@ for g in groups:
         st.dataframe(each, hide_index=True)
     selected_on = "validation RMSE" if g.family == "rating" else "validation NDCG@10"
     st.caption("One row per configuration: runs that differ only in their seed are pooled as mean ± sd over seeds "
-               "(sd needs two seeds; floors fitted in closed form are deterministic). 'beats best floor' compares "
-               f"{flag_col} with the best floor of this table (NO = a learned model that does not beat it); the 95% "
+               "(sd needs two seeds; floors fitted in closed form are deterministic). 'beats best floor': "
+               + (f"yes only when the paired 95% interval (seeds and users resampled) of {flag_col} minus the best "
+                  "floor's lies above 0" if by_interval else
+                  f"compares the means of {flag_col} with the best floor of this table (no per-user results on "
+                  "this split, so no interval)") + "; the 95% "
                "CI is a bootstrap over the held-out users (rows, for ratings) of the seed-averaged values. Each "
                f"learned run's epoch was selected on {selected_on}. " + C.group_caption(g, split))
     note = C.max_len_note(g)
@@ -235,47 +334,23 @@ with tab_boot:
         st.info("A paired comparison needs two runs of this group with per-user test results.")
     else:
         opts = list(loaded)
-        ia, ib = C.default_pair([loaded[o][0] for o in opts])  # best SS4Rec vs the best run of another model
-        c1, c2, c3 = st.columns(3)
-        a = c1.selectbox("Run A", opts, index=ia, key=f"boot-a::{gkey}")
-        b = c2.selectbox("Run B", opts, index=ib, key=f"boot-b::{gkey}")
+        pooled = group.family == "ranking" and st.radio(
+            "Compare", ["configurations", "runs"], horizontal=True, key=f"boot-mode::{gkey}",
+            format_func=lambda m: {"configurations": "configurations, seeds pooled (as the answer page)",
+                                   "runs": "single runs"}[m]) == "configurations"
+        c3, c4, c5 = st.columns(3)
         metric = c3.selectbox("Metric", C.comparison_metrics(group.family, [k] + [x for x in ks if x != k]),
                               format_func=C.metric_display, key=f"boot-metric::{gkey}")
-        c4, c5 = st.columns(2)
         asked = int(c4.number_input("Bootstrap resamples", value=2000, step=500,
                                     help="200 to 20,000; more resamples, finer p-values and steadier interval ends"))
         n_boot = min(max(asked, 200), 20000)
         if n_boot != asked:
             st.warning(f"{asked:,} resamples is outside 200–20,000: using {n_boot:,}.")
         seed = int(c5.number_input("Seed", 0, 2**31 - 1, 0))
-        if a == b:
-            st.warning("Pick two different runs.")
+        if pooled:
+            _show_configurations([loaded[o][0] for o in opts], gkey, metric, n_boot, seed)
         else:
-            ra, rb = loaded[a][0], loaded[b][0]
-            try:
-                res = _bootstrap(str(ra.path), C.results_stamp(ra.path), ra.info, str(rb.path),
-                                 C.results_stamp(rb.path), rb.info, group.family, metric, n_boot, seed, (a, b))
-            except (C.ComparisonError, ValueError) as exc:
-                st.error(f"Cannot compare these runs: {exc}")
-            else:
-                md = C.metric_display(metric)
-                cols = st.columns(3)
-                cols[0].metric(f"{md} A", f"{res['mean_a']:.4f}", help=a)
-                cols[1].metric(f"{md} B", f"{res['mean_b']:.4f}", help=b)
-                cols[2].metric("n", f"{res['n']:,}", help=res["unit"])
-                cols = st.columns([1, 2, 1])  # the interval gets the room it needs to be read whole
-                cols[0].metric("A − B", f"{res['diff']:+.4f}")
-                cols[1].metric(f"{1 - res['alpha']:.0%} CI of A − B", f"{res['ci_low']:+.4f} … {res['ci_high']:+.4f}")
-                cols[2].metric("p-value", C.format_p(res["p_value"], res["n_boot"]),
-                               help=f"bootstrap sign-consistency p-value, resolution 1/{res['n_boot']}")
-                reliable = not res["ci_low"] <= 0 <= res["ci_high"]
-                (st.success if reliable else st.info)(C.comparison_sentence(res, a, b))
-                how = ("per-user values, users resampled with replacement" if group.family == "ranking" else
-                       "RMSE recomputed as sqrt(mean squared error) on each resample of held-out ratings"
-                       if metric == "rmse" else "per-rating absolute errors resampled with replacement")
-                st.caption(f"Paired bootstrap ({res['n_boot']:,} resamples, seed {seed}; {how}); rows matched by "
-                           f"{'user' if group.family == 'ranking' else '(user, item)'}. "
-                           + C.group_caption(group, "test"))
+            _show_runs(loaded, group, gkey, metric, n_boot, seed)
 
 with tab_break:
     if not loaded:

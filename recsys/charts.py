@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from recsys import catalogue
@@ -100,6 +101,16 @@ def difference_chart(df: pd.DataFrame, title: str) -> alt.LayerChart:
     points = base.mark_point(filled=True, size=90, opacity=1).encode(x="diff:Q")
     zero = alt.Chart(df).mark_rule(strokeDash=[4, 4], color="gray").encode(x=alt.datum(0))
     return (bars + points + zero).properties(title=title, height=alt.Step(14))
+
+
+def difference_histogram(differences, title: str) -> alt.LayerChart:
+    """Histogram of per-user differences A - B with a rule at 0 (users right of it: A better for them)."""
+    df = pd.DataFrame({"difference": np.asarray(differences, dtype=float)})
+    bars = alt.Chart(df).mark_bar().encode(
+        x=alt.X("difference:Q", bin=alt.Bin(maxbins=40), title="per-user difference A − B"),
+        y=alt.Y("count():Q", title="users"))
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="black", strokeDash=[4, 3]).encode(x="x:Q")
+    return (bars + zero).properties(title=title, height=220)
 
 
 def bucket_difference_chart(df: pd.DataFrame, count: str = "users") -> alt.LayerChart:

@@ -167,6 +167,7 @@ def rating(args) -> None:
     import statistics
 
     from recsys.compare import answer as A
+    from recsys.compare import answer_rating as R
     from recsys.compare.breakdowns import breakdown
 
     runs, load = checked_runs(args.roots), load_results
@@ -195,7 +196,7 @@ def rating(args) -> None:
             for r in refs:
                 if r is c:
                     continue
-                x = A._compare_rating(c, r, load, args.n_boot, 0)
+                x = R._compare_rating(c, r, load, args.n_boot, 0)
                 if x.problem:
                     print(f"| {c.name} | {r.name} | not comparable: {x.problem} | | |")
                     continue
@@ -269,6 +270,7 @@ def main() -> None:
         return
     if args.what == "matrix":
         matrix(args)
+        return
     if args.what == "ablations":
         ablations(args)
         return

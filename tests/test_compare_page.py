@@ -61,7 +61,36 @@ def test_page_on_an_empty_folder_and_on_a_corrupted_run(tmp_path):
     assert any("broken" in t.value and "corrupted" in t.value for t in at.text)
     assert any("still training" in e.label for e in at.expander)
     assert len(at.dataframe) == 4  # per group (ranking, rating): the configurations pooled over seeds, each run
-    assert any("NDCG@10 is" in s.value for s in [*at.success, *at.info])  # ncf vs popular, bootstrap on the first group
+    # the first group's bootstrap: configurations (seeds pooled) by default, with win / tie / loss per user
+    assert any(s.value.startswith("NCF − Popular (floor) on test NDCG@10") for s in [*at.success, *at.info])
+    counts = {m.label: m.value for m in at.metric}
+    assert int(counts["Users A serves better"]) + int(counts["Ties"]) + int(counts["Users B serves better"]) == 4
+    next(r for r in at.radio if r.label == "Compare").set_value("runs").run()
+    assert not at.exception
+    assert any("NDCG@10 is" in s.value for s in [*at.success, *at.info])  # ncf vs popular, single runs
+
+
+def test_configuration_pair_differences_and_win_tie_loss():
+    def with_valid(model, v, seed=0, variant=None):
+        info = info_for(model, run_id=f"{model}-{variant}-{seed}")
+        info["metrics"]["valid"]["ndcg@10"] = v
+        info["config"]["seed"] = seed
+        if variant:
+            info["config"]["variant"] = variant
+        return info
+    runs = [with_valid("ss4rec", 0.05, 0, "a"), with_valid("ss4rec", 0.07, 1, "a"), with_valid("ss4rec", 0.08, 0, "b"),
+            with_valid("popular", 0.02), with_valid("sasrec", 0.06), with_valid("gru4rec", 0.065, 0),
+            with_valid("gru4rec", 0.055, 1)]
+    groups = C.seed_groups(runs)
+    a, b = C.default_configuration_pair(groups)
+    assert (groups[a].model, groups[a].variant) == ("ss4rec", "b")   # best SS4Rec configuration on validation
+    assert groups[b].model == "sasrec"  # 0.06 beats GRU4Rec's mean 0.06 - 0.0; ties broken by order, never a floor
+    a_frames = [ranking_results(ndcg=(0.5, 0.0, 1.0, 0.25)), ranking_results(ndcg=(0.3, 0.2, 0.0, 0.25))]
+    d = C.per_user_differences(a_frames, [ranking_results(ndcg=(0.4, 0.1, 0.5, 0.25))], "ndcg@10")
+    assert d.tolist() == pytest.approx([0.0, 0.0, 0.0, 0.0]) or d.round(6).tolist() == [0.0, 0.0, 0.0, 0.0]
+    d = C.per_user_differences(a_frames, [ranking_results(ndcg=(0.1, 0.1, 0.9, 0.25))], "ndcg@10")
+    assert d.round(6).tolist() == [0.3, 0.0, -0.4, 0.0]
+    assert C.win_tie_loss(d) == {"wins": 1, "ties": 2, "losses": 1}
 
 
 def test_default_pair_is_the_best_ss4rec_against_the_best_other_model_on_validation():
@@ -114,7 +143,13 @@ def test_page_flags_floors_labels_reevaluations_and_refuses_silent_resample_coun
     assert any("No learning curve of their own" in i.value and "same weights as ss4rec" in i.value
                for i in at.info)
     flags = [df.value for df in at.dataframe if "beats best floor" in df.value]
-    assert any("NO (floor Popular (floor): 0.0200)" in set(f["beats best floor"]) for f in flags)
+    # test split, ranking: judged by the paired interval against the best floor (4 users: NCF 0.01 vs 0.02)
+    assert any(any(str(x).startswith(("NO (below", "not reliably (")) for x in f["beats best floor"]) for f in flags)
+    assert any(any(str(x).startswith("NO (floor Popular (floor): 0.0200)") for x in f["beats best floor"])
+               for f in flags)  # the table of each run keeps the means' flag
+    cfg_a = next(b for b in at.selectbox if b.label == "Configuration A")
+    assert cfg_a.options[cfg_a.value].startswith("SS4Rec")  # the SS4Rec configuration by default
+    next(r for r in at.radio if r.label == "Compare").set_value("runs").run()
     assert [b.value for b in at.selectbox if b.label in ("Run A", "Run B")][0] == "SS4Rec"
     next(n for n in at.number_input if n.label == "Bootstrap resamples").set_value(50).run()
     assert not at.exception

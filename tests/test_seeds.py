@@ -91,6 +91,22 @@ def test_matrix_command_on_the_shipped_runs():
     assert "mean ± sd over seeds" in out.stdout and "| Popular (floor) |" in out.stdout
 
 
+def test_answer_command_prints_each_verdict_with_its_floor_judgement(tmp_path):
+    from tests.helpers import ranking_results, write_run
+
+    for model, seed, ndcg in (("sasrec", 0, (0.5, 0.0, 1.0, 0.25)), ("sasrec", 1, (0.3, 0.1, 1.0, 0.0)),
+                              ("popular", 0, (0.0, 0.0, 0.5, 0.0))):
+        info = run(model, seed, float(np.mean(ndcg)))
+        info["run_id"] = f"{model}-seed{seed}"
+        write_run(tmp_path, info["run_id"], info, results=ranking_results(ndcg=ndcg))
+    out = subprocess.run([sys.executable, "scripts/analyse_runs.py", "answer", str(tmp_path), "--n-boot", "200"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "Intervals: seeds+users" in out.stdout and "No SS4Rec run on" in out.stdout
+    line = next(x for x in out.stdout.splitlines() if x.startswith("| SASRec"))
+    assert "| 2 seeds |" in line and ("| yes |" in line or "not reliably" in line or "NO (below" in line)
+
+
 def test_compare_page_pools_seeds_and_draws_the_seed_band(tmp_path):
     from recsys.app import state
     from tests.helpers import compare_page, ranking_results, write_run

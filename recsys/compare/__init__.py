@@ -98,10 +98,13 @@ from recsys.compare.seeds import (
     compare_groups,
     configuration_key,
     configuration_labels,
+    default_configuration_pair,
     floor_flags,
     format_mean_sd,
     format_seed_table,
+    interval_floor_flags,
     mean_sd,
+    per_user_differences,
     per_user_mean,
     ranking_matrix,
     reference_comparisons,
@@ -109,6 +112,7 @@ from recsys.compare.seeds import (
     seed_of,
     seed_table,
     variant_of,
+    win_tie_loss,
 )
 
 __all__ = [
@@ -130,7 +134,9 @@ __all__ = [
     "ComparisonError", "align_pair", "compare_pair", "comparison_sentence", "comparison_metrics",
     "default_pair", "preferred_order",
     # seeds
-    "DEFAULT_INTERVAL", "INTERVALS", "compare_configurations",
+    "DEFAULT_INTERVAL", "INTERVALS", "compare_configurations", "default_configuration_pair", "per_user_differences",
+    "interval_floor_flags",
+    "win_tie_loss",
     "DETERMINISTIC", "SeedAlignmentError", "SeedGroup", "compare_groups", "configuration_key", "configuration_labels",
     "floor_flags", "format_mean_sd",
     "format_seed_table", "mean_sd", "per_user_mean", "ranking_matrix", "reference_comparisons", "seed_groups",

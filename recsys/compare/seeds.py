@@ -183,6 +183,38 @@ def floor_flags(df: pd.DataFrame, column: str, lower_is_better: bool = False) ->
     return out
 
 
+def interval_floor_flags(df: pd.DataFrame, frames: Sequence[Sequence[pd.DataFrame] | None], column: str,
+                         metric: str, interval: str = "seeds+users", n_boot: int = 1000) -> list[str]:
+    """floor_flags judged by the paired interval instead of the means (ranking, test): for each row of a seed_table
+    (`frames[i]`: its seeds' per-user results, None when missing) the interval of (row - best floor) on `metric`:
+    "yes" when it lies above 0, "NO (below …)" when below, "not reliably (…)" when it holds 0; the means' flag, marked
+    "(means)", where per-user results are missing."""
+    means = floor_flags(df, column)
+    if column not in df or "floor" not in df:
+        return means
+    floors = df[df["floor"].astype(bool) & df[column].notna()]
+    if floors.empty:
+        return means
+    best = int(df.index.get_loc(floors[column].idxmax()))
+    out = []
+    for i in range(len(df)):
+        if not means[i]:
+            out.append("")
+            continue
+        if frames[i] is None or frames[best] is None:
+            out.append(f"{means[i]} (means)")
+            continue
+        try:
+            r = compare_configurations(frames[i], frames[best], metric, n_boot=n_boot, interval=interval)
+        except (SeedAlignmentError, ValueError) as exc:
+            out.append(f"not comparable ({exc})")
+            continue
+        text = f"{r['diff']:+.4f}, 95% CI {r['ci_low']:+.4f} … {r['ci_high']:+.4f}"
+        out.append("yes" if r["ci_low"] > 0 else f"NO (below: {text})" if r["ci_high"] < 0
+                   else f"not reliably ({text})")
+    return out
+
+
 class SeedAlignmentError(ValueError):
     """The seeds of a configuration were not evaluated on the same users; the message says why."""
 
@@ -281,6 +313,43 @@ def _row(g: SeedGroup) -> str:
     return g.label + (f" · len{length}" if length else "")
 
 
+def per_user_differences(frames_a: Sequence[pd.DataFrame], frames_b: Sequence[pd.DataFrame], metric: str
+                         ) -> pd.Series:
+    """Per user: metric(A) - metric(B), each averaged over its configuration's seeds (indexed by user; refused,
+    SeedAlignmentError, unless both were tested on the same users and held-out items)."""
+    a, b = per_user_mean(frames_a, [metric]), per_user_mean(frames_b, [metric])
+    col = "user_id" if "user_id" in a and "user_id" in b else "user"
+    ia, ib = a.set_index(col)[metric].sort_index(), b.set_index(col)[metric].sort_index()
+    if not ia.index.equals(ib.index):
+        raise SeedAlignmentError("the two configurations were tested on different users")
+    return (ia - ib).rename(f"{metric} A - B")
+
+
+def win_tie_loss(differences: pd.Series, tol: float = 1e-12) -> dict[str, int]:
+    """How many users A serves better (difference > 0), equally (|difference| <= tol: both miss the top-K, say)
+    and worse."""
+    d = np.asarray(differences, dtype=np.float64)
+    return {"wins": int((d > tol).sum()), "ties": int((np.abs(d) <= tol).sum()), "losses": int((d < -tol).sum())}
+
+
+def default_configuration_pair(groups: Sequence[SeedGroup]) -> tuple[int, int]:
+    """Indices of the default A and B among configurations: the SS4Rec configuration with the best mean validation
+    NDCG@10 against the best configuration of another learned model (a floor only when there is none)."""
+    if len(groups) < 2:
+        raise ValueError("a comparison needs two configurations")
+
+    def valid(g: SeedGroup) -> float:
+        vals = [((info_of(m).get("metrics") or {}).get("valid") or {}).get("ndcg@10") for m in g.members]
+        vals = [float(v) for v in vals if isinstance(v, (int, float))]
+        return float(np.mean(vals)) if vals else -math.inf
+
+    order = sorted(range(len(groups)), key=lambda i: (groups[i].model != "ss4rec", -valid(groups[i])))
+    a = order[0]
+    rest = [i for i in order[1:] if groups[i].model != groups[a].model] or order[1:]
+    b = min(rest, key=lambda i: (is_floor(groups[i].info), -valid(groups[i])))
+    return a, b
+
+
 def ranking_matrix(items: Sequence[Any], metric: str = "ndcg@10", split: str = "test") -> pd.DataFrame:
     """Model x dataset: `metric` as "mean ± sd (n seeds)" of each configuration of the complete ranking runs."""
     groups = seed_groups([m for m in items if objective(info_of(m)) == "ranking"
@@ -351,4 +420,6 @@ def pooled_rating_rows(frames: Sequence[pd.DataFrame], name: str = "run") -> pd.
 __all__ = ["DETERMINISTIC", "SEED_FREE", "SeedAlignmentError", "SeedGroup", "compare_groups", "configuration_key",
            "configuration_labels", "floor_flags", "format_mean_sd", "format_seed_table", "mean_sd", "per_user_mean",
            "pooled_rating_rows", "ranking_matrix", "reference_comparisons", "seed_groups", "seed_of", "seed_table",
-           "variant_of", "aligned_seeds", "compare_configurations", "INTERVALS", "DEFAULT_INTERVAL"]
+           "variant_of", "interval_floor_flags",
+           "per_user_differences", "win_tie_loss", "default_configuration_pair", "aligned_seeds",
+           "compare_configurations", "INTERVALS", "DEFAULT_INTERVAL"]
