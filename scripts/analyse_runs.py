@@ -17,7 +17,8 @@ matrix: every complete ranking run under the folders, runs that differ only in s
 (SS4Rec, variant released) against each other configuration: by default a two-level bootstrap (seeds, then users,
 paired: training randomness included); `--interval users` resamples users over seed-averaged values only.
 answer: the answer page's ranking verdicts as text (headline, how many intervals would exclude 0 by chance, every
-configuration and whether it is reliably above the best floor), `--interval` as for matrix.
+configuration and whether it is reliably above the best floor), `--interval` as for matrix; then SS4Rec against each
+other model by the gap to the predicted interaction (What matters' buckets).
 ablations: the What matters page's tables (recsys.compare.ablations): each ablation against its reference (mean ± sd
 over seeds, paired bootstrap of NDCG/HR/MRR@10), then each one's NDCG@10 difference by the gap to the predicted
 interaction and by history length, with users and 95% intervals per bucket.
@@ -161,6 +162,40 @@ def answer(args) -> None:
         for row in table.itertuples(index=False):
             print("| " + " | ".join(str(x) for x in row) + " |")
         print()
+        if v.ss4rec is not None:
+            _regimes(v)
+
+
+def _regimes(v) -> None:
+    """SS4Rec against every other non-ablation configuration of a verdict, by the gap to the predicted interaction
+    (What matters' regime buckets: one rule, recsys.compare.breakdowns.GAP_SCHEMES)."""
+    from recsys.compare import ablations as AB
+    from recsys.compare.variants import is_ablation
+
+    others = [c for c in v.contenders if c is not v.ss4rec and not is_ablation(c.seeds.info) and c.model != "ss4rec"]
+    means, diffs = {}, {}
+    for c in others:
+        try:
+            bd = AB.regime_breakdown(AB.AblationRow(config=v.ss4rec, reference=c, change=""), load_results)
+        except Exception as exc:  # a configuration without the gap column: named, not fatal
+            print(f"(no gap breakdown for {c.name}: {exc})")
+            continue
+        means[v.ss4rec.name] = {b.bucket: (b.configuration, b.users) for b in bd.itertuples()}
+        means[c.name] = {b.bucket: (b.reference, b.users) for b in bd.itertuples()}
+        diffs[c.name] = {b.bucket: f"{b.diff:+.4f} ({b.ci_low:+.4f} … {b.ci_high:+.4f})" for b in bd.itertuples()}
+    if not means:
+        return
+    buckets = list(next(iter(means.values())))
+    print(f"{v.metric} by the gap to the predicted interaction (test; per-user values averaged over seeds; "
+          "SS4Rec − other: 1,000 resamples of the bucket's users):\n")
+    print("| configuration | " + " | ".join(f"{b} (n={means[v.ss4rec.name][b][1]})" for b in buckets) + " |")
+    print("| --- |" + " --- |" * len(buckets))
+    for name, row in means.items():
+        print(f"| {name} | " + " | ".join(f"{row[b][0]:.4f}" for b in buckets) + " |")
+    print("\n| SS4Rec − | " + " | ".join(buckets) + " |\n| --- |" + " --- |" * len(buckets))
+    for name, row in diffs.items():
+        print(f"| {name} | " + " | ".join(row[b] for b in buckets) + " |")
+    print()
 
 
 def rating(args) -> None:
