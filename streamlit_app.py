@@ -10,13 +10,22 @@ from recsys.app import state
 
 st.set_page_config(page_title="SS4Rec workbench", layout="wide")
 
+
+
+def _answer_alias() -> None:
+    """/answer: the default page is served at /, so its own path needs an alias (hidden from the menu) that opens
+    it with the link's query parameters."""
+    st.switch_page(pages[0], query_params=st.query_params.to_dict())
+
+
 pages = [
-    st.Page("app_pages/answer.py", title="The answer", url_path="answer", default=True),
+    st.Page("app_pages/answer.py", title="The answer", url_path="answer-page", default=True),
     st.Page("app_pages/explore.py", title="Explore MovieLens", url_path="explore-movielens"),
     st.Page("app_pages/compare.py", title="Compare runs", url_path="compare-runs"),
     st.Page("app_pages/ablations.py", title="What matters", url_path="what-matters"),
     st.Page("app_pages/trajectories.py", title="State trajectories", url_path="state-trajectories"),
     st.Page("app_pages/live.py", title="Live recommendations", url_path="live-recommendations"),
+    st.Page(_answer_alias, title="The answer", url_path="answer", visibility="hidden"),
 ]
 page = st.navigation(pages)
 state.sidebar()

@@ -76,6 +76,33 @@ def test_user_picker_says_when_the_id_is_not_a_user_of_the_run():
     assert at.number_input(key=state.USER).value == 99999  # shown as typed, not silently replaced
 
 
+def test_the_view_lives_in_the_url_and_a_link_reproduces_it(tmp_path):
+    """Query parameters set the shared choices on a session's first run (a reload, a shared link) and every run
+    writes the current ones back; a link's value the page cannot show is said, not silently replaced."""
+    first = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    boxes = [b for b in first.sidebar.selectbox if b.key == state.SS4REC_RUN]
+    if not boxes or len(boxes[0].options) < 2:
+        pytest.skip("needs two SS4Rec runs in checkpoints/")
+    run = boxes[0].options[1]
+    assert first.query_params["runs"] == "checkpoints" and first.query_params["run"] == boxes[0].options[0]
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.query_params.update({"run": run, "user": "42", "interval": "users"})
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key=state.SS4REC_RUN).value == run and at.number_input(key=state.USER).value == 42
+    assert any("Intervals shown: **users**" in c.value for c in at.caption)
+    assert at.query_params["user"] == "42" and at.query_params["run"] == run
+    at.number_input(key=state.USER).set_value(7).run()
+    assert at.query_params["user"] == "7"  # the address bar follows the view
+    bad = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    bad.query_params.update({"run": "no-such-run", "user": "abc"})
+    bad.run()
+    assert not bad.exception
+    warnings = " ".join(w.value for w in bad.sidebar.warning)
+    assert "'no-such-run' is not in this runs folder" in warnings and "'abc' is not a whole number" in warnings
+    assert bad.selectbox(key=state.SS4REC_RUN).value == boxes[0].options[0]
+
+
 def test_a_page_run_on_its_own_uses_the_sidebar_defaults():
     at = AppTest.from_file(str(ROOT / "app_pages" / "compare.py"), default_timeout=60).run()
     assert not at.exception and at.title[0].value == "Compare runs"

@@ -173,7 +173,8 @@ def test_direct_link_to_a_page_keeps_the_app_navigation(page, server):
     context.close()
 
 
-PAGES = {"/": "Does SS4Rec beat its baselines?", "/explore-movielens": "Explore MovieLens",
+PAGES = {"/": "Does SS4Rec beat its baselines?", "/answer": "Does SS4Rec beat its baselines?",
+         "/explore-movielens": "Explore MovieLens",
          "/compare-runs": "Compare runs", "/what-matters": "What matters", "/state-trajectories": "State trajectories",
          "/live-recommendations": "Live recommendations"}
 
@@ -210,6 +211,20 @@ def test_every_page_opened_by_its_url_in_a_new_session(page, server):
             assert not page_problems(pg), (path, page_problems(pg))
         finally:
             context.close()
+
+
+def test_a_link_with_query_parameters_reproduces_the_view(page, server):
+    """A shared link (page, user, interval) opens that view in a new session, and the address bar keeps following
+    the choices (so a reload keeps them)."""
+    context, pg = open_fresh(page.context.browser, server + "/what-matters?user=42&interval=users")
+    try:
+        assert pg.locator("h1").first.inner_text() == "What matters"
+        assert not page_problems(pg), page_problems(pg)
+        user = pg.get_by_label("User id", exact=True).and_(pg.get_by_test_id("stNumberInputField"))
+        assert user.input_value() == "42"
+        assert "user=42" in pg.url and "interval=users" in pg.url and "runs=checkpoints" in pg.url
+    finally:
+        context.close()
 
 
 def test_the_first_session_of_a_fresh_server_opens_a_deep_link_without_a_dialog(page, tmp_path):

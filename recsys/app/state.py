@@ -156,10 +156,56 @@ def shared_user(fingerprint: str | None) -> int | None:
     return entered_user()
 
 
+# the shared choices in the address bar (st.query_params), so a reload keeps the view and a link reproduces it:
+# ?runs=<folder>&run=<SS4Rec run>&beside=<run>&user=<id>&interval=<seeds+users|users>; the page is the URL's path
+URL_KEYS = {"runs": RUNS_FOLDER, "run": SS4REC_RUN, "beside": OTHER_RUN, "user": USER}
+_URL_APPLIED = "_url_applied"
+
+
+def _from_url(param: str, allowed: list[str] | None = None, notes: list[str] | None = None) -> None:
+    """On a session's first script run, put the link's value of `param` into its widget's key (before the widget is
+    drawn); a value the page cannot show is left out, with a note saying so."""
+    if st.session_state.get(_URL_APPLIED) or param not in st.query_params:
+        return
+    value = st.query_params[param]
+    key = URL_KEYS[param]
+    if param == "user":
+        try:
+            st.session_state[key] = int(value)
+        except ValueError:
+            if notes is not None:
+                notes.append(f"The link's user {value!r} is not a whole number: showing the run's first user.")
+        return
+    if allowed is not None and value not in allowed:
+        if notes is not None:
+            notes.append(f"The link's {param} {value!r} is not in this runs folder: showing the default.")
+        return
+    st.session_state[key] = value
+
+
+def _to_url() -> None:
+    """The current choices into the address bar (only those that are set)."""
+    for param, key in URL_KEYS.items():
+        value = st.session_state.get(key)
+        if value is None or value == NONE:
+            st.query_params.pop(param, None)
+        elif st.query_params.get(param) != str(value):
+            st.query_params[param] = str(value)
+
+
+def _initial(key: str, value) -> dict:
+    """A widget's `value=` only on its first drawing: once its key holds a value (a link's, or the user's), passing
+    one too would make Streamlit warn and ignore it."""
+    return {} if key in st.session_state else {"value": value}
+
+
 def sidebar() -> None:
-    """Draw the shared choices in the sidebar; streamlit_app.py calls this once per script run, before the page."""
+    """Draw the shared choices in the sidebar; streamlit_app.py calls this once per script run, before the page.
+    A link's query parameters (URL_KEYS) set them on a session's first run; every run writes them back."""
+    notes: list[str] = []
     with st.sidebar:
-        st.text_input("Runs folder", value=DEFAULT_FOLDER, key=RUNS_FOLDER,
+        _from_url("runs")
+        st.text_input("Runs folder", **_initial(RUNS_FOLDER, DEFAULT_FOLDER), key=RUNS_FOLDER,
                       help="A folder of run directories written by scripts/train.py; relative paths start at the "
                            "project root. Every page uses it.")
         found = scan()
@@ -167,6 +213,7 @@ def sidebar() -> None:
             st.caption(f"⚠️ {found.root_error}")
         ss4rec_runs = candidates("ss4rec", found)
         if ss4rec_runs:
+            _from_url("run", [r.label for r in ss4rec_runs], notes)
             st.selectbox("SS4Rec run", [r.label for r in ss4rec_runs], key=SS4REC_RUN,
                          help="The run State trajectories and Live recommendations use.")
         elif not found.root_error:
@@ -174,17 +221,23 @@ def sidebar() -> None:
         ss4rec = chosen_run("ss4rec", found)
         if ss4rec is not None:
             others = candidates("other", found, ss4rec.info["dataset"]["name"])
+            _from_url("beside", [NONE] + [r.label for r in others], notes)
             st.selectbox("Beside it on Live", [NONE] + [r.label for r in others], key=OTHER_RUN,
-                         index=1 if others else 0,  # side by side from the start
+                         **({} if OTHER_RUN in st.session_state else {"index": 1 if others else 0}),
                          help="A baseline (SASRec, GRU4Rec, NCF) or floor run on the same dataset, for Live "
                               "recommendations.")
         users, _ = run_users(ss4rec)
-        st.number_input("User id", value=int(users[0]) if len(users) else 1, step=1, format="%d", key=USER,
-                        help="The MovieLens user id State trajectories and Live follow (and Explore, on the run's "
-                             "dataset).")
+        _from_url("user", None, notes)
+        st.number_input("User id", **_initial(USER, int(users[0]) if len(users) else 1), step=1, format="%d",
+                        key=USER, help="The MovieLens user id State trajectories and Live follow (and Explore, on "
+                                       "the run's dataset).")
         problem = user_problem()
         if problem:
             st.warning(problem)
+        for note in notes:
+            st.warning(note)
+    st.session_state[_URL_APPLIED] = True
+    _to_url()
 
 
 def require_ss4rec_run() -> C.Run:
@@ -219,10 +272,13 @@ def interval_choice() -> str:
     from recsys.compare.seeds import DEFAULT_INTERVAL, INTERVALS
 
     options = list(INTERVALS)
+    if st.query_params.get("interval") in options and "interval_pick" not in st.session_state:
+        st.session_state["interval_pick"] = st.query_params["interval"]  # a link's choice, on first sight
     current = st.session_state.get("interval_pick", DEFAULT_INTERVAL)  # a plain key: it outlives page switches
     labels = {"seeds+users": "seeds and users (two-level)", "users": "users only"}
     choice = st.radio("Intervals resample", options, index=options.index(current), horizontal=True,
                       format_func=labels.__getitem__,
                       help="; ".join(f"{labels[k]}: {v}" for k, v in INTERVALS.items()))
     st.session_state["interval_pick"] = choice
+    st.query_params["interval"] = str(choice)
     return str(choice)
