@@ -77,11 +77,13 @@ class GRU4Rec(Recommender):
 
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         """Full-catalogue logits [B, n_items] from the state after each history's last item."""
+        assert batch.items is not None and batch.lengths is not None
         h = self.encode(batch.items)
         return self.gather_last(h, batch.lengths) @ self.item_embedding.weight.T
 
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1]; full-softmax CE."""
+        assert batch.items is not None and batch.targets is not None
         h = self.encode(batch.items)
         valid = batch.targets > 0
         return chunked_softmax_cross_entropy(h[valid], self.item_embedding.weight, batch.targets[valid],
