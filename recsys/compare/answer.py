@@ -135,7 +135,7 @@ class RatingVerdict:
     ss4rec: list[Comparison] = field(default_factory=list)  # the best SS4Rec vs the best other learned model / floor
 
 
-def _metric_values(g: SeedGroup, split: str, metric: str) -> list[float]:
+def _metric_values(g: SeedGroup, split: str, metric: str) -> list[float | None]:
     return [((info_of(m).get("metrics") or {}).get(split) or {}).get(metric) for m in g.members]
 
 
@@ -167,16 +167,23 @@ def mean_sd_text(value: tuple[float, float, int], digits: int = 4) -> str:
     return _fmt(mean, digits) + (f" ± {sd:.{digits}f}" if sd is not None and np.isfinite(sd) else "")
 
 
+def _no_comparison(a: Contender, b: Contender, metric: str, n_boot: int, problem: str,
+                   lower_is_better: bool = False) -> Comparison:
+    """A comparison that could not be made: every number NaN, n 0, and the reason."""
+    nan = math.nan
+    return Comparison(a.name, b.name, metric, nan, nan, nan, nan, nan, nan, n=0, n_boot=n_boot,
+                      lower_is_better=lower_is_better, problem=problem)
+
+
 def _compare_ranking(a: Contender, b: Contender, load_results, metric: str, n_boot: int, seed: int) -> Comparison:
     try:
         fa = per_user_mean([load_results(m) for m in a.seeds.members], [metric])
         fb = per_user_mean([load_results(m) for m in b.seeds.members], [metric])
         r = compare_groups(fa, fb, metric, n_boot=n_boot, seed=seed)
     except (SeedAlignmentError, ComparisonError, ValueError, OSError) as exc:
-        return Comparison(a.name, b.name, metric, *([math.nan] * 6), n=0, n_boot=n_boot, problem=str(exc))
+        return _no_comparison(a, b, metric, n_boot, str(exc))
     except Exception as exc:  # an unreadable result file is a message on the page, never a traceback
-        return Comparison(a.name, b.name, metric, *([math.nan] * 6), n=0, n_boot=n_boot,
-                          problem=f"{type(exc).__name__}: {exc}")
+        return _no_comparison(a, b, metric, n_boot, f"{type(exc).__name__}: {exc}")
     return Comparison(a.name, b.name, metric, r["mean_a"], r["mean_b"], r["diff"], r["ci_low"], r["ci_high"],
                       r["p_value"], int(r["n"]), int(r["n_boot"]))
 
@@ -199,7 +206,7 @@ def _group_title(info: dict) -> str:
 
 
 def _n_users(members: Sequence[Any]) -> int | None:
-    ns = {((info_of(m).get("metrics") or {}).get("test") or {}).get("n") for m in members} - {None}
+    ns = {n for m in members if (n := ((info_of(m).get("metrics") or {}).get("test") or {}).get("n")) is not None}
     return int(next(iter(ns))) if len(ns) == 1 else None
 
 
@@ -292,7 +299,7 @@ def _ranking_caveats(v: Verdict, members: Sequence[Any]) -> list[str]:
             for m in c.seeds.members}
     if len(lens - {None}) > 1:
         caveats.append("SS4Rec and the baseline read different history lengths (max_len "
-                       + " vs ".join(str(x) for x in sorted(lens - {None})) + ").")
+                       + " vs ".join(str(x) for x in sorted(n for n in lens if n is not None)) + ").")
     return caveats
 
 
@@ -440,8 +447,7 @@ def _compare_rating(a: Contender, b: Contender, load_results, n_boot: int, seed:
         fb = pooled_rating_rows([load_results(m) for m in b.seeds.members], b.name)
         r = compare_pair(fa, fb, "rating", "rmse", n_boot=n_boot, seed=seed, names=(a.name, b.name))
     except Exception as exc:  # an unreadable or misaligned result is a message on the page, never a traceback
-        return Comparison(a.name, b.name, "rmse", *([math.nan] * 6), n=0, n_boot=n_boot, lower_is_better=True,
-                          problem=str(exc))
+        return _no_comparison(a, b, "rmse", n_boot, str(exc), lower_is_better=True)
     return Comparison(a.name, b.name, "rmse", r["mean_a"], r["mean_b"], r["diff"], r["ci_low"], r["ci_high"],
                       r["p_value"], int(r["n"]), int(r["n_boot"]), lower_is_better=True)
 
@@ -455,7 +461,7 @@ def _rating_caveats(v: RatingVerdict) -> list[str]:
                "interval uses each held-out row's squared error averaged over the seeds (RMSE pooled over seeds)."]
     if v.model is not None and v.model.n_seeds < 2:
         caveats.append(f"One seed only for {v.model.name}.")
-    if v.model is not None and v.model.beats_floor is False:
+    if v.model is not None and v.model.beats_floor is False and v.floor is not None:  # set against a floor
         caveats.append(f"{v.model.name} does not beat the {v.floor.name} floor on test RMSE.")
     if not any(_config(c).get("rating_input") for c in v.contenders):
         caveats.append("No rating-aware sequence model (one that reads the history's ratings) is among these runs: "
@@ -474,7 +480,7 @@ def _rating_headline(v: RatingVerdict) -> str:
     if v.model is None:
         return f"No learned rating model on {v.title}."
     c = v.comparison
-    if c is None or c.problem:
+    if c is None or c.problem or v.floor is None:  # (a comparison is made only with a floor)
         return f"{v.model.name} ({v.model.seeds_text}): test RMSE {mean_sd_text(v.model.test['rmse'])}; no floor to " \
                f"compare with."
     verb = ("beats" if c.a_better else "loses to") if c.reliable else "does not reliably differ from"

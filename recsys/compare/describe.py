@@ -150,7 +150,7 @@ def max_len_note(group: Group) -> str | None:
     """A sentence when the members of a ranking group read different amounts of history."""
     if group.family != "ranking":
         return None
-    lens = {}
+    lens: dict[int | None, list[str]] = {}
     for item in group.members:
         lens.setdefault(info_of(item)["protocol"].get("max_len"), []).append(label_of(item))
     if len(lens) <= 1:

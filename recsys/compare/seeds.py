@@ -107,8 +107,8 @@ def seed_groups(items: Sequence[Any]) -> list[SeedGroup]:
     return list(groups.values())
 
 
-def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
-    """(mean, sample sd, n) of the finite values; sd is NaN for fewer than two."""
+def mean_sd(values: Sequence[float | None]) -> tuple[float, float, int]:
+    """(mean, sample sd, n) of the finite values (None: missing); sd is NaN for fewer than two."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if not len(v):
         return math.nan, math.nan, 0
