@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make app    virtual environment + requirements + embedded data, then the dashboard
-#   make test   the same set-up, then the linter (ruff) and the whole test suite
+#   make test   the same set-up, then the linter (ruff), the type checker (mypy) and the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -24,18 +24,20 @@ app: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # the fast tier while working (a few minutes; about one minute of CPU): everything but the tests marked slow (tests/conftest.py)
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench-data: $(STAMP)
 	$(BIN)/python scripts/bench_data.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache
 
 # The shipped run directories on the embedded ML-100K (each run.json records the command that made it). Three seeds
 # of every model with randomness; the closed-form floors are deterministic (one run each). About 2 h on 2 CPU

@@ -28,7 +28,7 @@ def gap_sensitivity(run: LoadedRun, gaps: dict[str, int], users: int = 200, k: i
     Returns, per gap label, the mean overlap (0..k) and the share of users whose list is identical."""
     if run.kind != "ss4rec":
         raise ValueError("gap sensitivity needs an SS4Rec run")
-    overlaps = {label: [] for label in gaps}
+    overlaps: dict[str, list[int]] = {label: [] for label in gaps}
     for u in run.prepared.user_map.raw[:users]:
         h = user_history(run, int(u))
         items, times = h["item_idx"].to_numpy(), h["timestamp"].to_numpy()
@@ -44,6 +44,7 @@ def gap_sensitivity(run: LoadedRun, gaps: dict[str, int], users: int = 200, k: i
 def retention_table(run: LoadedRun, gaps: dict[str, int]) -> dict[str, list[float]]:
     """S5 retention (mean |Abar|) of each layer for each gap."""
     dt = torch.tensor([float(g) for g in gaps.values()])
-    per_layer = [block.s5.retention(run.model.scale_gaps(dt)).tolist() for block in run.model.blocks
+    model = run.ss4rec
+    per_layer = [block.s5.retention(model.scale_gaps(dt)).tolist() for block in model.block_list
                  if block.s5 is not None]
     return {label: [layer[i] for layer in per_layer] for i, label in enumerate(gaps)}

@@ -149,7 +149,7 @@ def _card(raw: dict, module: str) -> ModelCard:
 def cards() -> dict[str, ModelCard]:
     """Every registered model's card, in registry order (CatalogueError on a missing or malformed one)."""
     found: dict[str, ModelCard] = {}
-    by_module: dict[str, dict[str, dict]] = {}
+    by_module: dict[str, dict[str | None, dict]] = {}  # a card without a key is listed under None
     for key, module in REGISTRY.items():
         if module not in by_module:
             by_module[module] = {c.get("key"): c for c in _literal_cards(module)}

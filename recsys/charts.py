@@ -8,6 +8,7 @@ rather than raising; field types are spelled out (``:Q``, ``:N``, ...) so nothin
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import altair as alt
 import numpy as np
@@ -185,7 +186,8 @@ def breakdown_chart(df: pd.DataFrame, y_title: str, x_title: str) -> alt.LayerCh
         layers += [err, text]
     else:
         layers.append(base.mark_text(dy=-6, fontSize=10).encode(text=alt.Text("count:Q")))
-    return alt.layer(*layers).properties(height=320)
+    # alt.layer gives a FacetChart only for layers that all share a facet encoding; these have none
+    return cast(alt.LayerChart, alt.layer(*layers)).properties(height=320)
 
 
 # ------------------------------------------------------------------------------------------------ State trajectories
@@ -310,7 +312,7 @@ def gap_histogram_chart(hist: pd.DataFrame, name: str, references: pd.DataFrame 
     rules = alt.Chart(refs).mark_rule(color="firebrick", strokeDash=[4, 3]).encode(x="seconds:Q", tooltip=["label:N"])
     labels = alt.Chart(refs).mark_text(align="left", dx=3, dy=-5, color="firebrick", baseline="top").encode(
         x="seconds:Q", y=alt.value(0), text="label:N")
-    return alt.layer(bars, rules, labels).properties(
+    return cast(alt.LayerChart, alt.layer(bars, rules, labels)).properties(  # no facets: a LayerChart
         title=f"{name}: gaps between consecutive ratings of a user (zero gaps excluded)")
 
 

@@ -84,6 +84,8 @@ class RunConfig:
         from recsys.models import MODELS
 
         model = flat.get("model")
+        if not isinstance(model, str) or model not in MODELS:  # a ConfigError, as resolve_config's own check gives
+            raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
         foreign = {f.name for m in MODELS.values() for f in fields(m.Config)}
         known = {f.name for f in fields(TrainConfig)} | _model_fields(model) | set(_LEGACY.get(model, {}))
         legacy = _LEGACY.get(model, {})

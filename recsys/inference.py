@@ -27,7 +27,8 @@ from recsys.data.history import History, cut_history, gaps_after, gaps_before
 from recsys.data.prepare import PreparedData, chronological_order
 from recsys.evaluation.metrics import target_ranks
 from recsys.explore import format_gap
-from recsys.models import model_class, restore_model
+from recsys.models import Recommender, model_class, restore_model
+from recsys.models.ss4rec import SS4Rec
 from recsys.runs import RunDirectory, RunError
 from recsys.training.runner import load_prepared
 
@@ -38,13 +39,19 @@ human_gap = format_gap  # one wording of gaps across the pages
 class LoadedRun:
     path: Path
     info: dict
-    model: torch.nn.Module
+    model: Recommender
     prepared: PreparedData
     fingerprint_matches: bool
 
     @property
     def kind(self) -> str:
         return self.info["model"]
+
+    @property
+    def ss4rec(self) -> SS4Rec:
+        """The model, for what only SS4Rec has (its states, live re-scoring from them, retention)."""
+        assert isinstance(self.model, SS4Rec), f"an SS4Rec run is needed; this is a {self.kind} run"
+        return self.model
 
     @property
     def max_len(self) -> int:
@@ -147,8 +154,9 @@ def trajectory(run: LoadedRun, items, times, ratings=None, k: int = 10, now: int
     items, times, ratings, cut = fed.items, fed.times, fed.ratings, fed.cut
     n = len(items)
     now = int(times[-1] + 86400) if now is None else int(now)
-    model = run.model
+    model = run.ss4rec
     batch = single_history(items, times, now)
+    assert batch.timestamps is not None and batch.lengths is not None
     h, s5_states, layers = model.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times,
                                         return_states=True)
     logits = h[0] @ model.item_embedding.weight.T  # [n, n_items]
@@ -156,7 +164,7 @@ def trajectory(run: LoadedRun, items, times, ratings=None, k: int = 10, now: int
     dt_after = gaps_after(times[None], np.array([n]), np.array([now]))[0].astype(np.float64)
     dt_before = gaps_before(times)
     dt_fed = model.gaps(batch.timestamps, batch.lengths, batch.target_times)[0]
-    retention = [block.s5.retention(dt_fed).numpy() for block in model.blocks if block.s5 is not None]
+    retention = [block.s5.retention(dt_fed).numpy() for block in model.block_list if block.s5 is not None]
     steps = []
     top_scores, top_items = torch.topk(logits, min(k, logits.shape[1] - 1), dim=1)
     # the same pessimistic rank as evaluation: step j's logits against the movie at step j+1
@@ -267,7 +275,7 @@ def prefill(run: LoadedRun, items, times) -> dict:
     """SS4Rec's recurrent states after a history (fed like evaluation: its last max_len movies), for what-if
     re-scoring of the next interaction's time with `score_history(..., cache=...)`."""
     fed = _fed_history(run, items, times)
-    return run.model.prefill(torch.from_numpy(fed.items)[None], torch.from_numpy(fed.times)[None])
+    return run.ss4rec.prefill(torch.from_numpy(fed.items)[None], torch.from_numpy(fed.times)[None])
 
 
 @dataclass
@@ -301,8 +309,8 @@ def score_history(run: LoadedRun, items=None, times=None, now: int | None = None
         fed = _fed_history(run, items, times)
         now = int(fed.times[-1] + 86400) if now is None else int(now)
         if cache is None:
-            cache = run.model.prefill(torch.from_numpy(fed.items)[None], torch.from_numpy(fed.times)[None])
-        scores = run.model.score_next(cache, torch.tensor([now]))[0]
+            cache = run.ss4rec.prefill(torch.from_numpy(fed.items)[None], torch.from_numpy(fed.times)[None])
+        scores = run.ss4rec.score_next(cache, torch.tensor([now]))[0]
         table = _top_table(run, scores, k, seen if hide_seen else None, "score")
         return Scored(table, (time.perf_counter() - t0) * 1000)
     if model_class(run.kind).reads_history and items is not None:  # SASRec, GRU4Rec, Markov: the history
@@ -336,7 +344,7 @@ def gap_sweep(run: LoadedRun, items, times, gaps: dict[str, int], k: int = 10, h
     many of its k movies it shares with the list at the first gap. Re-scores from one prefilled state."""
     fed = _fed_history(run, items, times)
     if cache is None:
-        cache = run.model.prefill(torch.from_numpy(fed.items)[None], torch.from_numpy(fed.times)[None])
+        cache = run.ss4rec.prefill(torch.from_numpy(fed.items)[None], torch.from_numpy(fed.times)[None])
     rows, first = [], None
     for label, gap in gaps.items():
         res = score_history(run, items, times, now=int(fed.times[-1]) + int(gap), k=k, hide_seen=hide_seen,
@@ -354,7 +362,8 @@ def retention_curve(run: LoadedRun, seconds) -> pd.DataFrame:
     (its time unit, transform and normalisation). Empty for a run without S5 layers."""
     dt = torch.as_tensor(np.asarray(seconds, dtype=np.float64))
     rows = []
-    for i, block in enumerate(b for b in run.model.blocks if b.s5 is not None):
-        ret = block.s5.retention(run.model.scale_gaps(dt)).numpy()
+    model = run.ss4rec
+    for i, block in enumerate(b for b in model.block_list if b.s5 is not None):
+        ret = block.s5.retention(model.scale_gaps(dt)).numpy()
         rows += [{"seconds": float(g), "layer": f"layer {i + 1}", "retention": float(r)} for g, r in zip(seconds, ret)]
     return pd.DataFrame(rows, columns=["seconds", "layer", "retention"])

@@ -26,7 +26,8 @@ class RunLock:
     folder holds only its artefacts."""
 
     def __init__(self, path: Path, command: str = ""):
-        self.path, self.command, self._fd, self._created = Path(path), command, None, False
+        self.path, self.command, self._created = Path(path), command, False
+        self._fd: int | None = None  # the open lock file while held
 
     def __enter__(self) -> RunLock:
         self.acquire()

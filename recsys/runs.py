@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 # the file layer (bounded reads, atomic writes) is part of the run contract: re-exported here
@@ -86,7 +87,7 @@ def safetensors_bytes(tensors: dict, metadata: dict) -> bytes:
     return struct.pack("<Q", len(head)) + head + b"".join(chunks)
 
 
-def npz_bytes(**arrays: np.ndarray) -> bytes:
+def npz_bytes(**arrays: npt.ArrayLike) -> bytes:
     """np.savez's format with fixed zip timestamps (np.savez stamps the current time: never byte-identical)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -165,14 +166,14 @@ def host_id() -> str:
         return platform.node()
 
 
-@dataclass
+@dataclass(init=False)
 class RunDirectory:
     """A run directory on disk; the reader methods validate what they read, the writer methods keep it consistent."""
 
     path: Path
 
-    def __post_init__(self):
-        self.path = Path(self.path)
+    def __init__(self, path: Path | str):  # callers pass a str as often as a Path
+        self.path = Path(path)
 
     # ------------------------------------------------------------------------------------------- writing
     def write_info(self, info: dict) -> None:
@@ -198,6 +199,7 @@ class RunDirectory:
 
     def save_id_maps(self, users: np.ndarray, items: np.ndarray, licence_safe: bool = False) -> None:
         """Raw ids of indices 1..n; licence-safe (a restricted dataset): only their counts and sha256 digests."""
+        arrays: dict[str, npt.ArrayLike]
         if licence_safe:
             from recsys.redistribution import ids_digest
 
@@ -339,7 +341,8 @@ class RunDirectory:
             from recsys.redistribution import ids_digest
 
             return str(z["users_sha256"]) == ids_digest(users) and str(z["items_sha256"]) == ids_digest(items)
-        return bool(np.array_equal(z.get("users"), users) and np.array_equal(z.get("items"), items))
+        return bool("users" in z and np.array_equal(z["users"], users) and "items" in z
+                    and np.array_equal(z["items"], items))
 
     def test_results(self) -> pd.DataFrame:
         f = self.path / TEST_RESULTS
@@ -404,7 +407,7 @@ RESUME_KEYS = ("epoch", "model", "optimizer", "best", "best_epoch", "bad_epochs"
 def recomputed_test_metrics(per_user: pd.DataFrame, names) -> dict:
     """The test metrics `names` recomputed from the per-user (per-row) results they were averaged from; a name
     with no source column is left out."""
-    out = {"n": int(len(per_user))}
+    out: dict[str, float] = {"n": int(len(per_user))}
     for name in names:
         if name in per_user.columns and name.split("@")[0] in ("hr", "ndcg", "mrr"):
             out[name] = float(per_user[name].astype("float64").mean())

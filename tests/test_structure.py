@@ -109,3 +109,11 @@ def test_configs_of_earlier_runs_still_load():
     assert cfg.params.dropout == 0.3 and cfg.params.hidden == 16
     assert RunConfig.from_dict({**dataclasses.asdict(TrainConfig()), "model": "bias", "objective": "rating",
                                 "chosen_reg": 3.0}).model == "bias"
+
+
+def test_a_recorded_config_of_an_unknown_model_is_a_config_error():
+    """A run.json config without a model, or of a model not registered here, is a ConfigError (the error every
+    reader of run.json configs catches: load_run, run_users, the campaign planner), not a bare ValueError."""
+    for flat in ({"lr": 0.001}, {"model": "not-a-model"}, {"model": None}):
+        with pytest.raises(ConfigError, match="unknown model"):
+            RunConfig.from_dict(flat)

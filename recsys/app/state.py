@@ -222,8 +222,11 @@ def sidebar() -> None:
         if ss4rec is not None:
             others = candidates("other", found, ss4rec.info["dataset"]["name"])
             _from_url("beside", [NONE] + [r.label for r in others], notes)
-            st.selectbox("Beside it on Live", [NONE] + [r.label for r in others], key=OTHER_RUN,
-                         **({} if OTHER_RUN in st.session_state else {"index": 1 if others else 0}),
+            beside = [NONE] + [r.label for r in others]
+            # side by side from the start; a link's or the user's choice, once in the key, is not overridden
+            index = beside.index(st.session_state[OTHER_RUN]) if st.session_state.get(OTHER_RUN) in beside \
+                else (1 if others else 0)
+            st.selectbox("Beside it on Live", beside, index=index, key=OTHER_RUN,
                          help="A baseline (SASRec, GRU4Rec, NCF) or floor run on the same dataset, for Live "
                               "recommendations.")
         users, _ = run_users(ss4rec)

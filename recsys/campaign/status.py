@@ -126,6 +126,7 @@ def estimate_left(states: list[JobState]) -> tuple[float, int]:
             continue
         spe = s.s_per_epoch or _median([x.s_per_epoch for x in per_entry[s.job.entry] if x.s_per_epoch]) \
             or _median([x.s_per_epoch for x in states if x.job.model == s.job.model and x.s_per_epoch])
+        epochs: float | None
         if s.state in ("training", "stopped") and s.patience and s.since_best is not None:
             epochs = max(s.patience - s.since_best, 0)
             if s.max_epochs:

@@ -125,6 +125,7 @@ def _train(args, command: list[str], cfg: RunConfig | None, out: Path) -> dict |
                 raise ConfigError(f"{out} already holds a run; pass --resume {out} to continue it, --overwrite "
                                   f"to replace it, or another --out")
             clear_run(out)
+    assert cfg is not None  # _planned resolves the configuration of every run but a resumed one
     return run_training(cfg, out, command, resume=bool(args.resume), progress=not args.quiet)
 
 

@@ -147,17 +147,17 @@ def study_table(study: AblationStudy, metric: str = "ndcg@10", digits: int = 4) 
     lines = []
     for row in study.rows:
         c = row.comparisons.get(metric)
-        ok = c is not None and not c.problem
+        ok = c if c is not None and not c.problem else None  # a comparison with a result
         lines.append({
             "configuration": row.name, "compared with": row.reference.name, "what changes": row.change,
             "seeds": row.config.seeds_text,
             f"test {metric_display(metric)}": mean_sd_text(row.config.test[metric], digits),
             f"reference {metric_display(metric)}": mean_sd_text(row.reference.test[metric], digits),
-            "difference (95% CI)": (f"{c.diff:+.{digits}f} ({c.ci_low:+.{digits}f} … {c.ci_high:+.{digits}f})"
-                                    if ok else f"not comparable: {c.problem if c else 'no result'}"),
-            "p": format_p(c.p_value, c.n_boot) if ok else "",
-            "p (Holm)": _holm_text(c) if ok else "",
-            "reading": reading(c) if ok else "",
+            "difference (95% CI)": (f"{ok.diff:+.{digits}f} ({ok.ci_low:+.{digits}f} … {ok.ci_high:+.{digits}f})"
+                                    if ok is not None else f"not comparable: {c.problem if c else 'no result'}"),
+            "p": format_p(ok.p_value, ok.n_boot) if ok is not None else "",
+            "p (Holm)": _holm_text(ok) if ok is not None else "",
+            "reading": reading(ok) if ok is not None else "",
         })
     return pd.DataFrame(lines)
 

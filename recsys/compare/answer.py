@@ -125,7 +125,7 @@ class Verdict:
     headline: str = ""
 
 
-def _metric_values(g: SeedGroup, split: str, metric: str) -> list[float]:
+def _metric_values(g: SeedGroup, split: str, metric: str) -> list[float | None]:
     return [((info_of(m).get("metrics") or {}).get(split) or {}).get(metric) for m in g.members]
 
 
@@ -157,6 +157,14 @@ def mean_sd_text(value: tuple[float, float, int], digits: int = 4) -> str:
     return _fmt(mean, digits) + (f" ± {sd:.{digits}f}" if sd is not None and np.isfinite(sd) else "")
 
 
+def _no_comparison(a: Contender, b: Contender, metric: str, n_boot: int, problem: str,
+                   lower_is_better: bool = False) -> Comparison:
+    """A comparison that could not be made: every number NaN, n 0, and the reason."""
+    nan = math.nan
+    return Comparison(a.name, b.name, metric, nan, nan, nan, nan, nan, nan, n=0, n_boot=n_boot,
+                      lower_is_better=lower_is_better, problem=problem)
+
+
 def _compare_ranking(a: Contender, b: Contender, load_results, metric: str, n_boot: int, seed: int,
                      interval: str = DEFAULT_INTERVAL) -> Comparison:
     try:
@@ -164,10 +172,9 @@ def _compare_ranking(a: Contender, b: Contender, load_results, metric: str, n_bo
                                    [load_results(m) for m in b.seeds.members], metric, n_boot=n_boot, seed=seed,
                                    interval=interval)
     except (SeedAlignmentError, ComparisonError, ValueError, OSError) as exc:
-        return Comparison(a.name, b.name, metric, *([math.nan] * 6), n=0, n_boot=n_boot, problem=str(exc))
+        return _no_comparison(a, b, metric, n_boot, str(exc))
     except Exception as exc:  # an unreadable result file is a message on the page, never a traceback
-        return Comparison(a.name, b.name, metric, *([math.nan] * 6), n=0, n_boot=n_boot,
-                          problem=f"{type(exc).__name__}: {exc}")
+        return _no_comparison(a, b, metric, n_boot, f"{type(exc).__name__}: {exc}")
     return Comparison(a.name, b.name, metric, r["mean_a"], r["mean_b"], r["diff"], r["ci_low"], r["ci_high"],
                       r["p_value"], int(r["n"]), int(r["n_boot"]), interval=interval)
 
@@ -212,7 +219,7 @@ def _group_title(info: dict) -> str:
 
 
 def _n_users(members: Sequence[Any]) -> int | None:
-    ns = {((info_of(m).get("metrics") or {}).get("test") or {}).get("n") for m in members} - {None}
+    ns = {n for m in members if (n := ((info_of(m).get("metrics") or {}).get("test") or {}).get("n")) is not None}
     return int(next(iter(ns))) if len(ns) == 1 else None
 
 
@@ -308,7 +315,7 @@ def _ranking_caveats(v: Verdict, members: Sequence[Any]) -> list[str]:
     lens = {history_length(info_of(m)) for c in (v.ss4rec, v.baseline) if c is not None for m in c.seeds.members}
     if len(lens - {None}) > 1:
         caveats.append("SS4Rec and the baseline read different history lengths (max_len "
-                       + " vs ".join(str(x) for x in sorted(lens - {None})) + ").")
+                       + " vs ".join(str(x) for x in sorted(n for n in lens if n is not None)) + ").")
     return caveats
 
 

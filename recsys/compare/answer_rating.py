@@ -16,6 +16,7 @@ from recsys.compare.answer import (
     _contenders,
     _fmt,
     _groups,
+    _no_comparison,
     mean_sd_text,
 )
 from recsys.compare.describe import protocol_summary
@@ -91,8 +92,7 @@ def _compare_rating(a: Contender, b: Contender, load_results, n_boot: int, seed:
         fb = pooled_rating_rows([load_results(m) for m in b.seeds.members], b.name)
         r = compare_pair(fa, fb, "rating", "rmse", n_boot=n_boot, seed=seed, names=(a.name, b.name))
     except Exception as exc:  # an unreadable or misaligned result is a message on the page, never a traceback
-        return Comparison(a.name, b.name, "rmse", *([math.nan] * 6), n=0, n_boot=n_boot, lower_is_better=True,
-                          problem=str(exc))
+        return _no_comparison(a, b, "rmse", n_boot, str(exc), lower_is_better=True)
     return Comparison(a.name, b.name, "rmse", r["mean_a"], r["mean_b"], r["diff"], r["ci_low"], r["ci_high"],
                       r["p_value"], int(r["n"]), int(r["n_boot"]), lower_is_better=True)
 
@@ -106,7 +106,7 @@ def _rating_caveats(v: RatingVerdict) -> list[str]:
                "interval uses each held-out row's squared error averaged over the seeds (RMSE pooled over seeds)."]
     if v.model is not None and v.model.n_seeds < 2:
         caveats.append(f"One seed only for {v.model.name}.")
-    if v.model is not None and v.model.beats_floor is False:
+    if v.model is not None and v.model.beats_floor is False and v.floor is not None:  # set against a floor
         caveats.append(f"{v.model.name} does not beat the {v.floor.name} floor on test RMSE.")
     if not any(_config(c).get("rating_input") for c in v.contenders):
         caveats.append("No rating-aware sequence model (one that reads the history's ratings) is among these runs: "
@@ -125,7 +125,7 @@ def _rating_headline(v: RatingVerdict) -> str:
     if v.model is None:
         return f"No learned rating model on {v.title}."
     c = v.comparison
-    if c is None or c.problem:
+    if c is None or c.problem or v.floor is None:  # (a comparison is made only with a floor)
         return f"{v.model.name} ({v.model.seeds_text}): test RMSE {mean_sd_text(v.model.test['rmse'])}; no floor to " \
                f"compare with."
     verb = ("beats" if c.a_better else "loses to") if c.reliable else "does not reliably differ from"

@@ -61,7 +61,8 @@ def learning_curves(runs: Sequence[tuple[str, dict, Sequence[dict]]], metric: st
 
     `runs` holds (name, info, history) triples; train = the training loss on training data, valid = `metric` on
     the validation users."""
-    train, valid = [], []
+    train: list[pd.DataFrame] = []
+    valid: list[pd.DataFrame] = []
     for name, info, history in runs:
         df = history_frame(history)
         if df.empty:

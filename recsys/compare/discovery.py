@@ -98,7 +98,7 @@ def validate_info(info: Any, where: str | Path = "run.json") -> dict:
 
 
 def _stamp(path: Path) -> tuple:
-    out = []
+    out: list[tuple[int, int, int] | None] = []
     for name in (RUN_FILE, TEST_RESULTS, WEIGHTS):
         try:
             st = (path / name).lstat()

@@ -112,9 +112,11 @@ def _valid_value(info: dict) -> float:
     from recsys.compare.curves import monitored_metric
 
     name, mode = monitored_metric(info)
-    v = ((info.get("metrics") or {}).get("valid") or {}).get(name)
+    raw = ((info.get("metrics") or {}).get("valid") or {}).get(name)
+    if raw is None:
+        return -math.inf
     try:
-        v = float(v)
+        v = float(raw)
     except (TypeError, ValueError):
         return -math.inf
     return -v if mode == "min" else v if math.isfinite(v) else -math.inf

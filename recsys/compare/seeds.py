@@ -106,8 +106,8 @@ def seed_groups(items: Sequence[Any]) -> list[SeedGroup]:
     return list(groups.values())
 
 
-def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
-    """(mean, sample sd, n) of the finite values; sd is NaN for fewer than two."""
+def mean_sd(values: Sequence[float | None]) -> tuple[float, float, int]:
+    """(mean, sample sd, n) of the finite values (None: missing); sd is NaN for fewer than two."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if not len(v):
         return math.nan, math.nan, 0
@@ -201,11 +201,12 @@ def interval_floor_flags(df: pd.DataFrame, frames: Sequence[Sequence[pd.DataFram
         if not means[i]:
             out.append("")
             continue
-        if frames[i] is None or frames[best] is None:
+        mine, floor = frames[i], frames[best]
+        if mine is None or floor is None:
             out.append(f"{means[i]} (means)")
             continue
         try:
-            r = compare_configurations(frames[i], frames[best], metric, n_boot=n_boot, interval=interval)
+            r = compare_configurations(mine, floor, metric, n_boot=n_boot, interval=interval)
         except (SeedAlignmentError, ValueError) as exc:
             out.append(f"not comparable ({exc})")
             continue
@@ -339,8 +340,8 @@ def default_configuration_pair(groups: Sequence[SeedGroup]) -> tuple[int, int]:
         raise ValueError("a comparison needs two configurations")
 
     def valid(g: SeedGroup) -> float:
-        vals = [((info_of(m).get("metrics") or {}).get("valid") or {}).get("ndcg@10") for m in g.members]
-        vals = [float(v) for v in vals if isinstance(v, (int, float))]
+        raw = [((info_of(m).get("metrics") or {}).get("valid") or {}).get("ndcg@10") for m in g.members]
+        vals = [float(v) for v in raw if isinstance(v, (int, float))]
         return float(np.mean(vals)) if vals else -math.inf
 
     order = sorted(range(len(groups)), key=lambda i: (groups[i].model != "ss4rec", -valid(groups[i])))

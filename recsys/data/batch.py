@@ -52,6 +52,7 @@ class SequenceBatch:
         """The same batch without the padding columns every row shares."""
         if self.items is None or not len(self):
             return self
+        assert self.lengths is not None, "a batch with histories says how long they are"
         width = max(int(self.lengths.max()), 1)
         per_position = {"items", "timestamps", "targets", "target_ratings", "ratings"}  # [B, L] (targets: windows)
         return replace(self, **{name: getattr(self, name)[:, :width] for name in per_position

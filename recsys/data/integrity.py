@@ -101,7 +101,8 @@ def _readme_facts(path: Path) -> tuple[int | None, tuple[str, str] | None]:
     days = None
     if span:
         try:
-            days = tuple(_dt.datetime.strptime(s, "%B %d, %Y").strftime("%Y-%m-%d") for s in span.groups())
+            first, last = (_dt.datetime.strptime(s, "%B %d, %Y").strftime("%Y-%m-%d") for s in span.groups())
+            days = (first, last)
         except ValueError:
             days = None
     return (int(count.group(1).replace(",", "")) if count else None), days
@@ -124,7 +125,7 @@ def release_expectations(name: str, fmt: str, path: Path) -> Expectations | None
     if not (any((path / m).exists() for m in facts.markers) or is_embedded(path)):
         return None
     ratings, ratings_doc = facts.ratings, f"the {name} release (as GroupLens documents it)"
-    days = (facts.first_day, facts.last_day) if facts.first_day else None
+    days = (facts.first_day, facts.last_day) if facts.first_day and facts.last_day else None
     span_doc = facts.span_doc
     if facts.ratings is None:
         ratings, days = _readme_facts(path)
@@ -134,6 +135,7 @@ def release_expectations(name: str, fmt: str, path: Path) -> Expectations | None
             span_doc = "not documented: a sanity span from MovieLens's first ratings to today"
     if name == "ml-100k" and fmt == "ml-100k" and (info := _uinfo_ratings(path)) is not None:
         ratings, ratings_doc = info, f"{path / 'u.info'}"
+    assert days is not None, name  # RELEASE_FACTS: a release with a documented count documents its span too
     first, last = _span(*days)
     return Expectations(name, first, last, f"{days[0]} .. {days[1]} ({span_doc})", ratings, ratings_doc)
 
@@ -289,7 +291,7 @@ def embedded_dir() -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / "dataset_example" / "ml-100k"
 
 
-def is_embedded(path: Path) -> bool:
+def is_embedded(path: Path | str) -> bool:
     emb = embedded_dir()
     try:
         return emb is not None and Path(path).resolve() == emb.resolve()

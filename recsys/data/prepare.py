@@ -207,8 +207,9 @@ def prepare(data: MovieLensData, user_k: int = 5, item_k: int = 5, timestamped_o
     items = data.items[data.items["item"].isin(item_map.raw)].copy()
     items["item_idx"] = item_map.to_index(items["item"].to_numpy())
     items = items.sort_values("item_idx").reset_index(drop=True)
-    filters = {"user_k": user_k, "item_k": item_k, "timestamped_users_only": bool(timestamped_only),
-               "ratings_before_filter": int(n_before), "ratings_after_filter": int(len(inter))}
+    filters: dict[str, int | bool | str] = {
+        "user_k": user_k, "item_k": item_k, "timestamped_users_only": bool(timestamped_only),
+        "ratings_before_filter": int(n_before), "ratings_after_filter": int(len(inter))}
     if shuffle_ties:
         filters["tie_order"] = "shuffled (seeded random order among ratings of one user in the same second)"
     return PreparedData(data.name, inter, user_map, item_map, items, filters)

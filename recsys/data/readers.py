@@ -91,6 +91,7 @@ def _read_delimited(path: Path, sep: str, columns: list[str], dtypes: dict, head
                     encoding: str = "utf-8", dat: bool = False) -> pd.DataFrame:
     """Fast numeric table read; on any failure, rescan the text to report the first bad line."""
     check_text_file(path, " (no ratings)")  # empty or cut short: refused before parsing
+    source: io.BytesIO | str
     if dat:  # '::' is a multi-character separator: rewrite it to one byte so the fast parser applies
         source = io.BytesIO(path.read_bytes().replace(b"::", b"\t"))
         sep = "\t"
@@ -134,7 +135,8 @@ def _read_delimited(path: Path, sep: str, columns: list[str], dtypes: dict, head
             cols, lines = head, lines[1:]
         else:
             cols = columns
-        numeric = {c: (int if np.issubdtype(np.dtype(t), np.integer) else float) for c, t in dtypes.items()}
+        numeric: dict[str, type] = {c: (int if np.issubdtype(np.dtype(t), np.integer) else float)
+                                    for c, t in dtypes.items()}
         err = _locate_bad_line(path, lines, sep, cols, numeric, first_line, exc)
         raise err from exc
     if len(df) == 0:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,7 @@ class MovieLensData:
         """Headline numbers: the ones `python -m recsys.data info` prints."""
         inter = self.interactions
         ts = inter["timestamp"].dropna()
-        out = {
+        out: dict[str, Any] = {
             "dataset": self.name,
             "source": self.source,
             "ratings": int(len(inter)),

@@ -26,10 +26,14 @@ its ``mean``, ``median`` or ``rmse`` (``sqrt(mean)`` of squared errors: an RMSE 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "rmse",
@@ -45,7 +49,7 @@ __all__ = [
 
 
 
-def _is_tensor(x: object) -> bool:
+def _is_tensor(x: object) -> TypeGuard[torch.Tensor]:
     """isinstance(x, torch.Tensor) without importing torch: the bootstrap and rating metrics (the dashboard's
     answer page) need no torch, and nothing can be a tensor before torch is imported."""
     torch = sys.modules.get("torch")
@@ -180,7 +184,8 @@ def per_user_ranking(ranks: np.ndarray, users: np.ndarray, ks: Sequence[int] = D
 # ----------------------------------------------------------------------------------------------------------------
 
 # The statistic of a sample (axis=None) or of each resample (axis=1); rmse takes squared errors: sqrt of their mean.
-_REDUCERS = {"mean": np.mean, "median": np.median, "rmse": lambda v, axis=None: np.sqrt(np.mean(v, axis=axis))}
+_REDUCERS: dict[str, Callable[..., Any]] = {
+    "mean": np.mean, "median": np.median, "rmse": lambda v, axis=None: np.sqrt(np.mean(v, axis=axis))}
 _STATISTICS = tuple(_REDUCERS)
 
 

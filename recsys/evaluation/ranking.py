@@ -16,7 +16,8 @@ which re-exports these functions.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
+from typing import TypeGuard, cast
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ def csr_from_lists(item_lists: Sequence[Sequence[int]]) -> Csr:
     return offsets, items
 
 
-def _is_csr(exclude: object) -> bool:
+def _is_csr(exclude: object) -> TypeGuard[Csr]:
     """True when ``exclude`` is an ``(offsets, items)`` tuple of numpy arrays."""
     return (
         isinstance(exclude, tuple)
@@ -61,9 +62,10 @@ def _exclude_mask(exclude: Exclude, n_rows: int, n_items: int, device: torch.dev
                 f"exclude mask has shape {tuple(exclude.shape)}, expected {(n_rows, n_items)} to match the scores"
             )
         return exclude.to(device)
-    if not _is_csr(exclude):
-        exclude = csr_from_lists(exclude)  # type: ignore[arg-type]
-    offsets, items = exclude  # type: ignore[misc]
+    if _is_csr(exclude):
+        offsets, items = exclude
+    else:  # what is left: per-row sequences
+        offsets, items = csr_from_lists(cast(Sequence[Sequence[int]], exclude))
     offsets = np.asarray(offsets, dtype=np.int64)
     if offsets.ndim != 1 or offsets.shape[0] != n_rows + 1:
         raise ValueError(f"exclude offsets must have length n_rows + 1 = {n_rows + 1}, got {offsets.shape}")
@@ -134,14 +136,14 @@ def _slice_exclude(exclude: Exclude, start: int, stop: int) -> Exclude:
     if exclude is None:
         return None
     if _is_csr(exclude):
-        offsets, items = exclude  # type: ignore[misc]
+        offsets, items = exclude
         return offsets[start:stop + 1], items
-    return exclude[start:stop]  # type: ignore[index]
+    return cast(torch.Tensor | Sequence[Sequence[int]], exclude)[start:stop]  # not CSR, not None
 
 
-def _n_rows(x: object) -> int:
+def _n_rows(x: Sized) -> int:
     """Number of rows of a numpy array, torch tensor or sequence."""
-    return int(x.shape[0]) if hasattr(x, "shape") else len(x)  # type: ignore[arg-type, union-attr]
+    return int(x.shape[0]) if hasattr(x, "shape") else len(x)
 
 
 def rank_all(

@@ -32,6 +32,9 @@ class Recommender(nn.Module):
     objectives: ClassVar[tuple[str, ...]] = ("ranking",)  # what it can be trained for
     reads_history: ClassVar[bool] = False  # True: scores come from the history, False: from the user id alone
     trainable: ClassVar[bool] = True       # False: fitted in closed form by fit() (a floor)
+    # what next_item_loss reads, set by the sequence models that call it (declared for the type checker only)
+    item_embedding: nn.Embedding
+    config: Any
 
     @classmethod
     def from_config(cls, config, n_users: int, n_items: int) -> Recommender:

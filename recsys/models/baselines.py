@@ -49,6 +49,7 @@ class PopularConfig:
 
 
 class _RatingFloor(Recommender):
+    n_items: int
 
     @property
     def has_rating(self) -> bool:
@@ -61,11 +62,17 @@ class _RatingFloor(Recommender):
         return self.pair_ratings(users, torch.arange(n_items, device=users.device)[None, :].expand_as(users))
 
     def predict_rating(self, batch: SequenceBatch) -> torch.Tensor:
+        assert batch.targets is not None
         return self.pair_ratings(batch.users, batch.targets)
+
+    def pair_ratings(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The predicted rating of each (user, item) pair, any equal shapes."""
+        raise NotImplementedError
 
 
 class GlobalMean(_RatingFloor):
     Config = GlobalMeanConfig
+    mean: torch.Tensor  # buffers
 
     def __init__(self, n_items: int = 1, mean: float = 0.0):
         super().__init__()
@@ -102,6 +109,9 @@ class BiasBaseline(_RatingFloor):
     """r = mu + b_u + b_i, fitted by alternating ridge updates (Koren 2008): b_i = sum(r-mu-b_u)/(lambda_i+n_i)."""
 
     Config = BiasConfig
+    mean: torch.Tensor  # buffers
+    user_bias: torch.Tensor
+    item_bias: torch.Tensor
 
     def __init__(self, n_users: int, n_items: int, reg_grid=(10.0,), iters: int = 10):
         super().__init__()
@@ -123,12 +133,13 @@ class BiasBaseline(_RatingFloor):
 
     def fit(self, task, device: str) -> dict:
         t = task.train
-        best = None
+        best: tuple[float, float, dict[str, torch.Tensor]] | None = None
         for reg in self.reg_grid:
             self.fit_reg(t.users.numpy(), t.targets.numpy(), t.target_ratings.numpy(), reg, reg)
             rmse = task.evaluate(self, "valid", device)[0]["rmse"]
             if best is None or rmse < best[0]:
                 best = (rmse, reg, {k: v.clone() for k, v in self.state_dict().items()})
+        assert best is not None  # reg_grid is never empty
         self.load_state_dict(best[2])
         return {"chosen_reg": best[1]}
 
@@ -147,6 +158,8 @@ class RecentResidual(BiasBaseline):
     """
 
     Config = RecentResidualConfig
+    k: torch.Tensor  # buffers
+    shrink: torch.Tensor
 
     def __init__(self, n_users: int, n_items: int, reg_grid=(10.0,), iters: int = 10, k_grid=(5,),
                  shrink_grid=(1.0,)):
@@ -165,7 +178,7 @@ class RecentResidual(BiasBaseline):
     def fit(self, task, device: str) -> dict:
         self.k.fill_(0)  # the plain bias floor while its regularisation is chosen
         chosen = super().fit(task, device)
-        best = None
+        best: tuple[float, int, float] | None = None
         for k in self.k_grid:
             for lam in self.shrink_grid:
                 self.k.fill_(k)
@@ -173,6 +186,7 @@ class RecentResidual(BiasBaseline):
                 rmse = task.evaluate(self, "valid", device)[0]["rmse"]
                 if best is None or rmse < best[0] - 1e-12:
                     best = (rmse, k, lam)
+        assert best is not None  # k_grid and shrink_grid are never empty
         self.k.fill_(best[1])
         self.shrink.fill_(best[2])
         return {**chosen, "chosen_k": best[1], "chosen_shrink": best[2], "valid_rmse": best[0]}
@@ -184,6 +198,7 @@ class RecentResidual(BiasBaseline):
             return base
         if batch.ratings is None:
             raise ValueError("the recent-residual floor needs the history's ratings")
+        assert batch.lengths is not None
         pos = torch.arange(batch.items.shape[1], device=batch.items.device)[None, :]
         lengths = batch.lengths[:, None]
         recent = (pos < lengths) & (pos >= lengths - k)
@@ -198,6 +213,7 @@ class MostPopular(Recommender):
     """Scores every item by its number of training interactions, the same list for every user."""
 
     Config = PopularConfig
+    counts: torch.Tensor  # buffer
 
     def __init__(self, n_items: int):
         super().__init__()

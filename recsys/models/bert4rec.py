@@ -103,6 +103,7 @@ class BERT4Rec(Recommender):
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         """Logits [B, n_items] at a [MASK] appended after each history (the positions after it are padding)."""
         items, lengths = batch.items, batch.lengths
+        assert items is not None and lengths is not None
         B, L = items.shape
         pos = torch.arange(L + 1, device=items.device)[None]
         padded = torch.cat([items, items.new_zeros(B, 1)], 1)
@@ -115,6 +116,7 @@ class BERT4Rec(Recommender):
         """Cloze loss: each real item masked with probability mask_ratio (the last one when none was drawn), the
         masked items predicted with the full-softmax cross-entropy."""
         items = batch.items
+        assert items is not None
         real = items > 0
         masked = (torch.rand(items.shape, device=items.device) < self.config.mask_ratio) & real
         none = ~masked.any(1) & real.any(1)

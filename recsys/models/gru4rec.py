@@ -76,11 +76,13 @@ class GRU4Rec(Recommender):
 
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         """Full-catalogue logits [B, n_items] from the state after each history's last item."""
+        assert batch.items is not None and batch.lengths is not None
         h = self.encode(batch.items)
         return self.gather_last(h, batch.lengths) @ self.item_embedding.weight.T
 
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1]; full-softmax CE."""
+        assert batch.items is not None and batch.targets is not None
         h = self.encode(batch.items)
         return self.next_item_loss(h, batch.targets)
 

@@ -76,6 +76,12 @@ def _upcast(t: torch.Tensor) -> torch.Tensor:
     return t.float() if t.dtype in _LOW_PRECISION else t
 
 
+def _mark(param: torch.Tensor, flag: str) -> None:
+    """Set one of mamba_ssm's marker attributes on a parameter (`_no_reinit`, `_no_weight_decay`: read with getattr
+    by the optimizer and re-init code written for mamba_ssm); a Parameter declares none of them."""
+    setattr(param, flag, True)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # optional mamba_ssm kernels (lazy)
 # ----------------------------------------------------------------------------------------------------------------
@@ -177,14 +183,14 @@ class Mamba(nn.Module):
         dt = torch.exp(torch.rand(self.d_inner, **factory) * (log_hi - log_lo) + log_lo).clamp(min=dt_init_floor)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))      # inverse of softplus
-        self.dt_proj.bias._no_reinit = True
+        _mark(self.dt_proj.bias, "_no_reinit")
 
         # S4D-real: A = -(1, 2, ..., d_state) for every channel, stored as log.
         a = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
         self.A_log = nn.Parameter(torch.log(a).contiguous())
-        self.A_log._no_weight_decay = True
+        _mark(self.A_log, "_no_weight_decay")
         self.D = nn.Parameter(torch.ones(self.d_inner, device=device))
-        self.D._no_weight_decay = True
+        _mark(self.D, "_no_weight_decay")
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
 
     # -- path -------------------------------------------------------------------------------------------------

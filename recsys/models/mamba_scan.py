@@ -19,7 +19,10 @@ Timings: ``python -m recsys.models.mamba --bench`` (figures in docs/benchmarks.m
 """
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +145,7 @@ class _BlockedScan(torch.autograd.Function):
             dec = torch.empty_like(h)
             tmp = torch.empty_like(h)
             for t in range(length):
-                if keep and t and t % chunk == 0:
+                if checkpoints is not None and t and t % chunk == 0:  # kept (keep)
                     checkpoints[t // chunk - 1, rows] = h
                 torch.mul(ds[t].unsqueeze(-1), A2, out=dec).exp2_()
                 h.mul_(dec).addcmul_(du[t].unsqueeze(-1), Bs[t].unsqueeze(1))
@@ -268,12 +271,13 @@ def _benchmark(batch: int, length: int, d_inner: int, d_state: int, variants, re
     B = torch.randn(batch, length, d_state, generator=gen)
     C = torch.randn(batch, length, d_state, generator=gen)
     D = torch.ones(d_inner)
-    fns = {"native": lambda *a, **k: selective_scan(*a, native=True, **k),
-           "fast": lambda *a, **k: selective_scan(*a, native=False, **k),
-           "reference": selective_scan_reference, "indexed": _selective_scan_indexed}
+    fns: dict[str, Callable[..., Any]] = {
+        "native": functools.partial(selective_scan, native=True),
+        "fast": functools.partial(selective_scan, native=False),
+        "reference": selective_scan_reference, "indexed": _selective_scan_indexed}
     results = {}
     for name in variants:
-        best = None
+        best: tuple[float, float] | None = None
         for _ in range(repeats):
             leaves = [t.clone().requires_grad_(True) for t in (u, dt, A, B, C, D, z)]
             t0 = time.perf_counter()
@@ -283,6 +287,7 @@ def _benchmark(batch: int, length: int, d_inner: int, d_state: int, variants, re
             t2 = time.perf_counter()
             if best is None or t2 - t0 < best[0] + best[1]:
                 best = (t1 - t0, t2 - t1)
+        assert best is not None  # repeats >= 1
         results[name] = {"forward_s": round(best[0], 2), "backward_s": round(best[1], 2),
                          "total_s": round(best[0] + best[1], 2)}
         print(f"B={batch} L={length} d_inner={d_inner} d_state={d_state} {name:9s} "

@@ -68,6 +68,10 @@ class MarkovChain(Recommender):
     """Scores the next item by its transition count from the history's last item, popularity breaking ties."""
 
     Config = MarkovConfig
+    indptr: torch.Tensor  # buffers (replaced whole by fit)
+    next_items: torch.Tensor
+    counts: torch.Tensor
+    popularity: torch.Tensor
 
     def __init__(self, n_items: int, backoff: float = 0.5):
         super().__init__()
@@ -108,6 +112,7 @@ class MarkovChain(Recommender):
 
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         lengths = batch.lengths
+        assert lengths is not None  # a history batch (the model reads histories)
         n_rows = len(lengths)
         scores = self.prior()[None, :].repeat(n_rows, 1)
         if batch.items is None or not n_rows or batch.items.shape[1] == 0:

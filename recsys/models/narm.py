@@ -80,10 +80,12 @@ class NARM(Recommender):
         return self.b(self.context_dropout(torch.cat([c_local, gru_out], -1)))
 
     def score(self, batch: SequenceBatch) -> torch.Tensor:
+        assert batch.items is not None and batch.lengths is not None
         return self.gather_last(self.encode(batch.items), batch.lengths) @ self.item_embedding.weight.T
 
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1] (full softmax)."""
+        assert batch.items is not None and batch.targets is not None
         h = self.encode(batch.items)
         return self.next_item_loss(h, batch.targets)
 

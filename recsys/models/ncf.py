@@ -38,6 +38,7 @@ class NCFConfig:
 
 class NeuMF(Recommender):
     Config = NCFConfig
+    global_mean: torch.Tensor  # buffer of a rating model
 
     def __init__(self, n_users: int, n_items: int, gmf_dim: int, mlp_dims: tuple[int, ...], dropout: float,
                  rating_head: bool = False, loss: str = "bce"):
@@ -98,12 +99,15 @@ class NeuMF(Recommender):
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """The training loss: MSE of the rating, or the ranking loss (BCE with sampled negatives, or softmax)."""
         users, items = batch.users, batch.targets
+        assert items is not None
         if self.rating_head:
+            assert batch.target_ratings is not None
             return F.mse_loss(self.score_pairs(users, items).float(), batch.target_ratings)
         if self.loss_name == "softmax":
             logits = self.score_all(users).float()
             logits[:, 0] = float("-inf")
             return F.cross_entropy(logits, items)
+        assert batch.negatives is not None  # sampled for a bce model (sampled_negatives)
         pos = self.score_pairs(users, items).float()
         neg = self.score_pairs(users[:, None].expand_as(batch.negatives), batch.negatives).float()
         return (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="sum")
@@ -136,4 +140,5 @@ class NeuMF(Recommender):
     def predict_rating(self, batch: SequenceBatch) -> torch.Tensor:
         if not self.rating_head:
             return super().predict_rating(batch)
+        assert batch.targets is not None
         return self.score_pairs(batch.users, batch.targets)

@@ -46,6 +46,8 @@ class RatingReader(nn.Module):
 class RatingReadout(nn.Module):
     """mean + b_item + MLP([state, e, state * e]): the predicted rating of movie `items` after `state`."""
 
+    global_mean: torch.Tensor  # buffer
+
     def __init__(self, n_items: int, hidden: int):
         super().__init__()
         self.item_bias = nn.Embedding(n_items, 1)
@@ -102,7 +104,7 @@ class RatingSide(nn.Module):
 
         n_items = self.readout.item_bias.num_embeddings
         t, v = task.train, task.cases("valid")
-        best = None
+        best: tuple[float, float, np.ndarray] | None = None
         for reg in (1.0, 3.0, 10.0, 25.0):  # the bias floor's grid, chosen on validation RMSE as the floor does
             mu, bu, bi = fit_biases(t.users.numpy(), t.targets.numpy(), t.target_ratings.numpy(),
                                     int(task.prepared.n_users) + 1, n_items, reg, reg)
@@ -110,6 +112,7 @@ class RatingSide(nn.Module):
             rmse = float(np.sqrt(np.mean((pred - v.target_ratings.numpy()) ** 2)))
             if best is None or rmse < best[0]:
                 best = (rmse, mu, bi)
+        assert best is not None
         with torch.no_grad():
             self.readout.global_mean.fill_(best[1])
             self.readout.item_bias.weight[:, 0] = torch.from_numpy(best[2]).to(self.readout.item_bias.weight.dtype)
@@ -125,6 +128,8 @@ class RatingSide(nn.Module):
         """The skip path's offset [B, L] at every position (None without it)."""
         if self.skip is None:
             return None
+        if ratings is None:  # as read() says (it runs first, in the model's encode)
+            raise ValueError("a rating-aware model needs the history's ratings (SequenceBatch.ratings)")
         real = (ratings > 0).to(torch.float32)
         res = (ratings.float() - self.readout.global_mean.float() - self.readout.bias(items).float()) * real
         return self.skip(res, real)
@@ -154,6 +159,7 @@ def joint_loss(ce: torch.Tensor | None, ce_weight: float, pred: torch.Tensor | N
     if ce is not None and ce_weight:
         terms.append(ce_weight * ce)
     if pred is not None and rating_weight:
+        assert target is not None, "a rating prediction comes with its target"
         terms.append(rating_weight * torch.nn.functional.mse_loss(pred.float(), target.float()))
     if not terms:
         raise ValueError("the loss has no term: ce_weight and rating_weight are both 0")

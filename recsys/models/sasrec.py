@@ -29,7 +29,9 @@ Deviations (shared with SS4Rec, see recsys/models/ss4rec.py):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +52,8 @@ def gap_buckets(gaps: torch.Tensor) -> torch.Tensor:
     return log2_gap_buckets(gaps, GAP_BUCKETS - 1)
 
 
-_ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "swish": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu, "relu": F.relu, "swish": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
 # What SASRec is, for every page and the registry (read without importing this file: recsys/catalogue.py).
@@ -137,8 +140,20 @@ class FeedForward(nn.Module):
         return self.norm(h + self.dropout(self.dense_2(self.act(self.dense_1(h)))))
 
 
+class BlockConfig(Protocol):
+    """What a TransformerBlock reads of its model's config (SASRec's, BERT4Rec's)."""
+
+    hidden_size: int
+    n_heads: int
+    inner_size: int
+    hidden_dropout: float
+    attn_dropout: float
+    hidden_act: str
+    layer_norm_eps: float
+
+
 class TransformerBlock(nn.Module):
-    def __init__(self, cfg: SASRecConfig):
+    def __init__(self, cfg: BlockConfig):
         super().__init__()
         self.attention = MultiHeadSelfAttention(cfg.hidden_size, cfg.n_heads, cfg.hidden_dropout, cfg.attn_dropout,
                                                 cfg.layer_norm_eps)
@@ -222,12 +237,14 @@ class SASRec(Recommender):
 
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         """Full-catalogue logits [B, n_items] from the state at each history's last item."""
+        assert batch.items is not None and batch.lengths is not None
         h = self.encode(batch.items, batch)
         return self.gather_last(h, batch.lengths) @ self.item_embedding.weight.T
 
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1]; ce_weight x the
         full-softmax CE, plus (rating-aware) rating_weight x the MSE of the rating of targets[:, j]."""
+        assert batch.items is not None and batch.targets is not None
         h = self.encode(batch.items, batch)
         valid = batch.targets > 0
         hv, tv = h[valid], batch.targets[valid]
@@ -244,6 +261,7 @@ class SASRec(Recommender):
         """The rating of `batch.targets` from the state after each history (rating-aware runs)."""
         if self.rating_side is None:
             return super().predict_rating(batch)
+        assert batch.items is not None and batch.lengths is not None and batch.targets is not None
         state = self.gather_last(self.encode(batch.items, batch), batch.lengths)
         return self.rating_side.predict(state, self.item_embedding(batch.targets), batch.targets,
                                         self.rating_side.last_offset(batch))

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -198,6 +199,10 @@ class SS4RecBlock(nn.Module):
 
 class SS4Rec(Recommender):
     Config = SS4RecConfig
+    time_span: torch.Tensor    # buffers, each registered only when the config uses it
+    assumed_gap: torch.Tensor
+    global_mean: torch.Tensor
+    rating_mlp: nn.Sequential  # the joint rating head's
 
     def __init__(self, n_items: int, config: SS4RecConfig | None = None, **overrides):
         """n_items counts index 0 (padding); `overrides` replace fields of `config` (default: the released one)."""
@@ -231,6 +236,11 @@ class SS4Rec(Recommender):
     @classmethod
     def from_config(cls, config, n_users: int, n_items: int) -> SS4Rec:
         return cls(n_items, config.params)
+
+    @property
+    def block_list(self) -> list[SS4RecBlock]:
+        """The blocks, typed (iterating an nn.ModuleList gives a type checker plain Modules)."""
+        return cast(list[SS4RecBlock], list(self.blocks))
 
     @property
     def has_rating(self) -> bool:
@@ -319,7 +329,7 @@ class SS4Rec(Recommender):
         if self.rating_side is not None:
             h = h + self.rating_side.read(items, ratings)
         dt = self.gaps(timestamps, lengths, target_times)
-        readout = self.readout_gap(*items.shape, items.device)
+        readout = self.readout_gap(items.shape[0], items.shape[1], items.device)
         states, layers = [], []
         for block in self.blocks:
             if return_states:
@@ -348,15 +358,15 @@ class SS4Rec(Recommender):
             # each what-if runs the full forward (found by the generated contract tests: stepping from cached
             # states permuted the history's gaps without the target's and differed from the forward by up to 5e-7)
             return {"history": (items, timestamps)}
-        cache = {"last_item": items[:, -1], "last_time": timestamps[:, -1], "layers": []}
+        cache: dict[str, Any] = {"last_item": items[:, -1], "last_time": timestamps[:, -1], "layers": []}
         if n == 1:
-            for block in self.blocks:
+            for block in self.block_list:
                 cache["layers"].append(block.empty_cache(items.device, self.item_embedding.weight.dtype))
             return cache
         h = self.item_embedding(items[:, :-1])
         dt = self._fed_gaps(timestamps[:, :-1], torch.tensor([n - 1], device=items.device), timestamps[:, -1])
         readout = self.readout_gap(1, n - 1, items.device)
-        for block in self.blocks:
+        for block in self.block_list:
             h, layer_cache = block.prefill(h, dt, readout)
             cache["layers"].append(layer_cache)
         return cache
@@ -382,7 +392,7 @@ class SS4Rec(Recommender):
         else:
             dt = self.scale_gaps(self.ablate_gaps(raw[:, None], one)[:, 0])
         u = self.item_embedding(cache["last_item"])
-        for block, layer_cache in zip(self.blocks, cache["layers"]):
+        for block, layer_cache in zip(self.block_list, cache["layers"]):
             u = block.step(u, dt, layer_cache)
         return u @ self.item_embedding.weight.T
 
@@ -393,6 +403,7 @@ class SS4Rec(Recommender):
 
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         """Full-catalogue logits [B, n_items] for histories and the time of the interaction each predicts."""
+        assert batch.lengths is not None
         h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times, ratings=batch.ratings)
         return self.gather_last(h, batch.lengths) @ self.item_embedding.weight.T
 
@@ -400,6 +411,7 @@ class SS4Rec(Recommender):
         """The rating of `batch.targets` from the state after each history (with the target's time)."""
         if not self.has_rating_head:
             return super().predict_rating(batch)
+        assert batch.lengths is not None and batch.targets is not None
         h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times, ratings=batch.ratings)
         offset = self.rating_side.last_offset(batch) if self.rating_side is not None else None
         return self.rating_from_state(self.gather_last(h, batch.lengths), batch.targets, offset)
@@ -415,6 +427,7 @@ class SS4Rec(Recommender):
         """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1]; full-softmax CE,
         plus rating_weight x the rating MSE when the model has a rating head and the batch has ratings (ce_weight
         scales the cross-entropy; 0 leaves it out: a pure rating model)."""
+        assert batch.items is not None and batch.targets is not None
         h = self.encode(batch.items, batch.timestamps, batch.lengths, batch.target_times, ratings=batch.ratings)
         valid = batch.targets > 0
         hv = h[valid]

@@ -185,11 +185,14 @@ class TiSASRec(Recommender):
 
     def score(self, batch: SequenceBatch) -> torch.Tensor:
         """Full-catalogue logits [B, n_items] from the state at each history's last item (history times only)."""
+        assert batch.items is not None and batch.timestamps is not None and batch.lengths is not None
         h = self.encode(batch.items, batch.timestamps, batch.lengths)
         return self.gather_last(h, batch.lengths) @ self.item_embedding.weight.T
 
     def forward(self, batch: SequenceBatch) -> torch.Tensor:
         """All-positions training loss: position j predicts targets[:, j] from items[:, :j+1] (full softmax)."""
+        assert batch.items is not None and batch.timestamps is not None and batch.lengths is not None
+        assert batch.targets is not None
         h = self.encode(batch.items, batch.timestamps, batch.lengths)
         return self.next_item_loss(h, batch.targets)
 

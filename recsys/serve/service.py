@@ -68,7 +68,7 @@ class Service:
         self._loading: dict[str, threading.Lock] = {}
         self._models: dict[str, LoadedRun] = {}
         self._runs: dict[str, C.Run] = {}
-        self._stamp = None
+        self._stamp: tuple | None = None  # the runs folder's folder_stamp at the last scan
         self._checked = 0.0
         self._refused: dict[str, str] = {}
         self._prefilled: OrderedDict[tuple, dict] = OrderedDict()
@@ -141,11 +141,13 @@ class Service:
             scored = score_history(run, items, times, now=now, k=int(k), hide_seen=exclude_seen,
                                    cache=self._states(name, run, items, times))
         elif cls.reads_history:
+            assert user_id is not None  # no history: a user (checked above)
             items, times = self._user_events(name, run, int(user_id))
             now = self._now(run, times, now)
             scored = score_history(run, items, times, now=now, k=int(k), hide_seen=exclude_seen,
                                    cache=self._states(name, run, items, times))
         else:
+            assert user_id is not None
             self._user(run, user_id)
             if now is not None:
                 raise ServeError(422, "now", f"{run.kind} does not read time; leave out now")

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from recsys.commands import command_text
 from recsys.config import ConfigError, RunConfig
 from recsys.evaluation import metrics as M
-from recsys.models import restore_model
+from recsys.models import Recommender, restore_model
+from recsys.models.ss4rec import SS4Rec
 from recsys.runs import EVAL_ONLY_KEYS, HISTORY, ID_MAPS, WEIGHTS, RunDirectory, RunError, load_weights, save_weights
 from recsys.training.engine import fit, resolve_device
 from recsys.training.runner import build_task, finish_run, load_prepared
@@ -32,7 +33,7 @@ class RebuiltRun:
     prepared: object
     task: object
     protocol: dict
-    model: torch.nn.Module
+    model: Recommender
 
 
 def rebuild_run(source, overrides: dict | None = None, expected_model: str | None = None) -> RebuiltRun:
@@ -148,6 +149,7 @@ def refit_rating_head(source: str | Path, out: str | Path, command: list[str], e
     """
     r = rebuild_run(source, {}, expected_model="ss4rec")
     model = r.model
+    assert isinstance(model, SS4Rec)  # load_weights refuses a run of another model
     if not model.has_rating:
         raise ConfigError(f"{source} was trained without a rating head (rating_head: false)")
     if r.config.train.objective != "ranking" or getattr(model, "rating_side", None) is not None:

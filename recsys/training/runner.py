@@ -32,6 +32,9 @@ def build_task(cfg: RunConfig, prepared, model):
     """The task (batches, loss, evaluation) of a configuration's protocol for `model`, and the protocol as run.json
     records it."""
     t, cls = cfg.train, model_class(cfg.model)
+    assert t.user_k is not None and t.item_k is not None  # resolve_config fills the k-cores in
+    proto: RankingProtocol | RatingProtocol
+    task: RankingTask | SequenceRatingTask | RatingTask
     if t.objective == "ranking":
         proto = RankingProtocol.from_config(t)
         desc = proto.describe()

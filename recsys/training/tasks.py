@@ -69,6 +69,7 @@ class RatingTask:
             self.pairs[stage] = rating_pairs(part["user_idx"].to_numpy(), part["item_idx"].to_numpy(),
                                              part["rating"].to_numpy())
         self.train = self.pairs["train"]
+        assert self.train.target_ratings is not None  # rating pairs carry their ratings
         self.train_mean = float(self.train.target_ratings.mean())
         self.rating_scale = (float(inter["rating"].min()), float(inter["rating"].max()))
 
@@ -88,6 +89,7 @@ class RatingTask:
     def evaluate(self, model, stage: str, device, **_) -> tuple[dict, pd.DataFrame]:
         pred = self.predict(model, stage, device)
         pairs = self.pairs[stage]
+        assert pairs.targets is not None and pairs.target_ratings is not None
         target = pairs.target_ratings.numpy()
         per_row = M.rating_errors(pred, target, users=pairs.users.numpy())
         per_row.insert(1, "item", pairs.targets.numpy())
@@ -142,6 +144,7 @@ class RankingTask:
             return model.score(c.take(rows.cpu()).to(device)).float()
 
         exclude = self.loo.seen_items(stage) if self.mask_seen else None
+        assert c.targets is not None
         targets = c.targets.numpy()
         return M.rank_all(score_fn, np.arange(len(targets)), targets, batch_size=batch_size,
                           exclude=exclude, device=device, progress=progress)
@@ -149,6 +152,8 @@ class RankingTask:
     def evaluate(self, model, stage: str, device, batch_size: int = 1024, progress: bool = False):
         ranks = self.ranks(model, stage, device, batch_size, progress)
         c = self.cases(stage)
+        assert (c.targets is not None and c.timestamps is not None and c.lengths is not None
+                and c.target_times is not None)  # what every evaluation case carries
         metrics = M.ranking_metrics_from_ranks(ranks, self.ks)
         metrics["n"] = int(len(ranks))
         per_user = M.per_user_ranking(ranks, c.users.numpy(), self.ks)
@@ -194,6 +199,7 @@ class SequenceTask(RankingTask):
         if model.has_rating:
             c = self.cases(stage)
             pred = predict_ratings(model, c, device, batch_size, self.rating_scale)
+            assert c.target_ratings is not None  # leave-one-out cases carry the rating of their target
             target = c.target_ratings.numpy()
             metrics.update(rmse=M.rmse(pred, target), mae=M.mae(pred, target))
             per_user["pred_rating"] = pred
@@ -221,6 +227,7 @@ class SequenceRatingTask:
         self.prepared, self.split, self.max_len = prepared, split, max_len
         part = inter.loc[split.train]
         self.train = rating_pairs(part["user_idx"].to_numpy(), part["item_idx"].to_numpy(), part["rating"].to_numpy())
+        assert self.train.target_ratings is not None  # rating pairs carry their ratings
         self.train_mean = float(self.train.target_ratings.mean())
         self.rating_scale = (float(inter["rating"].min()), float(inter["rating"].max()))
         self._cases, self._full_length = {}, {}
@@ -258,6 +265,9 @@ class SequenceRatingTask:
     def evaluate(self, model, stage: str, device, batch_size: int = 1024, **_) -> tuple[dict, pd.DataFrame]:
         pred = self.predict(model, stage, device, batch_size)
         c = self.cases(stage)
+        assert (c.targets is not None and c.timestamps is not None and c.lengths is not None
+                and c.target_times is not None)  # what every evaluation case carries
+        assert c.target_ratings is not None
         target = c.target_ratings.numpy()
         per_row = M.rating_errors(pred, target, users=c.users.numpy())
         per_row.insert(1, "item", c.targets.numpy())

@@ -20,6 +20,13 @@ from recsys.models.native.build import ConvInputs, S5Inputs, ScanGrads, ScanInpu
 _pool: dict = {}
 
 
+def _library() -> ctypes.CDLL:
+    """The compiled library: every caller of this module has checked `usable` first, so it is loaded."""
+    lib = load()
+    assert lib is not None, "the native kernels are not available here (check recsys.models.native.usable first)"
+    return lib
+
+
 def _executor(n: int) -> ThreadPoolExecutor:
     ex = _pool.get(n)
     if ex is None:
@@ -116,7 +123,7 @@ class NativeSelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool):
-        lib = load()
+        lib = _library()
         u, delta, B, C = (_rows(t) for t in (u, delta, B, C))
         z = _rows(z) if z is not None else None
         A, D, delta_bias = A.contiguous(), _opt(D), _opt(delta_bias)
@@ -130,7 +137,7 @@ class NativeSelectiveScan(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gy):
-        lib = load()
+        lib = _library()
         u, delta, A, B, C, D, z, bias = ctx.saved_tensors
         gy = gy.contiguous()
         batch, length, d_inner = u.shape
@@ -153,7 +160,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 
 def last_state(u, delta, A, B, C, delta_bias=None, delta_softplus=False) -> tuple:
     """Forward only, no autograd: (y without D/z, the state after the last step [batch, d_inner, d_state])."""
-    lib = load()
+    lib = _library()
     u, delta, B, C = (_rows(t.detach()) for t in (u, delta, B, C))
     A, delta_bias = A.detach().contiguous(), _opt(delta_bias)
     y = u.new_empty(u.shape)
@@ -204,7 +211,7 @@ class NativeMamba(torch.autograd.Function):
     @staticmethod
     @torch.autocast("cpu", enabled=False)            # float32 kernels: the matmuls around them stay float32 too
     def forward(ctx, hidden, w_in, b_in, conv_w, conv_b, x_proj_w, dt_proj_w, dt_proj_b, A_log, D, w_out, b_out):
-        lib = load()
+        lib = _library()
         d_inner = w_in.shape[0] // 2
         rank, d_state = dt_proj_w.shape[1], A_log.shape[1]
         conv_w2, conv_b, x_proj_w, dt_proj_w, dt_proj_b, D = (
@@ -233,7 +240,7 @@ class NativeMamba(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     @torch.autocast("cpu", enabled=False)
     def backward(ctx, gout):
-        lib = load()
+        lib = _library()
         hidden, w_in, b_in, conv_w, conv_b, x_proj_w, dt_proj_w, dt_proj_b, A, D, w_out, b_out = ctx.saved_tensors
         gout = gout.contiguous()
         batch, length, d_model = hidden.shape
@@ -311,7 +318,7 @@ class NativeS5States(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gaps, bu, lam, log_step, x0):
-        lib = load()
+        lib = _library()
         gaps = gaps.detach().to(torch.float32).contiguous()
         bu = bu.contiguous()
         x0 = x0.contiguous() if x0 is not None else None
@@ -329,7 +336,7 @@ class NativeS5States(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gxs):
-        lib = load()
+        lib = _library()
         gaps, bu, x0, lam, log_step, xs = ctx.saved_tensors
         gxs = gxs.contiguous()
         _check(gxs, dtype=torch.complex64)
