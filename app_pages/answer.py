@@ -11,6 +11,7 @@ from recsys import compare as C
 from recsys.app import state
 from recsys.compare import ablations as AB
 from recsys.compare import answer as A
+from recsys.compare import published as P
 from recsys.compare.variants import is_ablation
 
 
@@ -43,6 +44,23 @@ def _link(page: str, label: str) -> None:
         st.caption(f"→ {label}")
 
 
+def _published(v: A.Verdict) -> None:
+    """Published numbers of the same dataset beside ours, for the unmasked verdict (the published protocol)."""
+    if v.masked or v.dataset not in P.WHY_THEY_DIFFER:
+        return
+    ours: dict[str, tuple[float, float, float]] = {}
+    for c in v.contenders:  # the chosen (best on validation) configuration of each model
+        if c.model not in ours and not is_ablation(c.seeds.info) and all(m in c.test for m in
+                                                                          ("hr@10", "ndcg@10", "mrr@10")):
+            ours[c.model] = (c.test["hr@10"][0], c.test["ndcg@10"][0], c.test["mrr@10"][0])
+    table = P.published_table(v.dataset, ours)
+    if table.empty:
+        return
+    with st.expander("Published numbers beside this reproduction"):
+        st.dataframe(table, hide_index=True)
+        st.caption(P.WHY_THEY_DIFFER[v.dataset])
+
+
 st.title("Does SS4Rec beat its baselines?")
 root = state.runs_folder()
 scan = state.scan()
@@ -50,6 +68,9 @@ st.caption(f"Built just now from the runs in `{root}`: nothing on this page is t
            "that stands for each model is the one with the best mean **validation** NDCG@10 over its seeds (and each "
            "run's epoch was chosen on validation); test numbers are read once. Differences are paired bootstraps "
            "over the same test users.")
+st.caption("**Masked or unmasked.** The SS4Rec paper and RecBole rank every movie, already-rated ones included "
+           "(unmasked): those are the groups to set beside published numbers. Masked groups drop already-rated "
+           "movies from the ranking; every model scores higher there, so masked and unmasked numbers never mix.")
 interval = state.interval_choice()
 st.caption(f"Intervals shown: **{interval}**: {C.INTERVALS[interval]}.")
 if scan.root_error:
@@ -115,6 +136,7 @@ for v in verdicts:
         st.caption(f"Dataset: {v.data} · Protocol: {v.protocol}"
                    + (f" · {v.n_users:,} test users" if v.n_users else "") + ". 'beats best floor': yes only when "
                    "the paired 95% interval of (configuration − best floor) on test lies above 0.")
+    _published(v)
     if why.get(v.title):
         st.subheader("Why: what SS4Rec's result rests on (ablations)")
         for line in why[v.title]:

@@ -217,6 +217,9 @@ def test_answer_page_renders_the_shipped_runs_and_an_empty_folder(tmp_path):
         assert "Why: what SS4Rec's result rests on (ablations)" in [h.value for h in at.subheader]
         assert any(c.value.startswith("SS4Rec · released") for c in at.caption)  # never an ablation as the headline
         assert any("no-target-time" in m.value for m in at.markdown)
+    assert any("**Masked or unmasked.**" in c.value for c in at.caption)
+    if any(h.value.startswith("ml-1m, leave-one-out, seen items not masked") for h in at.header):
+        assert any(e.label == "Published numbers beside this reproduction" for e in at.expander)
     # the page says which interval it shows; users-only is a named option, and the choice holds on What matters
     assert any("Intervals shown: **seeds+users**" in c.value for c in at.caption)
     at.radio[0].set_value("users").run()
@@ -226,6 +229,16 @@ def test_answer_page_renders_the_shipped_runs_and_an_empty_folder(tmp_path):
     at.switch_page("app_pages/answer.py").run()
     at.text_input(key="runs-folder").set_value(str(tmp_path)).run()
     assert not at.exception and any("No runs found" in i.value for i in at.info)
+
+
+def test_published_numbers_sit_beside_ours_only_for_their_dataset():
+    from recsys.compare import published as P
+
+    t = P.published_table("ml-1m", {"ss4rec": (0.31, 0.17, 0.13)})
+    row = t.set_index("model").loc["SS4Rec, released code (third-party run)"]
+    assert (row["published NDCG@10"], row["ours NDCG@10"]) == (0.2022, 0.17) and "unmasked" in row["published under"]
+    assert t.set_index("model")["ours NDCG@10"].isna().sum() == len(t) - 1  # no number of ours invented
+    assert P.published_table("ml-100k").empty and "users 1..2999" in P.WHY_THEY_DIFFER["ml-1m"]
 
 
 def test_interval_over_users_pools_seeds_then_resamples_users():
