@@ -13,7 +13,7 @@ from recsys.compare import answer as A
 from recsys.compare.answer import TARGET_TIME_CAVEAT
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8, persist="disk")  # a fresh server reuses them
 def _studies(root: str, stamps: tuple, n_boot: int, interval: str) -> list[AB.AblationStudy]:
     """Keyed by every run's stamps, so a new run changes the page at once."""
     runs = C.scan_runs(root).runs

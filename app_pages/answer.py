@@ -15,7 +15,7 @@ from recsys.compare import published as P
 from recsys.compare.variants import is_ablation
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8, persist="disk")  # a fresh server reuses them
 def _verdicts(root: str, stamps: tuple, n_boot: int, interval: str
               ) -> tuple[list[A.Verdict], list[A.RatingVerdict]]:
     """Keyed by every run's stamps, so a new or re-trained run changes the answer at once."""
@@ -28,7 +28,7 @@ def _verdicts(root: str, stamps: tuple, n_boot: int, interval: str
             A.rating_verdicts(runs, load, n_boot=n_boot))
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8, persist="disk")
 def _why(root: str, stamps: tuple, n_boot: int, interval: str) -> dict[str, list[str]]:
     """The ablation conclusions (NDCG@10 only) per group title, for the summary under each verdict."""
     runs = C.scan_runs(root).runs
