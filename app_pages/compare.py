@@ -267,7 +267,7 @@ if len(groups) > 1:
 
 st.header("Details of one group")
 gi = st.selectbox("Group", list(range(len(groups))), format_func=lambda i: C.group_title(groups[i]),
-                  key=f"group-{len(groups)}")
+                  index=C.default_group(groups), key=f"group-{len(groups)}")
 group = groups[gi]
 gkey = f"{root}|{group.family}|{'|'.join(group.labels)}"  # widget state never leaks between groups or folders
 names = C.run_names(group.members)

@@ -199,3 +199,14 @@ def test_run_folder_helpers_for_the_pages(tmp_path):
     assert C.run_users(run.path).tolist() == [3, 7, 9]
     with pytest.raises(C.RunError, match="unreadable id maps"):
         C.run_users(tmp_path / "missing")
+
+
+def test_details_open_on_the_group_of_ss4recs_trained_unmasked_runs():
+    masked = info_for("ss4rec", run_id="ss4rec-masked", mask_seen=True)
+    masked["evaluated_from"] = {"run_id": "ss4rec", "changed": {"mask_seen": True}}
+    groups = C.group_runs([masked, info_for("ncf", run_id="ncf-masked", mask_seen=True),
+                           info_for("ss4rec", run_id="ss4rec"), info_for("sasrec", run_id="sasrec")])
+    assert len(groups) == 2 and groups[0].infos[0]["protocol"]["mask_seen"]  # the masked group comes first
+    chosen = groups[C.default_group(groups)]
+    assert "ss4rec" in chosen.labels and not any(i["protocol"].get("mask_seen") for i in chosen.infos)
+    assert C.default_group([]) == 0

@@ -73,6 +73,7 @@ from recsys.compare.grouping import (
     ComparabilityKey,
     Group,
     comparability_key,
+    default_group,
     explain_differences,
     families,
     group_runs,
@@ -121,7 +122,7 @@ __all__ = [
     "load_test_results",
     "results_stamp", "info_stamp", "read_history", "run_users",
     # grouping
-    "ComparabilityKey", "Group", "families", "has_rating_head", "comparability_key", "group_runs",
+    "ComparabilityKey", "Group", "families", "has_rating_head", "comparability_key", "group_runs", "default_group",
     "key_differences", "explain_differences",
     # describe
     "FLOOR_MODELS", "MODEL_NAMES", "is_floor", "is_embedded_ml100k", "default_selection", "model_label",

@@ -174,6 +174,18 @@ _FIELD_NAMES = {
 }
 
 
+def default_group(groups: Sequence[Group]) -> int:
+    """The group a page opens on: ranking runs of SS4Rec that were trained (not re-evaluated) under the unmasked
+    protocol, most such runs first; else the first group."""
+    def score(g: Group) -> tuple[int, int, int]:
+        trained = [i for i in g.infos if not isinstance(i.get("evaluated_from"), dict)]
+        ss4rec = sum(i.get("model") == "ss4rec" for i in trained)
+        masked = any(bool((i.get("protocol") or {}).get("mask_seen")) for i in g.infos)
+        return (g.family == "ranking" and ss4rec > 0 and not masked, ss4rec, len(trained))
+
+    return max(range(len(groups)), key=lambda i: score(groups[i])) if groups else 0
+
+
 def _field_value(name: str, value: str | None) -> str:
     if value is None:
         return "(not recorded)"
