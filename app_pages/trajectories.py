@@ -53,8 +53,9 @@ with st.spinner("Running the history through SS4Rec..."):
 steps = tr["steps"]
 n = len(steps)
 if tr["cut"]:
-    st.info(f"This user has {len(hist)} ratings; the first {tr['cut']} are older than the model's window "
-            f"(max_len {run.max_len}) and are not fed, exactly as in evaluation.")
+    older = "the first rating is" if tr["cut"] == 1 else f"the first {tr['cut']} are"
+    st.info(f"This user has {len(hist)} ratings; {older} older than the model's window "
+            f"(max_len {run.max_len}) and not fed, exactly as in evaluation.")
 
 key = f"traj_step_{path.name}_{user_id}"
 if key not in st.session_state:

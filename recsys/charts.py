@@ -320,7 +320,8 @@ def user_timeline_chart(timeline: pd.DataFrame, name: str, user: int) -> alt.Cha
     """One user's ratings over time (recsys.explore.user_timeline rows that have a time)."""
     timeline = _frame(timeline, ["time", "rating", "title", "gap"])
     return alt.Chart(timeline).mark_circle(size=50, opacity=0.6).encode(
-        x=alt.X("time:T", title="date (UTC)"),
+        x=alt.X("time:T", title="date (UTC)",  # 24-hour times, as the table beside it (never "03 PM")
+                axis=alt.Axis(format="%Y-%m-%d %H:%M", labelAngle=-30, labelOverlap=True)),
         y=alt.Y("rating:Q", title="rating", scale=alt.Scale(zero=False)),
         tooltip=["title:N", "rating:Q", alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"),
                  alt.Tooltip("gap:N", title="gap since previous")],

@@ -57,8 +57,8 @@ def test_sidebar_is_drawn_once_and_shared_by_every_page(tmp_path):
     assert not [t for t in at.main.text_input if t.key == state.RUNS_FOLDER]
     at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path)).run()  # typed once, on Explore
     for page, message in (("app_pages/compare.py", "No runs found"),
-                          ("app_pages/trajectories.py", "No complete ss4rec run"),
-                          ("app_pages/live.py", "No complete ss4rec run")):
+                          ("app_pages/trajectories.py", "No complete SS4Rec run"),
+                          ("app_pages/live.py", "No complete SS4Rec run")):
         at.switch_page(page).run()
         assert not at.exception, page
         assert [t.key for t in at.sidebar.text_input] == [state.RUNS_FOLDER], page  # once, in the sidebar

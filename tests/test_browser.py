@@ -142,7 +142,7 @@ def test_trajectories_page(page, server):
     page.goto(server + "/state-trajectories")
     check(page, "3-trajectories")
     body = page.inner_text("body")
-    if "No complete ss4rec run" in body:
+    if "No complete SS4Rec run" in body:
         pytest.skip("no SS4Rec run in checkpoints/")
     page.get_by_role("button", name="◀ previous").click()
     check(page, "3-trajectories-step")
@@ -151,7 +151,7 @@ def test_trajectories_page(page, server):
 def test_live_page(page, server):
     page.goto(server + "/live-recommendations")
     check(page, "4-live")
-    if "No complete ss4rec run" in page.inner_text("body"):
+    if "No complete SS4Rec run" in page.inner_text("body"):
         pytest.skip("no SS4Rec run in checkpoints/")
     slider = page.get_by_role("slider").first
     slider.focus()

@@ -68,6 +68,7 @@ def test_titles_and_data_reach_the_spec():
     spec = build(tiny).to_dict()
     assert spec["title"] == "ml-100k: ratings of user 5 over time"
     assert len(next(iter(spec["datasets"].values()))) == 2
+    assert spec["encoding"]["x"]["axis"]["format"] == "%Y-%m-%d %H:%M"  # 24-hour, as Explore's table (no AM/PM)
     # the best epoch is drawn as its own layer, the run's points as another
     curve = TINY["curve_chart"][0](TINY["curve_chart"][1]).to_dict()
     assert curve["title"] == "VALIDATION NDCG@10" and len(curve["layer"]) == 2

@@ -70,7 +70,7 @@ def test_trajectories_page_steps_through_history(runs_dir):
 def test_trajectories_page_without_runs_and_with_a_broken_run(tmp_path):
     at = app_on("app_pages/trajectories.py", tmp_path)
     no_exception(at)
-    assert any("No complete ss4rec run" in i.value for i in at.info)
+    assert any("No complete SS4Rec run" in i.value for i in at.info)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "run.json").write_text("{oops")
     at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path)).run()

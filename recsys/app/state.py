@@ -254,7 +254,7 @@ def require_ss4rec_run() -> C.Run:
                 st.write(f"`{p.name}`: {e}")
     run = chosen_run("ss4rec", found)
     if run is None:
-        st.info(f"No complete ss4rec run in `{runs_folder()}`. Train one, e.g. "
+        st.info(f"No complete SS4Rec run in `{runs_folder()}`. Train one, e.g. "
                 f"`python scripts/train.py --model ss4rec --config configs/ss4rec.yaml`.")
         st.stop()
     return run
