@@ -180,7 +180,7 @@ def _other_list(now: int, hide_seen: bool) -> None:
     """The run beside SS4Rec: its list for the built history (a model that reads one), the most-rated movies (one
     that cannot), or its list for the chosen user."""
     other_reads = other is not None and card(other.kind) is not None and card(other.kind).live
-    st.subheader("NCF" if other is None else display_name(other.kind))
+    st.subheader("Beside it: none" if other is None else display_name(other.kind))
     if other is None:
         st.info("Pick a baseline run on the same data in the sidebar ("
                 + ", ".join(display_name(k) for k in beside_ss4rec()) + ").")
@@ -205,14 +205,17 @@ def _other_list(now: int, hide_seen: bool) -> None:
         st.caption(f"Most-rated movies among the {len(other.prepared.interactions):,} ratings of the run's data "
                    "(all of them, the held-out ones included)"
                    f"{'; movies in your history hidden' if hide_seen else ''}"
-                   ". Pick an existing user to see NCF's own list.")
+                   f". Pick an existing user to see {display_name(other.kind)}'s own list.")
     else:
         try:
             o = _other_user_scores(str(ncf_path), int(user_id), hide_seen)
             col = [c for c in o.table.columns if c in ("score", "predicted rating")][0]
-            st.dataframe(o.table[["rank", "title", col]].round(3), hide_index=True, width="stretch")
-            st.caption(f"{o.note or 'Scores for this user'}; the time of the next rating does not change NCF. "
-                       f"Scored in {o.millis:.1f} ms. Run: {ncf_path.name}.")
+            shown = o.table[["rank", "title", col]].round(3).rename(columns={"score": "score (logit)"})
+            st.dataframe(shown, hide_index=True, width="stretch")
+            scale = ("predicted ratings (1-5 stars), not logits: ranked by the rating this run predicts, so its "
+                     "scores are not on SS4Rec's scale" if col == "predicted rating" else "logits, like SS4Rec's")
+            st.caption(f"{o.note or 'Scores for this user'}: {scale}; the time of the next rating does not change "
+                       f"{display_name(other.kind)}. Scored in {o.millis:.1f} ms. Run: {ncf_path.name}.")
         except (KeyError, ValueError) as exc:
             st.warning(str(exc))
 

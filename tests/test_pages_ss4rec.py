@@ -86,6 +86,8 @@ def test_live_page_what_if_and_side_by_side(runs_dir):
     no_exception(at)
     assert {"SS4Rec", "NCF"} <= {s.value for s in at.subheader}
     assert len(at.dataframe) >= 3  # history, SS4Rec list, NCF list
+    assert any("score (logit)" in df.value.columns or "predicted rating" in df.value.columns
+               for df in at.dataframe[2:])  # the other list's header says what its scores are
     before = at.dataframe[1].value["title"].tolist()
     assert "Where SS4Rec stops caring about time" in [s.value for s in at.subheader]
     assert not any("does not read the time" in w.value for w in at.warning)  # the released model reads it
@@ -116,3 +118,8 @@ def test_live_page_what_if_and_side_by_side(runs_dir):
     assert any("outside the data's span" in w.value for w in at.warning)
     fed = next(df.value for df in at.dataframe if "gap before" in df.value.columns)
     assert fed["when"].iloc[-1].startswith("2030-01-01")  # the first movie picked, fed last by its date
+    at.selectbox(key=state.OTHER_RUN).set_value(state.NONE).run()
+    no_exception(at)
+    assert "NCF" not in {s.value for s in at.subheader} and "Beside it: none" in {s.value for s in at.subheader}
+
+
