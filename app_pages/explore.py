@@ -124,7 +124,8 @@ with tabs[1]:
         st.info("No genres (or no timestamped ratings) in this dataset.")
     else:
         picked = st.multiselect("Genres", totals["genre"].tolist(), default=totals["genre"].head(6).tolist(),
-                                key="explore_genres", help="Defaults to the six most rated genres.")
+                                key=f"explore_genres::{fp}",  # per dataset: a switch starts from its own six
+                                help="Defaults to the six most rated genres.")
         if not picked:
             st.info("Pick at least one genre.")
         else:
@@ -186,7 +187,7 @@ with tabs[4]:
                    f"it there.")
     else:
         uid = st.number_input("User id", value=int(ids[0]) if len(ids) else 1, step=1, format="%d",
-                              key="explore_user")
+                              key=f"explore_user::{fp}")  # per dataset: a switch starts from its first user
     try:
         tl = ex.user_timeline(data.interactions, data.items, int(uid))
     except ex.UnknownUserError as exc:

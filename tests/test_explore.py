@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from recsys import explore as ex
 from recsys.app import state
-from tests.conftest import ROOT, write
+from tests.conftest import ROOT, shared_dir, write
 
 
 def ts(day: str) -> int:
@@ -278,10 +278,31 @@ def test_page_renders_every_section_on_embedded_data():
         assert any(part in t for t in titles), part
     assert any("log axis" in i.value for i in at.info)
     assert any(m.value.startswith("Top 1% of movies") for m in at.markdown)
-    genres = at.multiselect(key="explore_genres")
+    genres = own_widget(at.multiselect, "explore_genres")
     assert genres.value == ["Drama", "Comedy", "Action", "Thriller", "Romance", "Adventure"]
     genres.set_value([]).run()
     assert not at.exception and any("at least one genre" in i.value for i in at.info)
+
+
+def test_switching_datasets_starts_genres_and_user_from_the_new_datas_own_defaults():
+    """Genres and the user id are per dataset: after ML-100K -> ml-latest-small the chips and the chart show the new
+    data's top six genres at once, and the user id its first user (not ML-100K's choice, unknown there)."""
+    at = run_app()
+    own_widget(at.multiselect, "explore_genres").set_value(["Drama"]).run()
+    at.radio[0].set_value("A folder on this machine").run()
+    at.text_input[0].set_value(str(shared_dir("ml-latest-small"))).run()
+    assert not at.exception
+    genres = own_widget(at.multiselect, "explore_genres")
+    assert len(genres.value) == 6 and genres.value != ["Drama"]
+    shares = next(c for c in at.get("vega_lite_chart") if "genre" in json.loads(c.proto.spec).get("title", ""))
+    import pyarrow as pa
+
+    spec = json.loads(shares.proto.spec)
+    table = pa.ipc.open_stream(shares.proto.datasets[0].data.data).read_all()
+    plotted = set(table.column("genre").to_pylist())
+    assert spec["encoding"]["color"]["sort"] == genres.value
+    assert plotted == set(genres.value)  # the chart and the chips agree on the first run after the switch
+    assert user_box(at).value == 1
 
 
 def test_page_title_search():
@@ -297,8 +318,13 @@ def test_page_title_search():
 def user_box(at):
     """The user id the timeline follows: the sidebar's when the sidebar's SS4Rec run was trained on the dataset shown
     (the page then has no picker of its own), else the page's own picker."""
-    own = [box for box in at.number_input if box.key == "explore_user"]
+    own = [box for box in at.number_input if str(box.key).startswith("explore_user::")]
     return own[0] if own else at.number_input(key=state.USER)
+
+
+def own_widget(widgets, prefix: str):
+    """The page's widget whose key is `prefix` for the dataset shown (keys carry the data's fingerprint)."""
+    return next(w for w in widgets if str(w.key).startswith(prefix + "::"))
 
 
 def test_page_user_timeline_and_unknown_user():
@@ -320,12 +346,12 @@ def test_page_follows_the_sidebar_user_on_the_data_of_the_sidebar_run(tmp_path):
     if not any(box.key == state.SS4REC_RUN for box in at.selectbox):
         pytest.skip("no SS4Rec run in checkpoints/")
     # the shipped SS4Rec run was trained on the embedded ML-100K: one user picker, in the sidebar
-    assert not [box for box in at.number_input if box.key == "explore_user"]
+    assert not [box for box in at.number_input if str(box.key).startswith("explore_user::")]
     at.number_input(key=state.USER).set_value(7).run()
     assert not at.exception and any(m.value.startswith("User 7: ") for m in at.markdown)
     # without a run on these data (an empty runs folder), the page has its own picker again
     at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path)).run()
-    assert not at.exception and at.number_input(key="explore_user").value == 1
+    assert not at.exception and own_widget(at.number_input, "explore_user").value == 1
 
 
 def test_page_bad_folders_show_clear_errors(tmp_path):
@@ -353,7 +379,7 @@ def test_page_warns_about_missing_timestamps(parquet_dir):
     assert not at.exception and not at.error
     assert {m.label: m.value for m in at.metric}["Ratings"] == "5"
     assert any("only the 4 of 5 ratings that have a timestamp" in w.value for w in at.warning)
-    at.number_input(key="explore_user").set_value(2).run()  # one rating without a timestamp, listed last
+    own_widget(at.number_input, "explore_user").set_value(2).run()  # one rating without a timestamp, listed last
     assert not at.exception
     assert any("1 of this user's ratings have no timestamp" in w.value for w in at.warning)
     assert at.dataframe[-1].value["time"].tolist() == ["1970-01-01 00:00:40", "unknown"]
