@@ -177,17 +177,20 @@ def breakdown_chart(df: pd.DataFrame, y_title: str, x_title: str) -> alt.LayerCh
     layers = [bars]
     if "ci_low" in data and "ci_high" in data:  # the bucket's 95% bootstrap interval, and its n above it
         ci = data.dropna(subset=["ci_low", "ci_high"])
+        # rules and labels sit at the middle of their bar (bandPosition 0.5 of the run's offset band; without it
+        # they sat at the band's left edge, half a bar off); counts turned upright-to-vertical so neighbours
+        # never collide
         err = alt.Chart(ci).mark_rule(color="black", strokeWidth=1.5).encode(
-            x=alt.X("bucket:N", sort=[str(o) for o in order]), xOffset=alt.XOffset("run:N"),
+            x=alt.X("bucket:N", sort=[str(o) for o in order]), xOffset=alt.XOffset("run:N", bandPosition=0.5),
             y="ci_low:Q", y2="ci_high:Q")
-        text = alt.Chart(ci).mark_text(dy=-7, fontSize=10).encode(
-            x=alt.X("bucket:N", sort=[str(o) for o in order]), xOffset=alt.XOffset("run:N"),
+        text = alt.Chart(ci).mark_text(angle=270, align="left", dx=4, fontSize=9).encode(
+            x=alt.X("bucket:N", sort=[str(o) for o in order]), xOffset=alt.XOffset("run:N", bandPosition=0.5),
             y="ci_high:Q", text=alt.Text("count:Q"))
         layers += [err, text]
     else:
         layers.append(base.mark_text(dy=-6, fontSize=10).encode(text=alt.Text("count:Q")))
     # alt.layer gives a FacetChart only for layers that all share a facet encoding; these have none
-    return cast(alt.LayerChart, alt.layer(*layers)).properties(height=320)
+    return cast(alt.LayerChart, alt.layer(*layers)).properties(height=420)
 
 
 # ------------------------------------------------------------------------------------------------ State trajectories

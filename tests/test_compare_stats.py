@@ -152,6 +152,8 @@ def test_breakdown_buckets_carry_a_bootstrap_interval():
     assert ((full["ci_low"] <= full["value"]) & (full["value"] <= full["ci_high"])).all()
     spec = charts.breakdown_chart(df, "NDCG@10", "gap").to_dict()
     assert len(spec["layer"]) == 3  # bars, interval rules, counts
+    # the rules and counts sit at the middle of their own bar, not at its left edge
+    assert all(layer["encoding"]["xOffset"].get("bandPosition") == 0.5 for layer in spec["layer"][1:])
 
 
 def test_breakdown_pools_the_seeds_of_a_configuration():
