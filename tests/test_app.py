@@ -83,8 +83,11 @@ def test_the_view_lives_in_the_url_and_a_link_reproduces_it(tmp_path):
     boxes = [b for b in first.sidebar.selectbox if b.key == state.SS4REC_RUN]
     if not boxes or len(boxes[0].options) < 2:
         pytest.skip("needs two SS4Rec runs in checkpoints/")
-    run = boxes[0].options[1]
-    assert first.query_params["runs"] == "checkpoints" and first.query_params["run"] == boxes[0].options[0]
+    labels = [r.label for r in state.candidates("ss4rec", C.scan_runs(ROOT / "checkpoints"))]
+    run = labels[1]
+    assert first.query_params["runs"] == "checkpoints" and first.query_params["run"] == labels[0]
+    # the box shows what tells runs apart (model, variant, seed, data); the address bar keeps the folder name
+    assert boxes[0].options[0].startswith("SS4Rec · ") and " · seed " in boxes[0].options[0]
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
     at.query_params.update({"run": run, "user": "42", "interval": "users"})
     at.run()
@@ -100,7 +103,7 @@ def test_the_view_lives_in_the_url_and_a_link_reproduces_it(tmp_path):
     assert not bad.exception
     warnings = " ".join(w.value for w in bad.sidebar.warning)
     assert "'no-such-run' is not in this runs folder" in warnings and "'abc' is not a whole number" in warnings
-    assert bad.selectbox(key=state.SS4REC_RUN).value == boxes[0].options[0]
+    assert bad.selectbox(key=state.SS4REC_RUN).value == labels[0]
 
 
 def test_a_page_run_on_its_own_uses_the_sidebar_defaults():

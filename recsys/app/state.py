@@ -199,6 +199,21 @@ def _initial(key: str, value) -> dict:
     return {} if key in st.session_state else {"value": value}
 
 
+def short_run_name(run: C.Run) -> str:
+    """What tells runs apart, first: model, variant, seed, then the data ("SS4Rec · released · seed 1 · ml-100k");
+    a sidebar-wide box cut the folder name before its variant and seed."""
+    info = run.info
+    cfg = info.get("config") or {}
+    parts = [catalogue.display_name(info.get("model"))]
+    if cfg.get("variant") not in (None, "default"):
+        parts.append(str(cfg["variant"]))
+    if cfg.get("seed") is not None:
+        parts.append(f"seed {cfg['seed']}")
+    masked = bool((info.get("protocol") or {}).get("mask_seen"))
+    parts.append(str((info.get("dataset") or {}).get("name", "?")) + (" masked" if masked else ""))
+    return " · ".join(parts)
+
+
 def sidebar() -> None:
     """Draw the shared choices in the sidebar; streamlit_app.py calls this once per script run, before the page.
     A link's query parameters (URL_KEYS) set them on a session's first run; every run writes them back."""
@@ -214,8 +229,10 @@ def sidebar() -> None:
         ss4rec_runs = candidates("ss4rec", found)
         if ss4rec_runs:
             _from_url("run", [r.label for r in ss4rec_runs], notes)
-            st.selectbox("SS4Rec run", [r.label for r in ss4rec_runs], key=SS4REC_RUN,
-                         help="The run State trajectories and Live recommendations use.")
+            short = {r.label: short_run_name(r) for r in ss4rec_runs}
+            st.selectbox("SS4Rec run", [r.label for r in ss4rec_runs], key=SS4REC_RUN, format_func=short.__getitem__,
+                         help="The run State trajectories and Live recommendations use (its folder name is in the "
+                              "address bar).")
         elif not found.root_error:
             st.caption("No complete SS4Rec run in this folder.")
         ss4rec = chosen_run("ss4rec", found)
@@ -226,7 +243,8 @@ def sidebar() -> None:
             # side by side from the start; a link's or the user's choice, once in the key, is not overridden
             index = beside.index(st.session_state[OTHER_RUN]) if st.session_state.get(OTHER_RUN) in beside \
                 else (1 if others else 0)
-            st.selectbox("Beside it on Live", beside, index=index, key=OTHER_RUN,
+            short = {NONE: NONE, **{r.label: short_run_name(r) for r in others}}
+            st.selectbox("Beside it on Live", beside, index=index, key=OTHER_RUN, format_func=short.__getitem__,
                          help="A baseline (SASRec, GRU4Rec, NCF) or floor run on the same dataset, for Live "
                               "recommendations.")
         users, _ = run_users(ss4rec)
