@@ -5,6 +5,8 @@ is the shared sidebar's (recsys.app.state).
 """
 from __future__ import annotations
 
+import hashlib
+
 import pandas as pd
 import streamlit as st
 
@@ -132,6 +134,52 @@ def _show_runs(loaded: dict, group, gkey: str, metric: str, n_boot: int, seed: i
                f"{'user' if group.family == 'ranking' else '(user, item)'}. " + C.group_caption(group, "test"))
 
 
+def _run_table(all_runs: list, default: list[str], root: str) -> list[str]:
+    """The run table: filters, one row per run (what tells it apart, its cost and hardware), a tick per run used by
+    the tables below; and the configuration difference between any two runs. Returns the ticked labels."""
+    from recsys.compare import runtable as RT
+
+    ticked_key = f"rt-ticked::{root}"  # the ticks outlive filter changes (a plain key, not a widget's)
+    ticked: set[str] = st.session_state.setdefault(ticked_key, set(default))
+    table = RT.run_table(all_runs, sorted(ticked))
+    st.subheader("Runs")
+    cols = st.columns(5)
+    picks = {c: cols[i].multiselect(c.capitalize(), sorted(table[c].dropna().unique().tolist(), key=str),
+                                    key=f"rt-{c}::{root}")
+             for i, c in enumerate(("model", "dataset", "protocol", "variant", "seed"))}
+    shown = RT.filter_runs(table, **picks)
+    # the editor's key follows the filters and the ticks, so a filtered view always starts from the ticks kept
+    state_id = hashlib.sha256(repr((sorted(map(str, picks.items())), sorted(ticked))).encode()).hexdigest()[:16]
+    edited = st.data_editor(
+        shown, hide_index=True, disabled=[c for c in RT.COLUMNS if c != "show"], key=f"rt-table::{root}::{state_id}",
+        column_config={"show": st.column_config.CheckboxColumn("use", help="use this run in the tables below"),
+                       "parameters": st.column_config.NumberColumn(format="%d"),
+                       "test NDCG@10": st.column_config.NumberColumn(format="%.4f"),
+                       "test RMSE": st.column_config.NumberColumn(format="%.4f")})
+    st.caption("Tick the runs the tables below use (default: every complete run of the embedded ML-100K except the "
+               "ablations, which What matters compares). The filters narrow the table; ticks outside it stay as "
+               "they were. train min and s/epoch: training time as recorded (evaluation included), on the hardware "
+               "named.")
+    now = (ticked - set(shown["run"])) | set(edited.loc[edited["show"], "run"])
+    if now != ticked:
+        st.session_state[ticked_key] = ticked = now
+    with st.expander("Configuration difference between two runs"):
+        labels = table["run"].tolist()
+        c1, c2 = st.columns(2)
+        a = c1.selectbox("Run", labels, key=f"rt-a::{root}")
+        b = c2.selectbox("against", labels, index=min(1, len(labels) - 1), key=f"rt-b::{root}")
+        by = {r.label: r for r in all_runs}
+        if a == b:
+            st.info("Pick two different runs.")
+        else:
+            diff = RT.config_difference(by[a], by[b])
+            if diff.empty:
+                st.info("No setting differs.")
+            else:
+                st.dataframe(diff, hide_index=True, key=f"rt-diff::{root}")
+    return [lab for lab in table["run"] if lab in ticked]  # in the folder's order
+
+
 st.title("Compare runs")
 st.caption("Runs are put side by side only when they were evaluated on the same data (dataset, fingerprint, filters) "
            "with the same protocol; every table and chart names its dataset, split and protocol.")
@@ -183,12 +231,7 @@ if running:
 labels = [r.label for r in scan.runs]
 by_label = {r.label: r for r in scan.runs}
 default = C.default_selection(scan.runs) or [r.label for r in scan.runs if r.status == "complete"] or labels
-chosen = st.multiselect(
-    "Runs", labels, default=default, key=f"runs::{root}",
-    format_func=lambda lab: f"{lab} · {C.model_label(by_label[lab].info)}"
-    + ("  ⏳ running" if by_label[lab].status == "running" else ""),
-    help="Default: every complete run of the embedded ML-100K except the ablations (SS4Rec with a part taken away, "
-         "SASRec given the target gap), which What matters compares; add them here to see them in these tables.")
+chosen = _run_table(scan.runs, default, str(root))
 runs = [by_label[lab] for lab in chosen]
 if not runs:
     st.info("Select at least one run.")

@@ -60,7 +60,9 @@ def test_page_on_an_empty_folder_and_on_a_corrupted_run(tmp_path):
     assert any("could not be loaded" in e.label for e in at.expander)
     assert any("broken" in t.value and "corrupted" in t.value for t in at.text)
     assert any("still training" in e.label for e in at.expander)
-    assert len(at.dataframe) == 4  # per group (ranking, rating): the configurations pooled over seeds, each run
+    tables = [df for df in at.dataframe if not str(df.key or "").startswith("rt-")
+              and "setting" not in df.value.columns]  # not the run table nor its configuration difference
+    assert len(tables) == 4  # per group (ranking, rating): the configurations pooled over seeds, each run
     # the first group's bootstrap: configurations (seeds pooled) by default, with win / tie / loss per user
     assert any(s.value.startswith("NCF − Popular (floor) on test NDCG@10") for s in [*at.success, *at.info])
     counts = {m.label: m.value for m in at.metric}
@@ -162,3 +164,39 @@ def test_page_names_ss4recs_target_time_input_next_to_its_numbers():
         pytest.skip("no shipped SS4Rec run")
     assert any("told the time of the interaction it predicts" in c.value for c in at.caption)
     assert any("masked re-evaluations" in c.value and "same weights" in c.value for c in at.caption)
+
+
+def test_run_table_rows_filters_and_configuration_difference():
+    from recsys.compare import runtable as RT
+
+    a, b = info_for("sasrec", run_id="a"), info_for("ss4rec", run_id="b")
+    a.update(n_parameters=1234, train_seconds=600.0, epochs_run=10,
+             environment={"device": "cpu", "precision": "fp32", "cpu_kernels": "native", "world_size": 1})
+    a["config"]["seed"], b["config"]["seed"] = 0, 1
+    t = RT.run_table([a, b], shown=["a"])
+    row = t.set_index("run").loc["a"]
+    assert (row["show"], row["parameters"], row["train min"], row["s/epoch"]) == (True, 1234, 10.0, 60.0)
+    assert row["hardware"] == "cpu fp32 native kernels" and not t.set_index("run").loc["b", "show"]
+    assert RT.filter_runs(t, model=[row["model"]])["run"].tolist() == ["a"]
+    assert RT.filter_runs(t, model=[], seed=[1])["run"].tolist() == ["b"]  # an empty choice keeps every row
+    diff = RT.config_difference(a, b).set_index("setting")
+    assert diff.loc["model"].tolist() == ["'sasrec'", "'ss4rec'"] and diff.loc["config.seed"].tolist() == ["0", "1"]
+    assert "dataset.name" not in diff.index  # only what differs
+
+
+def test_run_table_ticks_choose_the_runs_and_survive_a_filter(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "ncf", info_for("ncf", run_id="ncf"), results=ranking_results())
+    write_run(root, "pop", info_for("popular", run_id="pop"), results=ranking_results(ndcg=(0, 0, 0.5, 0)))
+    at = compare_page()
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(root)).run()
+    assert not at.exception
+    editor = next(df for df in at.dataframe if str(df.key or "").startswith("rt-table::"))
+    assert set(editor.value["run"]) == {"ncf", "pop"} and editor.value["show"].all()
+    model = next(m for m in at.multiselect if m.label == "Model")
+    model.set_value(["NCF"]).run()
+    assert not at.exception
+    editor = next(df for df in at.dataframe if str(df.key or "").startswith("rt-table::"))
+    assert editor.value["run"].tolist() == ["ncf"]
+    pooled = [df.value for df in at.dataframe if "beats best floor" in df.value.columns][0]
+    assert len(pooled) == 2  # the filter narrows the table, not the runs ticked: Popular is still compared
