@@ -221,6 +221,11 @@ def regime_breakdown(row: AblationRow, load_results: Callable[[Any], pd.DataFram
     return df
 
 
+def _listing(items: list[str]) -> str:
+    """"A", "A and B", "A, B and C"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def conclusions(study: AblationStudy, metrics: Sequence[str] | None = None, digits: int = 4) -> list[str]:
     """One sentence per row, from its numbers only, covering every metric it was compared on (what the chart
     shows): each metric's difference and interval, then the reading per metric ("worse on HR@10; no detectable
@@ -238,7 +243,7 @@ def conclusions(study: AblationStudy, metrics: Sequence[str] | None = None, digi
         by_reading: dict[str, list[str]] = {}
         for m, c in comps:
             by_reading.setdefault(reading(c), []).append(metric_display(m))
-        verdict = "; ".join(f"{r} on {' and '.join(ms)}" if len(comps) > 1 else r for r, ms in by_reading.items())
+        verdict = "; ".join(f"{r} on {_listing(ms)}" if len(comps) > 1 else r for r, ms in by_reading.items())
         out.append(f"**{row.name}** ({row.change}) against {row.reference.name} ({row.config.seeds_text} vs "
                    f"{row.reference.seeds_text}): {numbers}: {verdict}.")
     return out
