@@ -235,8 +235,8 @@ def _why_top_pick(res, now: int, gap_label: str) -> None:
         return
     rows = pd.DataFrame({"step": why["positions"], "title": why["titles"], "target": "top pick",
                          "contribution": why["values"][top_idx]})
-    st.altair_chart(charts.contribution_chart(rows, f"Score of the top pick ({res.table['title'].iloc[0]}) "
-                                                    f"{gap_label} after the last movie"), width="stretch")
+    st.markdown(f"**Score of the top pick ({res.table['title'].iloc[0]}) {gap_label} after the last movie**")
+    st.altair_chart(charts.contribution_chart(rows, None), width="stretch")
     lead = rows.sort_values("contribution", ascending=False).iloc[0]
     st.caption(f"Contribution = the score (logit) with the whole fed history minus the score with that one movie "
                f"(and its time) left out. {lead['title']} did most ({lead['contribution']:+.2f}); the score is "
@@ -247,7 +247,8 @@ def _time_sensitivity(sweep) -> None:
     st.subheader("Where SS4Rec stops caring about time")
     a, b = st.columns(2)
     with a:
-        st.altair_chart(charts.overlap_chart(sweep), width="stretch")
+        st.markdown("**Does the gap change the list?**")
+        st.altair_chart(charts.overlap_chart(sweep, title=None), width="stretch")
         st.caption("How many of SS4Rec's top 10 at each gap it shares with its top 10 for a rating right away (0 s); "
                    "10 everywhere means the gap changes nothing for this history.")
     with b:
@@ -255,7 +256,8 @@ def _time_sensitivity(sweep) -> None:
         if curve.empty:
             st.info("This run has no S5 layer (Mamba only): nothing in it decays with time.")
             return
-        st.altair_chart(charts.retention_curve_chart(curve), width="stretch")
+        st.markdown("**S5 retention against the gap**")
+        st.altair_chart(charts.retention_curve_chart(curve, title=None), width="stretch")
         st.caption("S5 retention per layer: the share of the state (mean |Ā| over its dimensions) kept across a gap, "
                    "as this run feeds gaps (raw seconds for the released model; log1p or span-scaled for those "
                    "variants). Where it reaches 0, longer gaps all look the same to the model.")

@@ -1,6 +1,5 @@
 """State trajectories: step through one user's history as SS4Rec sees it (run and user: the shared sidebar)."""
 import datetime as dt
-import textwrap
 
 import numpy as np
 import pandas as pd
@@ -147,9 +146,8 @@ else:
                          for tg in targets for i, (p, t) in enumerate(zip(contrib["positions"], contrib["titles"]))])
     cols = st.columns(len(targets))
     for col, tg in zip(cols, targets):
-        col.altair_chart(charts.contribution_chart(rows[rows["target"] == names[tg]],
-                                                   textwrap.shorten(f"Score of the {names[tg]}", 80,
-                                                                    placeholder=" …")), width="stretch")
+        col.markdown(f"**Score of the {names[tg]}**")  # above the chart: vega cut long titles in a column
+        col.altair_chart(charts.contribution_chart(rows[rows["target"] == names[tg]], None), width="stretch")
     strongest = rows[rows["target"] == names[top1]].sort_values("contribution", ascending=False)
     lead = strongest.iloc[0]
     st.caption(f"Contribution = the score (logit) with the whole history minus the score with that one movie (and "

@@ -134,7 +134,7 @@ def bucket_difference_chart(df: pd.DataFrame, count: str = "users") -> alt.Layer
                                                       height=320)
 
 
-def overlap_chart(sweep: pd.DataFrame) -> alt.LayerChart:
+def overlap_chart(sweep: pd.DataFrame, title: str | None = "Does the gap change the list?") -> alt.LayerChart:
     """recsys.inference.gap_sweep: movies shared with the first gap's top 10, per what-if gap (in the given order).
     It does not mark the chosen gap, so moving the what-if slider leaves the chart as it is (no re-render)."""
     df = _frame(sweep, ["gap", "shared with the first"])
@@ -144,19 +144,25 @@ def overlap_chart(sweep: pd.DataFrame) -> alt.LayerChart:
                                 y=alt.Y("shared with the first:Q", scale=alt.Scale(domain=[0, 10]),
                                         title="top-10 movies shared with the 0 s list"),
                                 tooltip=["gap:N", "shared with the first:Q"])
-    return (base.mark_line(color="#4c78a8") + base.mark_point(filled=True, size=70, color="#4c78a8")).properties(
-        title="Does the gap change the list?", height=300)
+    chart = (base.mark_line(color="#4c78a8") + base.mark_point(filled=True, size=70, color="#4c78a8")).properties(
+        height=300)
+    # title=None: the page writes the title above the chart (in a half-width column vega cut it off at the top)
+    return chart.properties(title=title) if title else chart
 
 
-def retention_curve_chart(curve: pd.DataFrame) -> alt.Chart:
+def retention_curve_chart(curve: pd.DataFrame, title: str | None = "S5 retention against the gap") -> alt.Chart:
     """recsys.inference.retention_curve: S5 retention per layer against the gap (log scale)."""
     df = _frame(curve, ["seconds", "layer", "retention"])
-    return alt.Chart(df).mark_line().encode(
-        x=alt.X("seconds:Q", scale=alt.Scale(type="log"), title="gap (seconds, log scale: 60 = 1 min, 86400 = 1 day)"),
+    chart = alt.Chart(df).mark_line().encode(
+        x=alt.X("seconds:Q", scale=alt.Scale(type="log"), title="gap (seconds, log scale)",
+                axis=alt.Axis(values=[1, 60, 3600, 86400, 2592000, 31536000], grid=False,
+                              labelExpr="{'1': '1 s', '60': '1 min', '3600': '1 h', '86400': '1 d', '2592000': "
+                                        "'30 d', '31536000': '1 y'}[datum.value] || datum.label", labelAngle=-45)),
         y=alt.Y("retention:Q", scale=alt.Scale(domain=[0, 1]), title="share of the state kept"),
         color=alt.Color("layer:N", legend=alt.Legend(orient="bottom")),
         tooltip=[alt.Tooltip("seconds:Q", format=",.0f"), "layer:N", alt.Tooltip("retention:Q", format=".3f")],
-    ).properties(title="S5 retention against the gap", height=300)
+    ).properties(height=300)
+    return chart.properties(title=title) if title else chart
 
 
 def breakdown_chart(df: pd.DataFrame, y_title: str, x_title: str) -> alt.LayerChart:
@@ -209,16 +215,17 @@ def state_path_chart(path: pd.DataFrame, step: int, layer: int) -> alt.LayerChar
     return chart.properties(title=f"Hidden-state path (2-D PCA, layer {layer})", height=330)
 
 
-def contribution_chart(df: pd.DataFrame, title: str) -> alt.Chart:
+def contribution_chart(df: pd.DataFrame, title: str | None) -> alt.Chart:
     """Leave-one-out contributions to one target's score (recsys.inference.contributions): a bar per fed movie
     (x: its step), above 0 = the movie raised the score, below = lowered it."""
     df = _frame(df, ["step", "title", "contribution"])
-    return alt.Chart(df).mark_bar().encode(
+    chart = alt.Chart(df).mark_bar().encode(
         x=alt.X("step:O", title="step of the history (the movie fed at that step)"),
-        y=alt.Y("contribution:Q", title="score with it − without it"),
+        y=alt.Y("contribution:Q", title="with − without"),
         color=alt.condition("datum.contribution >= 0", alt.value("#2e7d32"), alt.value("#c62828")),
         tooltip=["step:O", "title:N", alt.Tooltip("contribution:Q", format="+.3f")],
-    ).properties(title=title, height=220)
+    ).properties(height=220)
+    return chart.properties(title=title) if title else chart
 
 
 def retention_chart(ret: pd.DataFrame, step: int) -> alt.Chart:
