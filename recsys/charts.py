@@ -89,17 +89,34 @@ def seed_band_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChar
     return (band + line).properties(title=title, height=300)
 
 
+# one encoding per meaning: a metric is a shape and a neutral shade, never a hue (hues are models: model_colour_scale)
+METRIC_MARKS = {"NDCG@10": ("circle", "#1f1f1f"), "HR@10": ("square", "#6b6b6b"), "MRR@10": ("diamond", "#a8a8a8")}
+
+
+def _metric_scales(metrics) -> tuple[alt.Scale, alt.Scale]:
+    names = list(METRIC_MARKS) + sorted(m for m in set(metrics) if m not in METRIC_MARKS)
+    shapes = [METRIC_MARKS.get(m, ("triangle", "#4d4d4d"))[0] for m in names]
+    shades = [METRIC_MARKS.get(m, ("triangle", "#4d4d4d"))[1] for m in names]
+    return alt.Scale(domain=names, range=shades), alt.Scale(domain=names, range=shapes)
+
+
 def difference_chart(df: pd.DataFrame, title: str) -> alt.LayerChart:
     """Paired differences with their intervals (recsys.compare.answer.differences_frame): one row per comparison
-    and metric, a point at the difference, a bar from the interval's low to high end, a dashed rule at 0."""
+    and metric, a point at the difference, a bar from the interval's low to high end, a dashed rule at 0. The same
+    metric has the same shape and shade on every chart; rows that hold several metrics put them side by side."""
     df = _frame(df, ["row", "metric", "diff", "ci_low", "ci_high", "text"])
     y = alt.Y("row:N", title=None, sort=None, axis=alt.Axis(labelLimit=420))
-    base = alt.Chart(df).encode(y=y, yOffset=alt.YOffset("metric:N"),  # the metrics of a row side by side
-                                color=alt.Color("metric:N", title="metric", legend=alt.Legend(orient="bottom")),
-                                tooltip=[alt.Tooltip("text:N", title="paired bootstrap")])
+    colour, shape = _metric_scales(df["metric"])
+    enc: dict = {"y": y, "color": alt.Color("metric:N", title="metric", scale=colour,
+                                            legend=alt.Legend(orient="bottom")),
+                 "tooltip": [alt.Tooltip("text:N", title="paired bootstrap")]}
+    if len(df) and df.groupby("row")["metric"].nunique().max() > 1:  # else each row's line sits on its label
+        enc["yOffset"] = alt.YOffset("metric:N", sort=[m for m in colour.domain if m in set(df["metric"])])
+    base = alt.Chart(df).encode(**enc)
     bars = base.mark_rule(strokeWidth=4).encode(x=alt.X("ci_low:Q", title="difference A − B with its 95% interval"),
                                                x2="ci_high:Q")
-    points = base.mark_point(filled=True, size=90, opacity=1).encode(x="diff:Q")
+    points = base.mark_point(filled=True, size=90, opacity=1).encode(
+        x="diff:Q", shape=alt.Shape("metric:N", scale=shape, legend=None))
     zero = alt.Chart(df).mark_rule(strokeDash=[4, 4], color="gray").encode(x=alt.datum(0))
     return (bars + points + zero).properties(title=title, height=alt.Step(14))
 

@@ -88,3 +88,16 @@ def test_one_colour_per_model_with_lighter_shades_for_its_other_runs():
                                              "best": [True, True]}), "t", "y").to_dict()
     colour = curve["layer"][0]["encoding"]["color"]["scale"]
     assert dict(zip(colour["domain"], colour["range"]))["SS4Rec"] == catalogue.colours()["SS4Rec"]
+
+
+def test_a_metric_looks_the_same_on_every_difference_chart_and_rows_sit_on_their_labels():
+    one = pd.DataFrame({"row": ["GRU4Rec · NDCG@10", "Markov · NDCG@10"], "metric": ["NDCG@10", "NDCG@10"],
+                        "diff": [0.1, 0.2], "ci_low": [0.0, 0.1], "ci_high": [0.2, 0.3], "text": ["a", "b"]})
+    three = pd.DataFrame({"row": ["v"] * 3, "metric": ["HR@10", "MRR@10", "NDCG@10"], "diff": [0.1] * 3,
+                          "ci_low": [0.0] * 3, "ci_high": [0.2] * 3, "text": ["a"] * 3})
+    specs = [charts.difference_chart(d, "t").to_dict() for d in (one, three)]
+    for spec in specs:  # NDCG@10 is the same near-black on both (not a model's hue), whatever else is drawn
+        scale = spec["layer"][0]["encoding"]["color"]["scale"]
+        assert scale["range"][scale["domain"].index("NDCG@10")] == charts.METRIC_MARKS["NDCG@10"][1]
+    assert "yOffset" not in specs[0]["layer"][0]["encoding"]  # one metric per row: the line sits on its label
+    assert "yOffset" in specs[1]["layer"][0]["encoding"]
