@@ -110,7 +110,8 @@ def difference_chart(df: pd.DataFrame, title: str) -> alt.LayerChart:
     enc: dict = {"y": y, "color": alt.Color("metric:N", title="metric", scale=colour,
                                             legend=alt.Legend(orient="bottom")),
                  "tooltip": [alt.Tooltip("text:N", title="paired bootstrap")]}
-    if len(df) and df.groupby("row")["metric"].nunique().max() > 1:  # else each row's line sits on its label
+    side_by_side = bool(len(df)) and df.groupby("row")["metric"].nunique().max() > 1
+    if side_by_side:  # else each row's line sits on its label
         enc["yOffset"] = alt.YOffset("metric:N", sort=[m for m in colour.domain if m in set(df["metric"])])
     base = alt.Chart(df).encode(**enc)
     bars = base.mark_rule(strokeWidth=4).encode(x=alt.X("ci_low:Q", title="difference A − B with its 95% interval"),
@@ -118,7 +119,8 @@ def difference_chart(df: pd.DataFrame, title: str) -> alt.LayerChart:
     points = base.mark_point(filled=True, size=90, opacity=1).encode(
         x="diff:Q", shape=alt.Shape("metric:N", scale=shape, legend=None))
     zero = alt.Chart(df).mark_rule(strokeDash=[4, 4], color="gray").encode(x=alt.datum(0))
-    return (bars + points + zero).properties(title=title, height=alt.Step(14))
+    # a step per line: 14 px per metric when a row holds several, 28 px per row otherwise (labels never hidden)
+    return (bars + points + zero).properties(title=title, height=alt.Step(14 if side_by_side else 28))
 
 
 def difference_histogram(differences, title: str) -> alt.LayerChart:
