@@ -35,8 +35,16 @@ OTHER_COLOURS = ["#ff7f0e", "#e377c2", "#393b79", "#637939", "#8c6d31", "#843c39
 
 
 def _lighten(colour: str, amount: float) -> str:
+    """Towards white by `amount` (0..1); a negative amount goes towards black instead."""
     rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    if amount < 0:
+        return "#" + "".join(f"{round(c * (1 + amount)):02x}" for c in rgb)
     return "#" + "".join(f"{round(c + (255 - c) * amount):02x}" for c in rgb)
+
+
+# the k-th run or configuration of one model: its hue, alternately lighter and darker, so three SS4Rec variants are
+# told apart (steps of +0.3 lightness gave three near-identical pinks)
+SHADES = (0.0, 0.45, -0.4, 0.7, -0.6)
 
 
 def model_colour_scale(labels) -> alt.Scale:
@@ -50,7 +58,7 @@ def model_colour_scale(labels) -> alt.Scale:
         base = colours[model] if model else next(others)
         k = seen.get(model or label, 0)
         seen[model or label] = k + 1
-        rng.append(_lighten(base, min(0.6, 0.3 * k)))
+        rng.append(_lighten(base, SHADES[k % len(SHADES)]))
     return alt.Scale(domain=domain, range=rng) if domain else alt.Scale()
 
 
@@ -64,7 +72,7 @@ def curve_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChart:
                                 y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
                                 color=alt.Color("run:N", title="run",
                                                 scale=model_colour_scale(sorted(df["run"].unique())),
-                                                legend=alt.Legend(labelLimit=360)),
+                                                legend=alt.Legend(labelLimit=360, orient="bottom", columns=1)),
                                 tooltip=["run:N", "epoch:Q", alt.Tooltip("value:Q", format=".4f"), "best:N"])
     lines = base.mark_line(point=True)
     best = base.transform_filter("datum.best").mark_point(shape="diamond", size=220, filled=True, opacity=0.9)
@@ -78,7 +86,8 @@ def seed_band_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChar
     base = alt.Chart(df).encode(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
                                 color=alt.Color("configuration:N", title="configuration",
                                                 scale=model_colour_scale(sorted(df["configuration"].unique())),
-                                                legend=alt.Legend(labelLimit=360)))
+                                                # below the plot: beside it, it took two thirds of a half-width chart
+                                                legend=alt.Legend(labelLimit=360, orient="bottom", columns=1)))
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("low:Q", title=y_title, scale=alt.Scale(zero=False)),
                                               y2="high:Q")
     line = base.mark_line(point=True).encode(

@@ -83,6 +83,10 @@ def test_one_colour_per_model_with_lighter_shades_for_its_other_runs():
     assert scale["range"][0] == catalogue.colours()["SS4Rec"] and scale["range"][1] != scale["range"][0]
     assert scale["range"][2] == catalogue.colours()["SASRec"] and scale["range"][3] == catalogue.colours()["Popular"]
     assert scale["range"][4] == charts.OTHER_COLOURS[0]
+    # three runs of one model are told apart: shades at least 60 apart in summed RGB from each other
+    three = charts.model_colour_scale(["SS4Rec a", "SS4Rec b", "SS4Rec c"]).to_dict()["range"]
+    rgb = [[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in three]
+    assert all(sum(abs(x - y) for x, y in zip(rgb[i], rgb[j])) >= 60 for i in range(3) for j in range(i + 1, 3))
     # the same model keeps its colour in every chart that draws it
     curve = charts.curve_chart(pd.DataFrame({"run": ["SS4Rec", "NCF"], "epoch": [1, 1], "value": [0.1, 0.2],
                                              "best": [True, True]}), "t", "y").to_dict()
