@@ -65,7 +65,9 @@ for si, study in enumerate(studies):
     if not frame.empty:
         st.altair_chart(charts.difference_chart(frame, "Each variant minus its reference on test (right of 0 = the "
                                                        "variant higher), 95% interval"), width="stretch")
-    st.dataframe(AB.study_table(study), hide_index=True)
+    st.dataframe(AB.study_table(study), hide_index=True,  # the long text columns at a width they can be read at
+                 column_config={c: st.column_config.TextColumn(c, width="large")
+                                for c in ("what changes", "difference (95% CI)", "reading")})
     st.markdown("**Read from the numbers above**")
     for line in AB.conclusions(study):
         st.markdown(f"- {line}")
@@ -87,7 +89,9 @@ for si, study in enumerate(studies):
         st.warning(f"No breakdown for this pair ({type(exc).__name__}): {exc}")
         continue
     st.altair_chart(charts.bucket_difference_chart(bd, "users"), width="stretch")
-    st.dataframe(bd.assign(bucket=bd["bucket"].astype(str)).round(4), hide_index=True)
+    st.dataframe(bd.assign(bucket=bd["bucket"].astype(str)).round(4).rename(  # readable headers, not raw names
+        columns={"users": "users", "configuration": "variant's mean", "reference": "reference's mean",
+                 "diff": "difference", "ci_low": "95% CI low", "ci_high": "95% CI high"}), hide_index=True)
     st.caption("Mean paired difference of NDCG@10 inside each bucket, with a 95% bootstrap interval over its users "
                "and their number; small buckets give wide intervals. 'same second': the predicted rating was saved in "
                "the same second as the one before it, which the released SS4Rec is told.")

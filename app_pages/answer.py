@@ -14,6 +14,9 @@ from recsys.compare import answer as A
 from recsys.compare import published as P
 from recsys.compare.variants import is_ablation
 
+# text columns that were cut mid-word at their default width
+WIDE = {c: st.column_config.TextColumn(c, width="large") for c in ("reading", "beats best floor", "configuration")}
+
 
 @st.cache_data(show_spinner=False, max_entries=8, persist="disk")  # a fresh server reuses them
 def _verdicts(root: str, stamps: tuple, n_boot: int, interval: str
@@ -122,7 +125,7 @@ for v in verdicts:
         st.altair_chart(charts.difference_chart(diffs, "SS4Rec minus each rival on test (right of 0 = SS4Rec "
                                                        "higher)"), width="stretch")
     if v.comparisons:
-        st.dataframe(A.differences_table(v.comparisons), hide_index=True)
+        st.dataframe(A.differences_table(v.comparisons), hide_index=True, column_config=WIDE)
         st.caption(f"Paired bootstrap over the {v.n_users or 'same'} test users ({v.comparisons[0].n_boot:,} "
                    f"resamples; {C.INTERVALS[interval]}); p is the bootstrap sign-consistency p-value, p (Holm) the "
                    "same adjusted over every comparison of this group (these and the SS4Rec configurations below). "
@@ -132,7 +135,7 @@ for v in verdicts:
         for line in v.caveats:
             st.markdown(f"- {line}")
     with st.expander(f"Every configuration in this group ({len(v.contenders)})"):
-        st.dataframe(A.contender_table(v), hide_index=True)
+        st.dataframe(A.contender_table(v), hide_index=True, column_config=WIDE)
         st.caption(f"Dataset: {v.data} · Protocol: {v.protocol}"
                    + (f" · {v.n_users:,} test users" if v.n_users else "") + ". 'beats best floor': yes only when "
                    "the paired 95% interval of (configuration − best floor) on test lies above 0.")
@@ -148,7 +151,7 @@ for v in verdicts:
         st.altair_chart(charts.difference_chart(A.differences_frame(v.variants, name="a"),
                                                 "Each SS4Rec configuration minus the chosen one (test, 95% CI)"),
                         width="stretch")
-        st.dataframe(A.differences_table(v.variants), hide_index=True)
+        st.dataframe(A.differences_table(v.variants), hide_index=True, column_config=WIDE)
         st.caption("Configurations that differ from the chosen SS4Rec in one or more settings (ablations, recipes). "
                    "A variant that is reliably lower points at what the chosen configuration relies on; these are "
                    "read on test after the choice was made on validation.")
@@ -164,7 +167,7 @@ for rv in rating:
     if c is not None and not c.problem:
         st.altair_chart(charts.difference_chart(A.differences_frame([c]), f"{c.a} minus {c.b}: test RMSE (left "
                                                 f"of 0 = {c.a} better)"), width="stretch")
-        st.dataframe(A.differences_table([c]), hide_index=True)
+        st.dataframe(A.differences_table([c]), hide_index=True, column_config=WIDE)
     extra = [x for x in rv.ss4rec if c is None or (x.a, x.b) != (c.a, c.b)]  # the headline's pair is drawn above
     ok = [x for x in extra if not x.problem]
     if extra:
