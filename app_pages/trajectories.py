@@ -100,7 +100,7 @@ all_genres = sorted({g for x in run.prepared.items["genres"] for g in x.split("|
 top_genres = pd.Series([g for x in steps for t in x["top_items"]
                         for g in run.item_columns["genres"][t].split("|") if g]).value_counts().index[:6].tolist()
 aff = genre_affinity(run, [x["top_items"] for x in steps], top_genres or all_genres[:6])
-st.altair_chart(charts.genre_affinity_chart(aff), width="stretch")
+st.altair_chart(charts.genre_affinity_chart(aff, step), width="stretch")
 
 nxt = s["next_item"]
 seen = {x["item_idx"] for x in steps[:step]}
@@ -128,7 +128,7 @@ top1 = s["top_items"][0]
 targets = [top1] + ([nxt] if nxt is not None and nxt != top1 else [])
 names = {top1: f"top recommendation: {run.titles([top1])[0]}"}
 if nxt is not None and nxt != top1:
-    names[nxt] = f"what came next: {run.titles([nxt])[0]}"
+    names[nxt] = f"movie that came next: {run.titles([nxt])[0]}"
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -247,8 +247,12 @@ def contribution_chart(df: pd.DataFrame, title: str | None) -> alt.Chart:
     """Leave-one-out contributions to one target's score (recsys.inference.contributions): a bar per fed movie
     (x: its step), above 0 = the movie raised the score, below = lowered it."""
     df = _frame(df, ["step", "title", "contribution"])
+    # each bar named by its step and (the start of) its movie's title, not by the step alone
+    df = df.assign(movie=[f"{int(s)}. {t if len(str(t)) <= 24 else str(t)[:23] + '…'}"
+                          for s, t in zip(df["step"], df["title"])])
     chart = alt.Chart(df).mark_bar().encode(
-        x=alt.X("step:O", title="step of the history (the movie fed at that step)"),
+        x=alt.X("movie:N", sort=alt.EncodingSortField("step"), title="step of the history: the movie fed there",
+                axis=alt.Axis(labelAngle=-50, labelLimit=160)),
         y=alt.Y("contribution:Q", title="with − without"),
         color=alt.condition("datum.contribution >= 0", alt.value("#2e7d32"), alt.value("#c62828")),
         tooltip=["step:O", "title:N", alt.Tooltip("contribution:Q", format="+.3f")],
@@ -267,16 +271,22 @@ def retention_chart(ret: pd.DataFrame, step: int) -> alt.Chart:
     return bars.properties(title="S5 retention implied by each gap (mean over layers)", height=330)
 
 
-def genre_affinity_chart(aff: pd.DataFrame) -> alt.Chart:
+def genre_affinity_chart(aff: pd.DataFrame, step: int | None = None) -> alt.LayerChart | alt.Chart:
     """Share of each genre among the predicted top-10 at each step (recsys.inference.genre_affinity), as a heatmap:
     a row per genre, a column per step (readable at 200 steps, where lines would tangle)."""
     aff = _frame(aff, ["step", "genre", "share"])
-    return alt.Chart(aff).mark_rect().encode(
+    heat = alt.Chart(aff).mark_rect().encode(
         x=alt.X("step:O", title="step", axis=alt.Axis(labelOverlap=True)),
         y=alt.Y("genre:N", title=None),
         color=alt.Color("share:Q", title="share of the top-10", scale=alt.Scale(domain=[0, 1], scheme="blues")),
-        tooltip=["step:Q", "genre:N", alt.Tooltip("share:Q", format=".0%")]).properties(
-        title="Genre affinity over time: genres among the predicted top-10 at each step", height=alt.Step(22))
+        tooltip=["step:Q", "genre:N", alt.Tooltip("share:Q", format=".0%")])
+    title = "Genre affinity over time: genres among the predicted top-10 at each step"
+    if step is None or aff.empty:
+        return heat.properties(title=title, height=alt.Step(22))
+    # the step shown above the chart, outlined in its column
+    mark = alt.Chart(aff[aff["step"] == step]).mark_rect(fill=None, stroke="#d62728", strokeWidth=2).encode(
+        x=alt.X("step:O"), y=alt.Y("genre:N"))
+    return (heat + mark).properties(title=title + " (outlined: the step shown)", height=alt.Step(22))
 
 
 # ------------------------------------------------------------------------------------------------ Explore MovieLens

@@ -105,3 +105,15 @@ def test_a_metric_looks_the_same_on_every_difference_chart_and_rows_sit_on_their
         assert scale["range"][scale["domain"].index("NDCG@10")] == charts.METRIC_MARKS["NDCG@10"][1]
     assert "yOffset" not in specs[0]["layer"][0]["encoding"]  # one metric per row: the line sits on its label
     assert "yOffset" in specs[1]["layer"][0]["encoding"]
+
+
+def test_why_bars_name_their_movie_and_the_heatmap_marks_the_step_shown():
+    rows = pd.DataFrame({"step": [1, 2], "title": ["Star Wars (1977)", "A Very Long Title Indeed For A Bar (1999)"],
+                         "contribution": [0.5, -0.2]})
+    spec = charts.contribution_chart(rows, None).to_dict()
+    labels = [r["movie"] for r in next(iter(spec["datasets"].values()))]
+    assert labels == ["1. Star Wars (1977)", "2. A Very Long Title Indee…"] and "title" not in spec
+    aff = pd.DataFrame({"step": [1, 1, 2, 2], "genre": ["Drama", "Comedy"] * 2, "share": [0.5, 0.2, 0.4, 0.1]})
+    marked = charts.genre_affinity_chart(aff, 2).to_dict()
+    assert len(marked["layer"]) == 2 and "outlined" in marked["title"]
+    assert "layer" not in charts.genre_affinity_chart(aff).to_dict()
