@@ -110,15 +110,17 @@ for v in verdicts:
         box(v.headline)
     md = C.metric_display(v.metric)
     cols = st.columns(3)
-    for col, who, role in ((cols[0], v.ss4rec, "SS4Rec"), (cols[1], v.baseline, "Best learned baseline"),
+    for col, who, role in ((cols[0], v.ss4rec, "SS4Rec"), (cols[1], v.baseline, "Best baseline"),
                            (cols[2], v.floor, "Best floor")):
         if who is None:
             col.metric(role, "none", help="no complete run of this kind in this group")
             continue
-        col.metric(f"{role}, test {md}", A.mean_sd_text(who.test[v.metric]),
+        mean, sd, _ = who.test[v.metric]
+        # the mean as the big number, its sd in the line under it: "0.0600 ± 0.0029" was cut to "0.0600 …" at 800 px
+        col.metric(f"{role} · {md}", f"{mean:.4f}",
                    help=f"{who.name}: mean ± sd over {who.seeds_text} of test {md}; chosen on validation "
                         f"{md} ({who.valid:.4f})")
-        col.caption(f"{who.name} · {who.seeds_text}"
+        col.caption(("" if sd != sd else f"± {sd:.4f} sd · ") + f"{who.name} · {who.seeds_text}"
                     + ("" if who.beats_floor is not False else " · ⚠️ not reliably above the best floor"))
     diffs = A.differences_frame(v.comparisons)
     if not diffs.empty:

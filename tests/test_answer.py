@@ -218,6 +218,9 @@ def test_answer_page_renders_the_shipped_runs_and_an_empty_folder(tmp_path):
         assert any(c.value.startswith("SS4Rec · released") for c in at.caption)  # never an ablation as the headline
         assert any("no-target-time" in m.value for m in at.markdown)
     assert any("**Masked or unmasked.**" in c.value for c in at.caption)
+    if any(m.label.startswith("SS4Rec · ") for m in at.metric):  # the big number fits at 800 px: the mean alone
+        big = [m.value for m in at.metric if m.label.startswith("SS4Rec · ")][0]
+        assert float(big) > 0 and any(c.value.startswith("± ") and "seeds" in c.value for c in at.caption)
     if any(h.value.startswith("ml-1m, leave-one-out, seen items not masked") for h in at.header):
         assert any(e.label == "Published numbers beside this reproduction" for e in at.expander)
     # the page says which interval it shows; users-only is a named option, and the choice holds on What matters
