@@ -67,7 +67,10 @@ else:
     titles = ss.item_columns["title"][1:]
     picked = st.multiselect("Movies you watched, oldest first (type to search)",
                             options=list(range(1, len(titles) + 1)), format_func=lambda i: titles[i - 1],
-                            key="live_pick", max_selections=ss.max_len)
+                            key="live_pick", max_selections=ss.max_len,
+                            # "star wars" + Enter must add Star Wars, not also Dr. Strangelove (a fuzzy match of the
+                            # same letters in order)
+                            filter_mode="contains")
     if not picked:
         st.info("Add at least one movie to build a history (an empty history cannot be scored).")
         st.stop()

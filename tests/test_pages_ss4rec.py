@@ -103,6 +103,10 @@ def test_live_page_what_if_and_side_by_side(runs_dir):
     at.radio(key="live_mode").set_value("Build my own").run()
     no_exception(at)
     assert any("Add at least one movie" in i.value for i in at.info)  # empty history explained
+    from streamlit.proto.SelectWidgetFilterMode_pb2 import SelectWidgetFilterMode
+
+    # typing a title matches it as text, not as letters in order ("star wars" once also matched Dr. Strangelove)
+    assert at.multiselect(key="live_pick").proto.filter_mode == SelectWidgetFilterMode.Value("FILTER_MODE_CONTAINS")
     at.multiselect(key="live_pick").set_value([1, 2, 3]).run()
     no_exception(at)
     assert any("cannot score a history you built" in i.value for i in at.info)
