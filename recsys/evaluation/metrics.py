@@ -222,6 +222,19 @@ def _boot_chunk_rows(n: int, chunk_size: int | None) -> int:
     return max(1, _BOOT_CHUNK_ELEMS // max(n, 1))
 
 
+def _draw(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
+    """[rows, n] indices in 0..n-1 drawn with replacement, from uniform doubles."""
+    idx = (rng.random((rows, n)) * n).astype(np.intp)
+    return np.minimum(idx, n - 1, out=idx)  # u*n can round up to n for u just below 1
+
+
+def _interval_and_p(diff_boot: np.ndarray, alpha: float) -> tuple[float, float, float]:
+    """Percentile interval of the resampled differences and the sign-consistency p-value (resolution 1/n_boot)."""
+    ci_low, ci_high = np.quantile(diff_boot, [alpha / 2.0, 1.0 - alpha / 2.0])
+    p = 2.0 * min(float(np.mean(diff_boot <= 0.0)), float(np.mean(diff_boot >= 0.0)))
+    return float(ci_low), float(ci_high), min(1.0, p)
+
+
 def _bootstrap_replicates(
     arrays: Sequence[np.ndarray], n_boot: int, seed: int, statistic: str, chunk_size: int | None
 ) -> list[np.ndarray]:
@@ -235,8 +248,7 @@ def _bootstrap_replicates(
         c = min(per_chunk, n_boot - start)
         # Indices from uniform doubles: each value consumes exactly one 64-bit draw in C order, so the index
         # stream (hence the result) depends only on the seed, never on how replicates are split into chunks.
-        idx = (rng.random((c, n)) * n).astype(np.intp)
-        np.minimum(idx, n - 1, out=idx)  # u*n can round up to n for u just below 1
+        idx = _draw(rng, c, n)
         for arr, out in zip(arrays, outs):
             out[start:start + c] = reduce(arr[idx], axis=1)
     return outs
@@ -277,26 +289,19 @@ def paired_bootstrap(
         boot_a, boot_b = _bootstrap_replicates([va, vb], n_boot, seed, statistic, chunk_size)
         diff_boot = boot_a - boot_b
     stat_a, stat_b = float(_REDUCERS[statistic](va)), float(_REDUCERS[statistic](vb))
-    ci_low, ci_high = np.quantile(diff_boot, [alpha / 2.0, 1.0 - alpha / 2.0])
-    p = 2.0 * min(float(np.mean(diff_boot <= 0.0)), float(np.mean(diff_boot >= 0.0)))
+    ci_low, ci_high, p = _interval_and_p(diff_boot, alpha)
     return {
         "mean_a": stat_a,
         "mean_b": stat_b,
         "diff": stat_a - stat_b,
-        "ci_low": float(ci_low),
-        "ci_high": float(ci_high),
-        "p_value": min(1.0, p),
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "p_value": p,
         "n_users": int(va.shape[0]),
         "n_boot": n_boot,
         "alpha": float(alpha),
         "statistic": statistic,
     }
-
-
-def _draw(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
-    """[rows, n] indices in 0..n-1 drawn with replacement, from uniform doubles."""
-    idx = (rng.random((rows, n)) * n).astype(np.intp)
-    return np.minimum(idx, n - 1, out=idx)  # u*n can round up to n for u just below 1
 
 
 def _seed_weights(rng: np.random.Generator, rows: int, k: int) -> np.ndarray:
@@ -349,10 +354,9 @@ def two_level_bootstrap(
         d = wa @ A - wb @ B                                                         # [c, U] per-user difference
         diff_boot[start:start + c] = np.take_along_axis(d, _draw(rng_u, c, n), axis=1).mean(axis=1)
     mean_a, mean_b = float(A.mean()), float(B.mean())
-    ci_low, ci_high = np.quantile(diff_boot, [alpha / 2.0, 1.0 - alpha / 2.0])
-    p = 2.0 * min(float(np.mean(diff_boot <= 0.0)), float(np.mean(diff_boot >= 0.0)))
-    return {"mean_a": mean_a, "mean_b": mean_b, "diff": mean_a - mean_b, "ci_low": float(ci_low),
-            "ci_high": float(ci_high), "p_value": min(1.0, p), "n_users": int(n), "n_boot": n_boot,
+    ci_low, ci_high, p = _interval_and_p(diff_boot, alpha)
+    return {"mean_a": mean_a, "mean_b": mean_b, "diff": mean_a - mean_b, "ci_low": ci_low,
+            "ci_high": ci_high, "p_value": p, "n_users": int(n), "n_boot": n_boot,
             "alpha": float(alpha), "statistic": "mean", "n_seeds_a": int(sa), "n_seeds_b": int(sb),
             "interval": "seeds+users"}
 
