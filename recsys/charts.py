@@ -244,19 +244,19 @@ def state_path_chart(path: pd.DataFrame, step: int, layer: int) -> alt.LayerChar
 
 
 def contribution_chart(df: pd.DataFrame, title: str | None) -> alt.Chart:
-    """Leave-one-out contributions to one target's score (recsys.inference.contributions): a bar per fed movie
-    (x: its step), above 0 = the movie raised the score, below = lowered it."""
+    """Leave-one-out contributions to one target's score (recsys.inference.contributions): a horizontal bar per fed
+    movie, named by its step and title, in history order; right of 0 = the movie raised the score, left = lowered
+    it. (Vertical bars with angled title labels left the plot a sliver tall.)"""
     df = _frame(df, ["step", "title", "contribution"])
-    # each bar named by its step and (the start of) its movie's title, not by the step alone
     df = df.assign(movie=[f"{int(s)}. {t if len(str(t)) <= 24 else str(t)[:23] + '…'}"
                           for s, t in zip(df["step"], df["title"])])
     chart = alt.Chart(df).mark_bar().encode(
-        x=alt.X("movie:N", sort=alt.EncodingSortField("step"), title="step of the history: the movie fed there",
-                axis=alt.Axis(labelAngle=-50, labelLimit=160)),
-        y=alt.Y("contribution:Q", title="with − without"),
+        y=alt.Y("movie:N", sort=alt.EncodingSortField("step"), title="step of the history: the movie fed there",
+                axis=alt.Axis(labelLimit=200)),
+        x=alt.X("contribution:Q", title="score with it − without it"),
         color=alt.condition("datum.contribution >= 0", alt.value("#2e7d32"), alt.value("#c62828")),
         tooltip=["step:O", "title:N", alt.Tooltip("contribution:Q", format="+.3f")],
-    ).properties(height=220)
+    ).properties(height=alt.Step(17))  # room for every label (12 px hid every other one)
     return chart.properties(title=title) if title else chart
 
 
