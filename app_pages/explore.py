@@ -181,13 +181,17 @@ with tabs[4]:
     st.subheader("One user's timeline")
     ids = users(data_dir, fp)
     st.caption(f"{len(ids):,} users with ratings, ids {ids.min():,} to {ids.max():,}." if len(ids) else "No users.")
-    uid = state.shared_user(fp)
-    if uid is not None:
-        st.caption(f"User {uid}: the user chosen in the sidebar (its SS4Rec run was trained on these data); change "
-                   f"it there.")
+    if state.follows_sidebar_user(fp):
+        uid = state.entered_user()
+        st.caption(f"User {uid if uid is not None else '?'}: the user chosen in the sidebar (its SS4Rec run was "
+                   f"trained on these data); change it there.")
+        if uid is None:
+            st.warning(state.user_problem() or "The sidebar's user id is not a whole number.")
     else:
-        uid = st.number_input("User id", value=int(ids[0]) if len(ids) else 1, step=1, format="%d",
-                              key=f"explore_user::{fp}")  # per dataset: a switch starts from its first user
+        uid = state.user_id_input("User id", f"explore_user::{fp}",  # per dataset: a switch starts at its first user
+                                  int(ids[0]) if len(ids) else 1)
+    if uid is None:
+        st.stop()
     try:
         tl = ex.user_timeline(data.interactions, data.items, int(uid))
     except ex.UnknownUserError as exc:

@@ -53,15 +53,15 @@ def test_pages_import_neither_torch_nor_the_run_directory_internals():
 
 def test_sidebar_is_drawn_once_and_shared_by_every_page(tmp_path):
     at = run_explore()
-    assert [t.key for t in at.sidebar.text_input] == [state.RUNS_FOLDER]
-    assert not [t for t in at.main.text_input if t.key == state.RUNS_FOLDER]
+    assert [t.key for t in at.sidebar.text_input] == [state.RUNS_FOLDER, state.USER]
+    assert not [t for t in at.main.text_input if t.key in (state.RUNS_FOLDER, state.USER)]
     at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path)).run()  # typed once, on Explore
     for page, message in (("app_pages/compare.py", "No runs found"),
                           ("app_pages/trajectories.py", "No complete SS4Rec run"),
                           ("app_pages/live.py", "No complete SS4Rec run")):
         at.switch_page(page).run()
         assert not at.exception, page
-        assert [t.key for t in at.sidebar.text_input] == [state.RUNS_FOLDER], page  # once, in the sidebar
+        assert [t.key for t in at.sidebar.text_input] == [state.RUNS_FOLDER, state.USER], page  # once, in the sidebar
         assert at.text_input(key=state.RUNS_FOLDER).value == str(tmp_path), page  # kept across page switches
         assert any(message in i.value and str(tmp_path) in i.value for i in at.info), page
 
@@ -70,10 +70,41 @@ def test_user_picker_says_when_the_id_is_not_a_user_of_the_run():
     at = run_explore()
     if not any(box.key == state.SS4REC_RUN for box in at.selectbox):
         pytest.skip("no SS4Rec run in checkpoints/")
-    at.number_input(key=state.USER).set_value(99999).run()
+    at.text_input(key=state.USER).set_value("99999").run()
     assert not at.exception
     assert any("User 99999 is not one of the 943 users" in w.value for w in at.sidebar.warning)
-    assert at.number_input(key=state.USER).value == 99999  # shown as typed, not silently replaced
+    assert at.text_input(key=state.USER).value == "99999"  # shown as typed, not silently replaced
+
+
+@pytest.mark.parametrize("typed, problem", [("abc", "“abc” is not a user id"), ("12.7", "“12.7” is not a user id"),
+                                             ("", "No user id typed"), ("1 2", "“1 2” is not a user id"),
+                                             ("9" * 40, "too long to be a user id")])
+def test_a_user_id_that_is_not_a_whole_number_is_said_and_kept_as_typed(typed, problem):
+    """The sidebar's user box is a text box: a browser's number box dropped "abc" and rounded "12.7" to 12 without a
+    word. What was typed stays in the box, the sidebar says why it is not an id, the user pages stop with the same
+    message, and the address bar keeps the last id that was one."""
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60).run()
+    if not any(box.key == state.SS4REC_RUN for box in at.selectbox):
+        pytest.skip("no SS4Rec run in checkpoints/")
+    at.text_input(key=state.USER).set_value("7").run()
+    assert at.query_params["user"] == "7"
+    at.switch_page("app_pages/trajectories.py").run()
+    at.text_input(key=state.USER).set_value(typed).run()
+    assert not at.exception
+    assert at.text_input(key=state.USER).value == typed  # kept as typed, never replaced by user 1 or 12
+    assert any(problem in w.value for w in at.sidebar.warning)
+    assert any(problem in w.value for w in at.main.warning)  # the page says it too, and draws no user's trajectory
+    assert at.query_params["user"] == "7"
+    at.text_input(key=state.USER).set_value(" 12 ").run()  # surrounding spaces are forgiven
+    assert not at.exception and not at.sidebar.warning and at.query_params["user"] == "12"
+
+
+def test_parse_user_id():
+    assert state.parse_user_id("42") == (42, None) and state.parse_user_id(" +42 ") == (42, None)
+    assert state.parse_user_id("-3") == (-3, None)  # a number, then judged by the run: no such user
+    for bad in ("abc", "12.7", "", None, "1e3", "4 2", "--3", "٣"):
+        uid, why = state.parse_user_id(bad)
+        assert uid is None and why, bad
 
 
 def test_the_view_lives_in_the_url_and_a_link_reproduces_it(tmp_path):
@@ -92,10 +123,10 @@ def test_the_view_lives_in_the_url_and_a_link_reproduces_it(tmp_path):
     at.query_params.update({"run": run, "user": "42", "interval": "users"})
     at.run()
     assert not at.exception
-    assert at.selectbox(key=state.SS4REC_RUN).value == run and at.number_input(key=state.USER).value == 42
+    assert at.selectbox(key=state.SS4REC_RUN).value == run and at.text_input(key=state.USER).value == "42"
     assert any("Intervals shown: **users**" in c.value for c in at.caption)
     assert at.query_params["user"] == "42" and at.query_params["run"] == run
-    at.number_input(key=state.USER).set_value(7).run()
+    at.text_input(key=state.USER).set_value("7").run()
     assert at.query_params["user"] == "7"  # the address bar follows the view
     bad = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
     bad.query_params.update({"run": "no-such-run", "user": "abc"})

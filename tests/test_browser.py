@@ -220,7 +220,7 @@ def test_a_link_with_query_parameters_reproduces_the_view(page, server):
     try:
         assert pg.locator("h1").first.inner_text() == "What matters"
         assert not page_problems(pg), page_problems(pg)
-        user = pg.get_by_label("User id", exact=True).and_(pg.get_by_test_id("stNumberInputField"))
+        user = pg.get_by_label("User id", exact=True).and_(pg.get_by_test_id("stTextInputField"))
         assert user.input_value() == "42"
         assert "user=42" in pg.url and "interval=users" in pg.url and "runs=checkpoints" in pg.url
     finally:

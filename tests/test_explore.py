@@ -302,7 +302,7 @@ def test_switching_datasets_starts_genres_and_user_from_the_new_datas_own_defaul
     plotted = set(table.column("genre").to_pylist())
     assert spec["encoding"]["color"]["sort"] == genres.value
     assert plotted == set(genres.value)  # the chart and the chips agree on the first run after the switch
-    assert user_box(at).value == 1
+    assert user_box(at).value == "1"
 
 
 def test_page_title_search():
@@ -318,8 +318,8 @@ def test_page_title_search():
 def user_box(at):
     """The user id the timeline follows: the sidebar's when the sidebar's SS4Rec run was trained on the dataset shown
     (the page then has no picker of its own), else the page's own picker."""
-    own = [box for box in at.number_input if str(box.key).startswith("explore_user::")]
-    return own[0] if own else at.number_input(key=state.USER)
+    own = [box for box in at.text_input if str(box.key).startswith("explore_user::")]
+    return own[0] if own else at.text_input(key=state.USER)
 
 
 def own_widget(widgets, prefix: str):
@@ -329,16 +329,27 @@ def own_widget(widgets, prefix: str):
 
 def test_page_user_timeline_and_unknown_user():
     at = run_app()
-    user_box(at).set_value(5).run()
+    user_box(at).set_value("5").run()
     assert not at.exception
     assert any(m.value.startswith("User 5: 175 ratings") for m in at.markdown)
     history = at.dataframe[-1].value
     assert len(history) == 175 and history["gap since previous"].iloc[0] == "—"
     assert history["time"].is_monotonic_increasing
     assert any("ratings of user 5" in t for t in chart_titles(at))
-    user_box(at).set_value(99999).run()
+    user_box(at).set_value("99999").run()
     assert not at.exception
     assert any("user 99999 has no ratings" in w.value for w in at.warning)
+
+
+def test_page_own_user_box_says_when_the_text_is_not_an_id(tmp_path):
+    at = run_app()
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path)).run()  # no run on these data: the page's own box
+    box = own_widget(at.text_input, "explore_user")
+    box.set_value("12.7").run()
+    assert not at.exception
+    assert any("“12.7” is not a user id" in w.value for w in at.main.warning)
+    assert own_widget(at.text_input, "explore_user").value == "12.7"
+    assert not any(m.value.startswith("User 12") for m in at.markdown)  # not rounded to user 12
 
 
 def test_page_follows_the_sidebar_user_on_the_data_of_the_sidebar_run(tmp_path):
@@ -346,12 +357,12 @@ def test_page_follows_the_sidebar_user_on_the_data_of_the_sidebar_run(tmp_path):
     if not any(box.key == state.SS4REC_RUN for box in at.selectbox):
         pytest.skip("no SS4Rec run in checkpoints/")
     # the shipped SS4Rec run was trained on the embedded ML-100K: one user picker, in the sidebar
-    assert not [box for box in at.number_input if str(box.key).startswith("explore_user::")]
-    at.number_input(key=state.USER).set_value(7).run()
+    assert not [box for box in at.text_input if str(box.key).startswith("explore_user::")]
+    at.text_input(key=state.USER).set_value("7").run()
     assert not at.exception and any(m.value.startswith("User 7: ") for m in at.markdown)
     # without a run on these data (an empty runs folder), the page has its own picker again
     at.text_input(key=state.RUNS_FOLDER).set_value(str(tmp_path)).run()
-    assert not at.exception and own_widget(at.number_input, "explore_user").value == 1
+    assert not at.exception and own_widget(at.text_input, "explore_user").value == "1"
 
 
 def test_page_bad_folders_show_clear_errors(tmp_path):
@@ -379,7 +390,7 @@ def test_page_warns_about_missing_timestamps(parquet_dir):
     assert not at.exception and not at.error
     assert {m.label: m.value for m in at.metric}["Ratings"] == "5"
     assert any("only the 4 of 5 ratings that have a timestamp" in w.value for w in at.warning)
-    own_widget(at.number_input, "explore_user").set_value(2).run()  # one rating without a timestamp, listed last
+    own_widget(at.text_input, "explore_user").set_value("2").run()  # one rating without a timestamp, listed last
     assert not at.exception
     assert any("1 of this user's ratings have no timestamp" in w.value for w in at.warning)
     assert at.dataframe[-1].value["time"].tolist() == ["1970-01-01 00:00:40", "unknown"]

@@ -57,10 +57,10 @@ def test_trajectories_page_steps_through_history(runs_dir):
     no_exception(at)
     assert at.slider[0].value == last - 1
     assert any(m.value.startswith(f"#### Step {last - 1} of {last}:") for m in at.markdown)
-    at.number_input(key=state.USER).set_value(5).run()
+    at.text_input(key=state.USER).set_value("5").run()
     no_exception(at)
     assert any(m.value.startswith("#### Step") for m in at.markdown)  # user 5's history, stepped through
-    at.number_input(key=state.USER).set_value(99999).run()  # not a user of the run: said so, never kept silently
+    at.text_input(key=state.USER).set_value("99999").run()  # not a user of the run: said so, never kept silently
     no_exception(at)
     assert any("User 99999 is not one of the" in w.value for w in at.sidebar.warning)
     assert any("User 99999 is not one of the" in w.value for w in at.main.warning)

@@ -118,42 +118,75 @@ def run_users(run: C.Run | None) -> tuple[np.ndarray, str | None]:
         return np.array([], dtype=np.int64), f"Cannot read the users of {run.label}: {exc}"
 
 
-def entered_user() -> int:
-    """The user id as typed in the sidebar (not checked), or the default: the chosen run's first user (else 1)."""
+MAX_USER_DIGITS = 18  # beyond int64; no MovieLens id comes near
+
+
+def parse_user_id(text) -> tuple[int | None, str | None]:
+    """A typed user id: (id, None), or (None, why it is not one). Whole numbers only, surrounding spaces ignored:
+    "12.7" is refused rather than rounded, "abc" or a blank box said, never silently replaced by another user."""
+    typed = "" if text is None else str(text).strip()
+    if not typed:
+        return None, "No user id typed: type one, a whole number such as 42."
+    digits = typed.lstrip("+-")
+    if not digits.isascii() or not digits.isdigit() or len(typed) - len(digits) > 1:
+        return None, f"“{typed}” is not a user id: ids are whole numbers such as 42 (no letters or decimal point)."
+    if len(digits) > MAX_USER_DIGITS:
+        return None, f"“{typed[:24]}…” is too long to be a user id."
+    return int(typed), None
+
+
+def entered_user() -> int | None:
+    """The user id as typed in the sidebar (parsed, not checked against a run; None when it is not a whole number),
+    or the default: the chosen run's first user (else 1)."""
     value = st.session_state.get(USER)
     if value is None:
         users, _ = run_users(chosen_run("ss4rec"))
         return int(users[0]) if len(users) else 1
-    return int(value)
+    return parse_user_id(value)[0]
 
 
 def user_problem() -> str | None:
-    """Why the typed user id cannot be used with the chosen SS4Rec run (unknown id, unreadable run); None if it can
-    or there is no run to check it against."""
+    """Why the typed user id cannot be used (not a whole number; not a user of the chosen SS4Rec run; unreadable
+    run); None if it can, or if it is a number and there is no run to check it against."""
     run = chosen_run("ss4rec")
     users, error = run_users(run)
+    span = f" (ids {int(users.min())}..{int(users.max())})" if len(users) else ""
+    if st.session_state.get(USER) is not None:
+        _, why = parse_user_id(st.session_state[USER])
+        if why:
+            return why + (f" {run.label} has {len(users):,} users{span}." if run is not None and len(users) else "")
     if run is None or error:
         return error
     uid = entered_user()
-    if not len(users) or not np.isin(uid, users):
-        span = f"ids {int(users.min())}..{int(users.max())}" if len(users) else "no users"
-        return (f"User {uid} is not one of the {len(users):,} users of {run.label} ({span}); pick another id in the "
-                f"sidebar.")
+    if uid is None or not len(users) or not np.isin(uid, users):
+        return (f"User {uid} is not one of the {len(users):,} users of {run.label}{span or ' (no users)'}; pick "
+                f"another id in the sidebar.")
     return None
 
 
 def chosen_user() -> int | None:
-    """The sidebar's user when the chosen SS4Rec run knows it (or there is no run to check against), else None."""
+    """The sidebar's user when it is a whole number the chosen SS4Rec run knows (or there is no run to check
+    against), else None."""
     return None if user_problem() else entered_user()
 
 
-def shared_user(fingerprint: str | None) -> int | None:
-    """The sidebar's user (as typed) when the chosen SS4Rec run was trained on the data with this fingerprint, so
-    a page exploring that dataset follows the same user; None for other data."""
+def follows_sidebar_user(fingerprint: str | None) -> bool:
+    """Whether a page exploring the data with this fingerprint follows the sidebar's user: the chosen SS4Rec run
+    was trained on those data."""
     run = chosen_run("ss4rec")
-    if run is None or not fingerprint or run.info["dataset"].get("fingerprint") != fingerprint:
-        return None
-    return entered_user()
+    return bool(run is not None and fingerprint and run.info["dataset"].get("fingerprint") == fingerprint)
+
+
+def user_id_input(label: str, key: str, default: int, container=None) -> int | None:
+    """A user-id box of a page's own (a text box, so that what was typed is kept and judged): the id, or None after
+    a warning saying why the text is not one."""
+    box = container or st
+    text = box.text_input(label, **_initial(key, str(default)), key=key,
+                          help="A MovieLens user id: a whole number.")
+    uid, why = parse_user_id(text)
+    if why:
+        box.warning(why)
+    return uid
 
 
 # the shared choices in the address bar (st.query_params), so a reload keeps the view and a link reproduces it:
@@ -170,11 +203,11 @@ def _from_url(param: str, allowed: list[str] | None = None, notes: list[str] | N
     value = st.query_params[param]
     key = URL_KEYS[param]
     if param == "user":
-        try:
-            st.session_state[key] = int(value)
-        except ValueError:
-            if notes is not None:
-                notes.append(f"The link's user {value!r} is not a whole number: showing the run's first user.")
+        uid, _ = parse_user_id(value)
+        if uid is not None:
+            st.session_state[key] = str(uid)
+        elif notes is not None:
+            notes.append(f"The link's user {value!r} is not a whole number: showing the run's first user.")
         return
     if allowed is not None and value not in allowed:
         if notes is not None:
@@ -187,6 +220,10 @@ def _to_url() -> None:
     """The current choices into the address bar (only those that are set)."""
     for param, key in URL_KEYS.items():
         value = st.session_state.get(key)
+        if key == USER and value is not None:
+            value = parse_user_id(value)[0]
+            if value is None:  # what was typed is not an id: the address bar keeps the last one that was
+                continue
         if value is None or value == NONE:
             st.query_params.pop(param, None)
         elif st.query_params.get(param) != str(value):
@@ -249,9 +286,11 @@ def sidebar() -> None:
                               "recommendations.")
         users, _ = run_users(ss4rec)
         _from_url("user", None, notes)
-        st.number_input("User id", **_initial(USER, int(users[0]) if len(users) else 1), step=1, format="%d",
-                        key=USER, help="The MovieLens user id State trajectories and Live follow (and Explore, on "
-                                       "the run's dataset).")
+        # a text box, not a number box: a browser's number box rounds "12.7" and drops "abc" without a word; here
+        # what was typed stays and user_problem() says what is wrong with it
+        st.text_input("User id", **_initial(USER, str(int(users[0]) if len(users) else 1)), key=USER,
+                      help="The MovieLens user id State trajectories and Live follow (and Explore, on the run's "
+                           "dataset): a whole number.")
         problem = user_problem()
         if problem:
             st.warning(problem)
