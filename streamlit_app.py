@@ -8,7 +8,8 @@ import streamlit as st
 
 from recsys.app import state
 
-st.set_page_config(page_title="SS4Rec workbench", layout="wide")
+# the sidebar starts 264 px wide (Streamlit's default covered 300 of an 800 px screen) and, as "auto", hidden on phones
+st.set_page_config(page_title="SS4Rec workbench", layout="wide", initial_sidebar_state=264)
 
 
 

@@ -8,6 +8,7 @@ import streamlit as st
 from recsys import charts
 from recsys import compare as C
 from recsys.app import state
+from recsys.app.common import show_chart
 from recsys.compare import ablations as AB
 from recsys.compare import answer as A
 from recsys.compare.answer import TARGET_TIME_CAVEAT
@@ -63,8 +64,8 @@ for si, study in enumerate(studies):
         st.warning(note)
     frame = AB.study_frame(study)
     if not frame.empty:
-        st.altair_chart(charts.difference_chart(frame, "Each variant minus its reference on test (right of 0 = the "
-                                                       "variant higher), 95% interval"), width="stretch")
+        show_chart(charts.difference_chart(frame, "Each variant minus its reference on test (right of 0 = the "
+                                                       "variant higher), 95% interval"))
     st.dataframe(AB.study_table(study), hide_index=True,  # the long text columns at a width they can be read at
                  column_config={c: st.column_config.TextColumn(c, width="large")
                                 for c in ("what changes", "difference (95% CI)", "reading")})
@@ -88,7 +89,7 @@ for si, study in enumerate(studies):
     except Exception as exc:
         st.warning(f"No breakdown for this pair ({type(exc).__name__}): {exc}")
         continue
-    st.altair_chart(charts.bucket_difference_chart(bd, "users"), width="stretch")
+    show_chart(charts.bucket_difference_chart(bd, "users"))
     st.dataframe(bd.assign(bucket=bd["bucket"].astype(str)).round(4).rename(  # readable headers, not raw names
         columns={"users": "users", "configuration": "variant's mean", "reference": "reference's mean",
                  "diff": "difference", "ci_low": "95% CI low", "ci_high": "95% CI high"}), hide_index=True)

@@ -9,6 +9,7 @@ import streamlit as st
 from recsys import charts
 from recsys import compare as C
 from recsys.app import state
+from recsys.app.common import show_chart
 from recsys.compare import ablations as AB
 from recsys.compare import answer as A
 from recsys.compare import published as P
@@ -124,8 +125,8 @@ for v in verdicts:
                     + ("" if who.beats_floor is not False else " · ⚠️ not reliably above the best floor"))
     diffs = A.differences_frame(v.comparisons)
     if not diffs.empty:
-        st.altair_chart(charts.difference_chart(diffs, "SS4Rec minus each rival on test (right of 0 = SS4Rec "
-                                                       "higher)"), width="stretch")
+        show_chart(charts.difference_chart(diffs, "SS4Rec minus each rival on test (right of 0 = SS4Rec "
+                                                       "higher)"))
     if v.comparisons:
         st.dataframe(A.differences_table(v.comparisons), hide_index=True, column_config=WIDE)
         st.caption(f"Paired bootstrap over the {v.n_users or 'same'} test users ({v.comparisons[0].n_boot:,} "
@@ -150,9 +151,8 @@ for v in verdicts:
               "where each difference comes from (by the gap to the predicted rating, by history length)")
     if v.variants:
         st.subheader("Other SS4Rec configurations on the same data")
-        st.altair_chart(charts.difference_chart(A.differences_frame(v.variants, name="a"),
-                                                "Each SS4Rec configuration minus the chosen one (test, 95% CI)"),
-                        width="stretch")
+        show_chart(charts.difference_chart(A.differences_frame(v.variants, name="a"),
+                                                "Each SS4Rec configuration minus the chosen one (test, 95% CI)"))
         st.dataframe(A.differences_table(v.variants), hide_index=True, column_config=WIDE)
         st.caption("Configurations that differ from the chosen SS4Rec in one or more settings (ablations, recipes). "
                    "A variant that is reliably lower points at what the chosen configuration relies on; these are "
@@ -167,8 +167,8 @@ for rv in rating:
     box = st.info if c is None or c.problem or not c.reliable else (st.success if c.a_better else st.warning)
     box(rv.headline)
     if c is not None and not c.problem:
-        st.altair_chart(charts.difference_chart(A.differences_frame([c]), f"{c.a} minus {c.b}: test RMSE (left "
-                                                f"of 0 = {c.a} better)"), width="stretch")
+        show_chart(charts.difference_chart(A.differences_frame([c]), f"{c.a} minus {c.b}: test RMSE (left "
+                                                f"of 0 = {c.a} better)"))
         st.dataframe(A.differences_table([c]), hide_index=True, column_config=WIDE)
     extra = [x for x in rv.ss4rec if c is None or (x.a, x.b) != (c.a, c.b)]  # the headline's pair is drawn above
     ok = [x for x in extra if not x.problem]
@@ -178,8 +178,8 @@ for rv in rating:
         for x in extra:
             st.markdown(f"- {A.comparison_text(x)}")
         if ok:
-            st.altair_chart(charts.difference_chart(A.differences_frame(ok), "SS4Rec minus rival: test RMSE (left of "
-                                                    "0 = SS4Rec better)"), width="stretch")
+            show_chart(charts.difference_chart(A.differences_frame(ok), "SS4Rec minus rival: test RMSE (left of "
+                                                    "0 = SS4Rec better)"))
     with st.container(border=True):
         st.markdown("**Caveats**")
         for line in rv.caveats:

@@ -13,6 +13,7 @@ import streamlit as st
 from recsys import charts
 from recsys import compare as C
 from recsys.app import state
+from recsys.app.common import show_chart
 from recsys.compare import answer as A
 from recsys.compare.answer import MASKED_CAVEAT, TARGET_TIME_CAVEAT
 
@@ -91,8 +92,7 @@ def _show_configurations(runs: list, gkey: str, metric: str, n_boot: int, seed: 
     cols[0].metric("Users A serves better", f"{res['wins']:,}")
     cols[1].metric("Ties", f"{res['ties']:,}", help="the same value for both, e.g. both miss the top-K")
     cols[2].metric("Users B serves better", f"{res['losses']:,}")
-    st.altair_chart(charts.difference_histogram(res["differences"], f"Per-user test {md}, A − B (seeds averaged)"),
-                    width="stretch")
+    show_chart(charts.difference_histogram(res["differences"], f"Per-user test {md}, A − B (seeds averaged)"))
     st.caption(f"{res['n_boot']:,} resamples, seed {seed}; intervals: {interval} ({C.INTERVALS[interval]}). "
                f"A: {groups[a].seeds_text()}; B: {groups[b].seeds_text()}; {res['n']:,} test users.")
 
@@ -221,11 +221,10 @@ if running:
                 continue
             c1, c2 = st.columns(2)
             if not train.empty:
-                c1.altair_chart(charts.curve_chart(train, "Training loss (training data)", "train loss"),
-                                width="stretch")
+                show_chart(charts.curve_chart(train, "Training loss (training data)", "train loss"), c1)
             if not valid.empty:
-                c2.altair_chart(charts.curve_chart(valid, f"Validation {C.metric_display(metric)} (validation users)",
-                                                   f"valid {metric}"), width="stretch")
+                show_chart(charts.curve_chart(valid, f"Validation {C.metric_display(metric)} (validation users)",
+                                                   f"valid {metric}"), c2)
             st.caption(f"Dataset: {C.dataset_summary(r.info)} · ◆ = best epoch so far.")
 
 labels = [r.label for r in scan.runs]
@@ -351,8 +350,8 @@ with tab_curves:
         for col, frame, title, axis in ((c1, train, ttitle, "train loss"), (c2, valid, vtitle, vaxis)):
             if frame.empty:
                 continue
-            col.altair_chart(charts.seed_band_chart(C.seed_band(frame, label_of_run), title, axis) if pooled
-                             else charts.curve_chart(frame, title, axis), width="stretch")
+            show_chart(charts.seed_band_chart(C.seed_band(frame, label_of_run), title, axis) if pooled
+                       else charts.curve_chart(frame, title, axis), col)
         st.caption("Left: training loss per epoch; losses differ between models (BCE with sampled negatives, full "
                    "softmax, MSE), so compare shapes, not levels. Right: validation metric per epoch. "
                    + ("Line = mean over the seeds that reached the epoch, band = lowest to highest seed (a seed that "
@@ -424,7 +423,7 @@ with tab_break:
                            f"{'history length' if by == 'activity' else 'time gap'} of its held-out rows "
                            f"(rating runs do not). " + C.group_caption(group, "test"))
                 continue
-            st.altair_chart(charts.breakdown_chart(df, md, x_title), width="stretch")
+            show_chart(charts.breakdown_chart(df, md, x_title))
             notes = [f"Bars: {md} of the {unit} in each bucket; the black line is its 95% bootstrap interval "
                      f"(1,000 resamples of the bucket's {unit}) and the number above it is how many: a bucket of a "
                      f"dozen {unit} says little. "

@@ -8,7 +8,7 @@ import streamlit as st
 from recsys import charts
 from recsys import explore as ex
 from recsys.app import state
-from recsys.app.common import cached_dataset, dataset_or_error
+from recsys.app.common import cached_dataset, dataset_or_error, show_chart
 
 st.title("Explore MovieLens")
 st.caption("The embedded default is ML-100K (GroupLens, as shipped in the recbole==1.2.1 wheel). Point to any "
@@ -90,13 +90,13 @@ with tabs[0]:
     left, right = st.columns(2)
     with left:
         st.subheader("Rating distribution")
-        st.altair_chart(charts.rating_distribution_chart(ov["ratings"], name), width="stretch")
+        show_chart(charts.rating_distribution_chart(ov["ratings"], name))
     with right:
         st.subheader("Ratings per month")
         if ov["months"].empty:
             st.info("No rating has a timestamp.")
         else:
-            st.altair_chart(charts.ratings_per_month_chart(ov["months"], name), width="stretch")
+            show_chart(charts.ratings_per_month_chart(ov["months"], name))
             if ov["months"]["partial"].any():
                 st.caption("Pale bars: months the data start or end inside, so they hold only part of a month's "
                            "ratings (a short bar there is the collection window, not a drop in activity).")
@@ -108,7 +108,7 @@ with tabs[0]:
     for col, key, who, line in ((left, "users", "user activity", "users_line"),
                                 (right, "items", "movie popularity", "items_line")):
         with col:
-            st.altair_chart(charts.long_tail_chart(ov[key], name, who), width="stretch")
+            show_chart(charts.long_tail_chart(ov[key], name, who))
             st.write(ov[line][0].upper() + ov[line][1:] + ".")
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ with tabs[1]:
             st.info("Pick at least one genre.")
         else:
             view = shares.loc[shares["genre"].isin(picked)]
-            st.altair_chart(charts.genre_shares_chart(view, name, period, picked), width="stretch")
+            show_chart(charts.genre_shares_chart(view, name, period, picked))
             st.caption("Share = ratings of movies in the genre / all ratings in that period. Genres come from the "
                        "item file; a movie with several genres counts for each, so shares add up to more than 100%.")
 
@@ -154,7 +154,7 @@ with tabs[2]:
                 f"stamped with the same second. Zero has no place on a log axis, so those gaps are not in the chart; "
                 f"the bars show the other {summary['positive_gaps']:,} as shares of all {summary['gaps']:,} gaps.")
         if not hist.empty:
-            st.altair_chart(charts.gap_histogram_chart(hist, name, ex.GAP_REFERENCES), width="stretch")
+            show_chart(charts.gap_histogram_chart(hist, name, ex.GAP_REFERENCES))
 
 # ---------------------------------------------------------------------------------------------------------------
 with tabs[3]:
@@ -209,7 +209,7 @@ with tabs[4]:
             st.warning(f"{len(tl) - len(known):,} of this user's ratings have no timestamp; they are listed last "
                        f"and left out of the chart.")
         if len(known):
-            st.altair_chart(charts.user_timeline_chart(known, name, int(uid)), width="stretch")
+            show_chart(charts.user_timeline_chart(known, name, int(uid)))
         table = tl.assign(time=tl["time"].dt.strftime("%Y-%m-%d %H:%M:%S").fillna("unknown"))
         st.dataframe(table[["n", "time", "title", "rating", "gap"]].rename(columns={"gap": "gap since previous"}),
                      hide_index=True, width="stretch")

@@ -8,6 +8,7 @@ import streamlit as st
 
 from recsys import charts
 from recsys.app import state
+from recsys.app.common import show_chart
 from recsys.app.runs import loaded_run_or_error
 from recsys.catalogue import beside_ss4rec, card, display_name
 from recsys.compare.variants import changes, reads_target_time
@@ -239,7 +240,7 @@ def _why_top_pick(res, now: int, gap_label: str) -> None:
     rows = pd.DataFrame({"step": why["positions"], "title": why["titles"], "target": "top pick",
                          "contribution": why["values"][top_idx]})
     st.markdown(f"**Score of the top pick ({res.table['title'].iloc[0]}) {gap_label} after the last movie**")
-    st.altair_chart(charts.contribution_chart(rows, None), width="stretch")
+    show_chart(charts.contribution_chart(rows, None))
     lead = rows.sort_values("contribution", ascending=False).iloc[0]
     st.caption(f"Contribution = the score (logit) with the whole fed history minus the score with that one movie "
                f"(and its time) left out. {lead['title']} did most ({lead['contribution']:+.2f}); the score is "
@@ -251,7 +252,7 @@ def _time_sensitivity(sweep) -> None:
     a, b = st.columns(2)
     with a:
         st.markdown("**Does the gap change the list?**")
-        st.altair_chart(charts.overlap_chart(sweep, title=None), width="stretch")
+        show_chart(charts.overlap_chart(sweep, title=None))
         st.caption("How many of SS4Rec's top 10 at each gap it shares with its top 10 for a rating right away (0 s); "
                    "10 everywhere means the gap changes nothing for this history.")
     with b:
@@ -260,7 +261,7 @@ def _time_sensitivity(sweep) -> None:
             st.info("This run has no S5 layer (Mamba only): nothing in it decays with time.")
             return
         st.markdown("**S5 retention against the gap**")
-        st.altair_chart(charts.retention_curve_chart(curve, title=None), width="stretch")
+        show_chart(charts.retention_curve_chart(curve, title=None))
         st.caption("S5 retention per layer: the share of the state (mean |Ā| over its dimensions) kept across a gap, "
                    "as this run feeds gaps (raw seconds for the released model; log1p or span-scaled for those "
                    "variants). Where it reaches 0, longer gaps all look the same to the model.")

@@ -7,6 +7,7 @@ import streamlit as st
 
 from recsys import charts
 from recsys.app import state
+from recsys.app.common import show_chart
 from recsys.app.runs import loaded_run_or_error
 from recsys.inference import contributions, genre_affinity, human_gap, state_projection, trajectory, user_history
 
@@ -59,12 +60,14 @@ if tr["cut"]:
 key = f"traj_step_{path.name}_{user_id}"
 if key not in st.session_state:
     st.session_state[key] = n
-b1, b2, b3 = st.columns([1, 1, 6])
-if b1.button("◀ previous", disabled=st.session_state[key] <= 1):
+# one flexible row: the buttons as wide as their labels, the slider the rest (fixed-ratio columns cut the labels to
+# "..." at 800 px); on a narrow screen the slider wraps below them
+stepper = st.container(horizontal=True, vertical_alignment="bottom")
+if stepper.button("◀ previous", disabled=st.session_state[key] <= 1):
     st.session_state[key] -= 1
-if b2.button("next ▶", disabled=st.session_state[key] >= n):
+if stepper.button("next ▶", disabled=st.session_state[key] >= n):
     st.session_state[key] += 1
-step = b3.slider("Step", 1, max(n, 2), key=key) if n > 1 else 1
+step = stepper.slider("Step", 1, max(n, 2), key=key) if n > 1 else 1
 s = steps[step - 1]
 when = dt.datetime.fromtimestamp(s["timestamp"], dt.UTC)
 genres = run.item_columns["genres"][s["item_idx"]].replace("|", ", ")
@@ -90,17 +93,17 @@ with left:
     proj = state_projection(tr["hidden"][layer - 1])
     path_df = pd.DataFrame({"pc1": proj[:, 0], "pc2": proj[:, 1], "step": np.arange(1, n + 1),
                             "title": [x["title"] for x in steps], "gap": [human_gap(x["gap_after"]) for x in steps]})
-    st.altair_chart(charts.state_path_chart(path_df, step, layer), width="stretch")
+    show_chart(charts.state_path_chart(path_df, step, layer))
 with right:
     ret = pd.DataFrame({"step": np.arange(1, n + 1), "retention": [np.mean(x["retention"]) for x in steps],
                         "gap": [human_gap(x["gap_after"]) for x in steps]})
-    st.altair_chart(charts.retention_chart(ret, step), width="stretch")
+    show_chart(charts.retention_chart(ret, step))
 
 all_genres = sorted({g for x in run.prepared.items["genres"] for g in x.split("|") if g})
 top_genres = pd.Series([g for x in steps for t in x["top_items"]
                         for g in run.item_columns["genres"][t].split("|") if g]).value_counts().index[:6].tolist()
 aff = genre_affinity(run, [x["top_items"] for x in steps], top_genres or all_genres[:6])
-st.altair_chart(charts.genre_affinity_chart(aff, step), width="stretch")
+show_chart(charts.genre_affinity_chart(aff, step))
 
 nxt = s["next_item"]
 seen = {x["item_idx"] for x in steps[:step]}
@@ -147,7 +150,7 @@ else:
     cols = st.columns(len(targets))
     for col, tg in zip(cols, targets):
         col.markdown(f"**Score of the {names[tg]}**")  # above the chart: vega cut long titles in a column
-        col.altair_chart(charts.contribution_chart(rows[rows["target"] == names[tg]], None), width="stretch")
+        show_chart(charts.contribution_chart(rows[rows["target"] == names[tg]], None), col)
     strongest = rows[rows["target"] == names[top1]].sort_values("contribution", ascending=False)
     lead = strongest.iloc[0]
     st.caption(f"Contribution = the score (logit) with the whole history minus the score with that one movie (and "

@@ -64,6 +64,18 @@ def model_colour_scale(labels) -> alt.Scale:
 
 
 
+# a legend below the plot, one entry per line, labels cut (with "…", full in the tooltip) at the plot's width: beside
+# the plot it took two thirds of a half-width chart, and entries side by side or a fixed label limit ran past the
+# chart's right edge at 800 px
+_BELOW = alt.Legend(orient="bottom", direction="vertical", labelLimit=alt.ExprRef("max(80, width - 24)"))
+
+
+def _with_legend(plot_height: int, entries: int) -> int:
+    """A chart's height with room for a _BELOW legend of `entries` lines: the page fits the whole chart (legend
+    included) into the height, so a fixed one squeezed the plot and still let a long legend run out at the bottom."""
+    return plot_height + 24 + 17 * entries
+
+
 def curve_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChart:
     """Learning curve (recsys.compare.learning_curves): a line per run over epochs; the best epoch is a large
     diamond."""
@@ -72,11 +84,11 @@ def curve_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChart:
                                 y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
                                 color=alt.Color("run:N", title="run",
                                                 scale=model_colour_scale(sorted(df["run"].unique())),
-                                                legend=alt.Legend(labelLimit=360, orient="bottom", columns=1)),
+                                                legend=_BELOW),
                                 tooltip=["run:N", "epoch:Q", alt.Tooltip("value:Q", format=".4f"), "best:N"])
     lines = base.mark_line(point=True)
     best = base.transform_filter("datum.best").mark_point(shape="diamond", size=220, filled=True, opacity=0.9)
-    return (lines + best).properties(title=title, height=300)
+    return (lines + best).properties(title=title, height=_with_legend(300, df["run"].nunique()))
 
 
 def seed_band_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChart:
@@ -87,7 +99,7 @@ def seed_band_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChar
                                 color=alt.Color("configuration:N", title="configuration",
                                                 scale=model_colour_scale(sorted(df["configuration"].unique())),
                                                 # below the plot: beside it, it took two thirds of a half-width chart
-                                                legend=alt.Legend(labelLimit=360, orient="bottom", columns=1)))
+                                                legend=_BELOW))
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("low:Q", title=y_title, scale=alt.Scale(zero=False)),
                                               y2="high:Q")
     line = base.mark_line(point=True).encode(
@@ -95,7 +107,7 @@ def seed_band_chart(df: pd.DataFrame, title: str, y_title: str) -> alt.LayerChar
         tooltip=["configuration:N", "epoch:Q", alt.Tooltip("mean:Q", format=".4f"),
                  alt.Tooltip("low:Q", format=".4f", title="lowest seed"),
                  alt.Tooltip("high:Q", format=".4f", title="highest seed"), alt.Tooltip("n:Q", title="seeds")])
-    return (band + line).properties(title=title, height=300)
+    return (band + line).properties(title=title, height=_with_legend(300, df["configuration"].nunique()))
 
 
 # one encoding per meaning: a metric is a shape and a neutral shade, never a hue (hues are models: model_colour_scale)
@@ -117,13 +129,13 @@ def difference_chart(df: pd.DataFrame, title: str) -> alt.LayerChart:
     y = alt.Y("row:N", title=None, sort=None, axis=alt.Axis(labelLimit=420))
     colour, shape = _metric_scales(df["metric"])
     enc: dict = {"y": y, "color": alt.Color("metric:N", title="metric", scale=colour,
-                                            legend=alt.Legend(orient="bottom")),
+                                            legend=_BELOW),
                  "tooltip": [alt.Tooltip("text:N", title="paired bootstrap")]}
     side_by_side = bool(len(df)) and df.groupby("row")["metric"].nunique().max() > 1
     if side_by_side:  # else each row's line sits on its label
         enc["yOffset"] = alt.YOffset("metric:N", sort=[m for m in colour.domain if m in set(df["metric"])])
     base = alt.Chart(df).encode(**enc)
-    bars = base.mark_rule(strokeWidth=4).encode(x=alt.X("ci_low:Q", title="difference A − B with its 95% interval"),
+    bars = base.mark_rule(strokeWidth=4).encode(x=alt.X("ci_low:Q", title="A − B, 95% interval"),
                                                x2="ci_high:Q")
     points = base.mark_point(filled=True, size=90, opacity=1).encode(
         x="diff:Q", shape=alt.Shape("metric:N", scale=shape, legend=None))
@@ -205,7 +217,7 @@ def breakdown_chart(df: pd.DataFrame, y_title: str, x_title: str) -> alt.LayerCh
         xOffset=alt.XOffset("run:N"),
         y=alt.Y("value:Q", title=y_title),
         color=alt.Color("run:N", title="configuration", scale=model_colour_scale(sorted(data["run"].unique())),
-                        legend=alt.Legend(labelLimit=360, orient="bottom", columns=2)),
+                        legend=_BELOW),
         tooltip=["run:N", "bucket:N", alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("count:Q", title="n")])
     bars = base.mark_bar()
     layers = [bars]
@@ -224,7 +236,7 @@ def breakdown_chart(df: pd.DataFrame, y_title: str, x_title: str) -> alt.LayerCh
     else:
         layers.append(base.mark_text(dy=-6, fontSize=10).encode(text=alt.Text("count:Q")))
     # alt.layer gives a FacetChart only for layers that all share a facet encoding; these have none
-    return cast(alt.LayerChart, alt.layer(*layers)).properties(height=420)
+    return cast(alt.LayerChart, alt.layer(*layers)).properties(height=_with_legend(420, data["run"].nunique()))
 
 
 # ------------------------------------------------------------------------------------------------ State trajectories
@@ -311,7 +323,8 @@ def ratings_per_month_chart(df: pd.DataFrame, name: str) -> alt.Chart:
     return alt.Chart(df).mark_bar().encode(
         x=alt.X("label:O", title="month (UTC)", sort=None, axis=alt.Axis(labelAngle=-40, labelOverlap=True)),
         y=alt.Y("ratings:Q", title="number of ratings"),
-        color=alt.Color("month_kind:N", title=None, legend=alt.Legend(orient="bottom"),
+        # stacked: side by side the two entries ran past a half-width chart's right edge at 800 px
+        color=alt.Color("month_kind:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical"),
                         scale=alt.Scale(domain=["whole month", "partial month"], range=["#4c78a8", "#b8c9dc"])),
         tooltip=[alt.Tooltip("label:N", title="month"), alt.Tooltip("ratings:Q", format=","),
                  alt.Tooltip("month_kind:N", title="kind")],
@@ -322,9 +335,17 @@ def long_tail_chart(df: pd.DataFrame, name: str, who: str) -> alt.Chart:
     """Rank plot on log-log axes of recsys.explore.long_tail (rank, ratings, cum_share); `who` names the axis of
     the tail, e.g. "user activity" or "movie popularity"."""
     df = _frame(df, ["rank", "ratings", "cum_share"])
+
+    def decades(column: str) -> alt.Axis:
+        # ticks at powers of ten only: Vega's own log ticks (1, 2, 3, 10, 20, 30, ...) crowded a half-width chart
+        # and put the axis title on top of its labels at 800 px
+        top = float(df[column].max()) if len(df) else 1.0
+        return alt.Axis(values=[10 ** k for k in range(int(np.floor(np.log10(max(top, 1.0)))) + 2)],
+                        format="~s", labelFlush=True)
+
     return alt.Chart(df).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
-        x=alt.X("rank:Q", scale=alt.Scale(type="log"), title="rank (log)"),
-        y=alt.Y("ratings:Q", scale=alt.Scale(type="log"), title="ratings (log)"),
+        x=alt.X("rank:Q", scale=alt.Scale(type="log"), title="rank (log)", axis=decades("rank")),
+        y=alt.Y("ratings:Q", scale=alt.Scale(type="log"), title="ratings (log)", axis=decades("ratings")),
         tooltip=[alt.Tooltip("rank:Q", format=","), alt.Tooltip("ratings:Q", format=","),
                  alt.Tooltip("cum_share:Q", format=".1%", title="share of ratings up to this rank")],
     ).properties(title=f"{name}: {who} (rank plot)")

@@ -142,3 +142,26 @@ def test_a_page_run_on_its_own_uses_the_sidebar_defaults():
     assert not at.exception and at.title[0].value == "Compare runs"
     assert not at.sidebar.text_input  # no entry file, no sidebar: the defaults (checkpoints/) apply
     assert any("Dataset: ml-100k" in c.value for c in at.caption) or not C.scan_runs(ROOT / "checkpoints").runs
+
+
+def test_a_chart_title_is_text_above_the_chart_so_it_wraps_instead_of_being_cut():
+    """Vega cut a title longer than its chart with "…" (half-width charts at 800 px); show_chart writes it as a line
+    of text above the chart, escaped, and keeps it in the spec's usermeta."""
+    def page():
+        import altair as alt
+        import pandas as pd
+
+        from recsys.app.common import show_chart
+        frame = pd.DataFrame({"x": [1, 2], "y": [3, 4]})
+        show_chart(alt.Chart(frame).mark_line().encode(x="x", y="y").properties(
+            title="A long title: *not* bold, [not a link] and $x$ with a 95% interval (seeds and users)"))
+        show_chart(alt.Chart(frame).mark_point().encode(x="x", y="y"))  # no title: nothing above it
+
+    import json
+    at = AppTest.from_function(page).run()
+    assert not at.exception
+    assert [m.value for m in at.markdown] == [
+        r"**A long title: \*not\* bold, \[not a link\] and \$x\$ with a 95% interval \(seeds and users\)**"]
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    assert "title" not in specs[0] and specs[0]["usermeta"]["title"].startswith("A long title: *not*")
+    assert "title" not in specs[1] and "title" not in (specs[1].get("usermeta") or {})

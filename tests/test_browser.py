@@ -179,9 +179,9 @@ PAGES = {"/": "Does SS4Rec beat its baselines?", "/answer": "Does SS4Rec beat it
          "/live-recommendations": "Live recommendations"}
 
 
-def open_fresh(browser, url: str):
+def open_fresh(browser, url: str, width: int = 1280):
     """A new browser context (a new session, as a bookmark opened later) on `url`, settled."""
-    context = browser.new_context(viewport={"width": 1280, "height": 2400})
+    context = browser.new_context(viewport={"width": width, "height": 2400})
     pg = context.new_page()
     pg.goto(url)
     settle(pg)
@@ -190,8 +190,30 @@ def open_fresh(browser, url: str):
     return context, pg
 
 
+# chart text that does not fit: a title, axis title or legend entry drawn more than 4 px outside its chart (glyph
+# boxes overhang the ink by 2-3 px) is cut off by the page; a chart title Vega ends with "…" was shortened to fit
+CLIPPED_CHART_TEXT = """() => {
+  const out = [];
+  for (const c of document.querySelectorAll('[data-testid=stVegaLiteChart]')) {
+    const s = c.querySelector('svg'); const cb = c.getBoundingClientRect();
+    if (!s || cb.width === 0) continue;
+    for (const t of s.querySelectorAll('.role-title text, .role-axis-title text, .role-legend-title text, '
+                                       + '.role-legend-label text')) {
+      if (!t.textContent) continue;
+      const r = t.getBoundingClientRect(); const sides = [];
+      if (r.top < cb.top - 4) sides.push('top'); if (r.bottom > cb.bottom + 4) sides.push('bottom');
+      if (r.left < cb.left - 4) sides.push('left'); if (r.right > cb.right + 4) sides.push('right');
+      if (t.closest('.role-title') && t.textContent.endsWith('\u2026')) sides.push('shortened');
+      if (sides.length) out.push(`chart text "${t.textContent.slice(0, 60)}" cut (${sides.join(', ')})`);
+    }
+  }
+  return out;
+}"""
+
+
 def page_problems(pg) -> list[str]:
     problems = [f"exception: {e.inner_text()[:200]}" for e in pg.locator('[data-testid="stException"]').all()]
+    problems += pg.evaluate(CLIPPED_CHART_TEXT)
     if pg.locator('[role="dialog"]', has_text="Page not found").count():
         problems.append("a 'Page not found' dialog")
     for chart in pg.locator('[data-testid="stVegaLiteChart"]').all():
@@ -209,6 +231,18 @@ def test_every_page_opened_by_its_url_in_a_new_session(page, server):
         try:
             assert pg.locator("h1").first.inner_text() == title, path
             assert not page_problems(pg), (path, page_problems(pg))
+        finally:
+            context.close()
+
+
+def test_every_page_fits_an_800_px_screen(page, server):
+    """At 800 px (sidebar open, half-width charts about 245 px wide) no chart text is cut: titles wrap above their
+    charts, legends sit below them one entry per line, log axes tick at powers of ten."""
+    for path in [p for p in PAGES if p != "/answer"]:
+        context, pg = open_fresh(page.context.browser, server + path, width=800)
+        try:
+            assert not page_problems(pg), (path, page_problems(pg))
+            pg.screenshot(path=str(ARTIFACTS / f"800px{path.replace('/', '-') or '-answer'}.png"), full_page=True)
         finally:
             context.close()
 

@@ -261,7 +261,10 @@ def run_app():
 
 
 def chart_titles(at) -> list[str]:
-    return [json.loads(c.proto.spec).get("title") for c in at.get("vega_lite_chart")]
+    """Each chart's title: the page shows it as text above the chart (recsys.app.common.show_chart) and the spec
+    keeps it in usermeta."""
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    return [s.get("title") or (s.get("usermeta") or {}).get("title") for s in specs]
 
 
 def test_page_renders_every_section_on_embedded_data():
@@ -294,7 +297,7 @@ def test_switching_datasets_starts_genres_and_user_from_the_new_datas_own_defaul
     assert not at.exception
     genres = own_widget(at.multiselect, "explore_genres")
     assert len(genres.value) == 6 and genres.value != ["Drama"]
-    shares = next(c for c in at.get("vega_lite_chart") if "genre" in json.loads(c.proto.spec).get("title", ""))
+    shares = next(c for c, t in zip(at.get("vega_lite_chart"), chart_titles(at), strict=True) if "genre" in (t or ""))
     import pyarrow as pa
 
     spec = json.loads(shares.proto.spec)

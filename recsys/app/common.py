@@ -1,6 +1,9 @@
 """Cached dataset loading for the pages; errors come back as messages, never as tracebacks."""
 from __future__ import annotations
 
+import re
+
+import altair as alt
 import streamlit as st
 
 from recsys.data import DataError, MovieLensData, load_dataset
@@ -33,3 +36,21 @@ def dataset_or_error(name: str | None, data_dir: str | None) -> MovieLensData | 
     except Exception as exc:  # the app never shows a raw traceback
         st.error(f"Unexpected error while loading the dataset ({type(exc).__name__}): {exc}")
     return None
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~$-])")
+
+
+def show_chart(chart, container=None) -> None:
+    """Draw an Altair chart full width with its title as a line of text above it, which wraps at any width: Vega cuts
+    a title longer than its chart with "…" (a half-width column at 800 px kept about 25 characters of "Training loss
+    (training data)"). The spec keeps the title in `usermeta.title`, where tests and exports still find it."""
+    box = container if container is not None else st
+    title = chart.title
+    if isinstance(title, str) and title:
+        chart = chart.copy()
+        chart.title = alt.Undefined
+        meta = chart.usermeta if isinstance(chart.usermeta, dict) else {}
+        chart.usermeta = {**meta, "title": title}
+        box.markdown("**" + _MARKDOWN_SPECIAL.sub(r"\\\1", title) + "**")
+    box.altair_chart(chart, width="stretch")
