@@ -160,7 +160,7 @@ def _run_table(all_runs: list, default: list[str], root: str) -> list[str]:
                "ablations, which What matters compares). The filters narrow the table; ticks outside it stay as "
                "they were. train min and s/epoch: training time as recorded (evaluation included), on the hardware "
                "named.")
-    now = (ticked - set(shown["run"])) | set(edited.loc[edited["show"], "run"])
+    now = RT.apply_ticks(ticked, shown["run"].tolist(), edited)
     if now != ticked:
         st.session_state[ticked_key] = ticked = now
     with st.expander("Configuration difference between two runs"):

@@ -200,3 +200,33 @@ def test_run_table_ticks_choose_the_runs_and_survive_a_filter(tmp_path):
     assert editor.value["run"].tolist() == ["ncf"]
     pooled = [df.value for df in at.dataframe if "beats best floor" in df.value.columns][0]
     assert len(pooled) == 2  # the filter narrows the table, not the runs ticked: Popular is still compared
+
+
+def test_unticking_a_run_in_the_table_drops_it_and_a_filter_never_unticks_what_it_hides():
+    import pandas as pd
+
+    from recsys.compare import runtable as RT
+
+    ticked = {"a", "b", "c"}
+    edited = pd.DataFrame({"run": ["a", "b"], "show": [False, True]})  # the filter shows a and b; a unticked
+    assert RT.apply_ticks(ticked, ["a", "b"], edited) == {"b", "c"}  # c, hidden by the filter, stays ticked
+    ticked_again = pd.DataFrame({"run": ["a", "b"], "show": [True, True]})
+    assert RT.apply_ticks({"b", "c"}, ["a", "b"], ticked_again) == {"a", "b", "c"}
+    assert RT.apply_ticks({"x"}, [], edited.iloc[:0]) == {"x"}  # an empty view changes nothing
+
+
+def test_the_tables_use_only_the_ticked_runs(tmp_path):
+    """What a tick in the run table does downstream (AppTest cannot click a data_editor cell): with Popular
+    unticked the comparable-group table holds NCF alone, and the editor shows Popular unticked."""
+    root = tmp_path / "runs"
+    write_run(root, "ncf", info_for("ncf", run_id="ncf"), results=ranking_results())
+    write_run(root, "pop", info_for("popular", run_id="pop"), results=ranking_results(ndcg=(0, 0, 0.5, 0)))
+    at = compare_page()
+    at.text_input(key=state.RUNS_FOLDER).set_value(str(root)).run()
+    at.session_state[f"rt-ticked::{root}"] = {"ncf"}  # the ticks the page keeps, as an unticked Popular leaves them
+    at.run()
+    assert not at.exception
+    editor = next(df for df in at.dataframe if str(df.key or "").startswith("rt-table::"))
+    assert dict(zip(editor.value["run"], editor.value["show"], strict=True)) == {"ncf": True, "pop": False}
+    pooled = [df.value for df in at.dataframe if "beats best floor" in df.value.columns]
+    assert pooled and all(len(t) == 1 and t["model"].iloc[0].startswith("NCF") for t in pooled)

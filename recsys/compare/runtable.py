@@ -88,3 +88,9 @@ def config_difference(a: Any, b: Any) -> pd.DataFrame:
 
 
 __all__ = ["COLUMNS", "config_difference", "filter_runs", "run_table"]
+
+
+def apply_ticks(ticked: set[str], shown: Sequence[str], edited: pd.DataFrame) -> set[str]:
+    """The runs ticked after an edit of the (possibly filtered) table: the edited table's ticks for the runs it
+    shows, the earlier ticks for the runs the filters hide (a filter never unticks what it hides)."""
+    return (set(ticked) - set(shown)) | set(edited.loc[edited["show"].astype(bool), "run"])
