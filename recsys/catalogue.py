@@ -9,8 +9,8 @@ Compare and the API's /runs stay torch-free). A card says
 - `floor`: a closed-form reference every learned model must beat; `objectives`: ranking and/or rating;
 - `reads_history`: scores come from the history (a sequence model) rather than the user id;
 - `live`: Live can score a history a user builds (a sequence model, or a floor that reads one);
-- `target_time`: the settings under which its score depends on the time of the interaction it predicts
-  ({field: [values that keep it]}; absent: never);
+- `target_time`: the settings under which its score depends on the time of the interaction it predicts: one rule
+  {field: [values that keep it]} or a list of rules, any of which suffices (absent: never);
 - `settings`: the configuration fields a variant may change: their released value, whether another value takes a
   part of the model away (`ablation`: evidence for "why", never a headline candidate), and what each value means;
 - `tiny`: configuration overrides for a test-sized model (the generated contract tests train and score it).
@@ -86,19 +86,22 @@ class ModelCard:
     objectives: tuple[str, ...] = ("ranking",)
     reads_history: bool = False
     live: bool = False
-    target_time: dict | None = None
+    target_time: tuple[dict, ...] = ()  # rules, any of which makes a score depend on the target's time
     settings: dict[str, Setting] = field(default_factory=dict)
     tiny: dict = field(default_factory=dict)  # overrides that make a test-sized model (the contract tests use them)
 
     def reads_target_time(self, config: dict) -> bool:
         """Whether a run with this configuration scores by the time of the interaction it predicts."""
-        if not self.target_time:
-            return False
-        for key, allowed in self.target_time.items():
-            default = self.settings[key].released if key in self.settings else None
-            if config.get(key, default) not in allowed:
-                return False
-        return True
+        def holds(rule: dict) -> bool:
+            return all(config.get(key, self.settings[key].released if key in self.settings else None) in allowed
+                       for key, allowed in rule.items())
+
+        return any(holds(rule) for rule in self.target_time)
+
+    @property
+    def target_time_fields(self) -> set[str]:
+        """Every configuration field a target-time rule reads."""
+        return {key for rule in self.target_time for key in rule}
 
     def changes(self, config: dict) -> list[str]:
         """What a configuration changes from the released one, in words (read from the configuration)."""
@@ -128,6 +131,17 @@ def _literal_cards(module: str) -> list[dict]:
     raise CatalogueError(f"{path}: no CARDS = (...) declaring its models")
 
 
+def _rules(module: str, raw) -> tuple[dict, ...]:
+    """A card's target_time: absent, one rule {field: [values]}, or a list of such rules -> a tuple of rules."""
+    if not raw:
+        return ()
+    rules = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(rules, (list, tuple)) or not all(isinstance(r, dict) and r for r in rules):
+        raise CatalogueError(f"recsys/models/{module}.py: target_time must be a rule {{field: [values]}} or a list "
+                             f"of them")
+    return tuple({k: tuple(v) for k, v in r.items()} for r in rules)
+
+
 def _card(raw: dict, module: str) -> ModelCard:
     unknown = set(raw) - CARD_KEYS
     if unknown or not {"key", "cls", "name"} <= set(raw):
@@ -141,7 +155,7 @@ def _card(raw: dict, module: str) -> ModelCard:
     return ModelCard(key=raw["key"], cls=raw["cls"], module=module, name=raw["name"], colour=raw.get("colour"),
                      floor=bool(raw.get("floor", False)), objectives=tuple(raw.get("objectives", ("ranking",))),
                      reads_history=bool(raw.get("reads_history", False)), live=bool(raw.get("live", False)),
-                     target_time={k: tuple(v) for k, v in (raw.get("target_time") or {}).items()} or None,
+                     target_time=_rules(module, raw.get("target_time")),
                      settings=settings, tiny=dict(raw.get("tiny") or {}))
 
 

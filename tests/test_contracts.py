@@ -72,7 +72,7 @@ def test_card_agrees_with_its_model(key):
     for name, setting in card.settings.items():
         assert hasattr(defaults, name), f"{key}'s card lists {name}, which its Config does not have"
         assert setting.is_released(getattr(defaults, name)), f"{name}: the card's released value is not the default"
-    for name in card.target_time or {}:
+    for name in card.target_time_fields:
         assert hasattr(defaults, name), f"{key}'s target_time rule reads {name}, which its Config does not have"
     hints = typing.get_type_hints(cls.Config)
     assert all(f.name in hints for f in dataclasses.fields(cls.Config))
@@ -154,6 +154,31 @@ def test_every_setting_value_builds_and_scores_live_as_it_evaluates(key, name, v
             now = times[:, -1] + gap
             torch.testing.assert_close(m.score_next(cache, now), m.score(batch(items, times, [6], now)),
                                        rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("key,name,value", [(k, None, None) for k in SEQUENCE] + VARIANTS,
+                         ids=[f"{k}-released" for k in SEQUENCE] + [f"{k}-{n}-{v}" for k, n, v in VARIANTS])
+def test_a_score_depends_on_the_targets_time_exactly_when_the_card_says_so(key, name, value):
+    """The card's target_time rules are what the pages caveat ("told the time of the interaction it predicts") and
+    what Live's what-if gap means: checked against the model itself for every variant value."""
+    if key not in SEQUENCE:
+        return
+    try:
+        m, cfg = tiny_model(key, **({name: value} if name else {}))
+    except ConfigError:
+        return
+    if getattr(m.config, "uses_assumed_gap", False):
+        m.assumed_gap.fill_(30.0)
+    if getattr(m, "time_span", None) is not None:
+        m.time_span.fill_(1e6)
+    if getattr(m.config, "gap_ablation", None) == "shuffled":
+        return  # a fresh permutation per call: scores differ anyway (its rule is read from its card, not measured)
+    items, times = histories(30, rows=3, width=6)
+    with torch.no_grad():
+        soon = m.score(batch(items, times, [6] * 3, times[:, -1] + 5))
+        later = m.score(batch(items, times, [6] * 3, times[:, -1] + 86400 * 300))
+    moved = not torch.allclose(soon, later, rtol=0, atol=1e-9)
+    assert moved == CARDS[key].reads_target_time(cfg.as_dict()), (key, name, value, moved)
 
 
 # ------------------------------------------------------------------------------------------------ a model added here

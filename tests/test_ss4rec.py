@@ -41,6 +41,48 @@ def test_gaps_hand_computed():
 
 
 
+def test_gap_features_hand_computed():
+    """'all': the bucket floor(log2(1 + gap)) of the gap after each item, the target's at the last; 'history': the
+    gap before each item, the first item's own row (FIRST_ITEM) since it has none."""
+    from recsys.models.ss4rec import FIRST_ITEM
+
+    ts = torch.tensor([[10, 20, 50, 0], [5, 0, 0, 0]])
+    lengths, target = torch.tensor([3, 1]), torch.tensor([80, 9])
+    # gaps after: 10 s -> bucket 3 (log2 11), 30 s -> 4 (log2 31), target 30 s -> 4; padding 0
+    assert small(gap_features="all").gap_feature_ids(ts, lengths, target).tolist() == [[3, 4, 4, 0], [2, 0, 0, 0]]
+    history = small(gap_features="history").gap_feature_ids(ts, lengths, target)
+    assert history[:, 0].tolist() == [FIRST_ITEM, FIRST_ITEM] and history[0, 1:3].tolist() == [3, 4]
+
+
+@pytest.mark.parametrize("target_gap,gap_features,reads", [("withheld", "all", True), ("withheld", "history", False),
+                                                            ("given", "history", True), ("withheld", "none", False)])
+def test_the_2x2_of_how_time_enters(target_gap, gap_features, reads):
+    """SS4Rec's target time reaches a score through the S5 (target_gap given) or the gap features ('all'): with
+    both withheld no score depends on it, and the card's rule (the pages' caveat) agrees in every combination."""
+    m = small(target_gap=target_gap, gap_features=gap_features)
+    if target_gap == "withheld":
+        m.assumed_gap.fill_(30.0)
+    soon = m.score(case([[3, 7, 9]], [[100, 160, 400]], [3], [401]))
+    later = m.score(case([[3, 7, 9]], [[100, 160, 400]], [3], [401 + 86400 * 30]))
+    assert (not torch.allclose(soon, later, rtol=0, atol=1e-12)) == reads
+    assert m.reads_target_time == reads
+
+
+def test_gap_features_train_on_all_positions_as_on_per_prefix_samples():
+    for mode in ("all", "history"):
+        m = small(gap_features=mode)
+        rng = np.random.default_rng(1)
+        n = 9
+        items = rng.integers(1, 40, n)
+        times = np.cumsum(rng.choice([0, 0, 30, 3600, 86400 * 3], n)) + 10**9
+        seqs = Sequences(np.array([1]), np.array([0, n]), items, times, np.ones(n, np.float32), np.arange(n))
+        w = training_windows(seqs, max_len=10)
+        all_pos = m.encode(w.items, w.timestamps, w.lengths, w.target_times)[0, :n - 1] @ m.item_embedding.weight.T
+        for j in range(n - 1):
+            prefix = case(items[None, :j + 1], times[None, :j + 1], [j + 1], [times[j + 1]])
+            torch.testing.assert_close(m.score(prefix)[0], all_pos[j], rtol=1e-10, atol=1e-10)
+
+
 def test_span_normalised_gaps_use_the_data_span_and_are_saved_with_the_weights():
     """time_normalise="span" divides gaps by the data's time span (RecBole's ml-100k normalize_all), taken from the
     filtered data at init and restored with the weights, so a saved run scores exactly as trained."""

@@ -42,15 +42,7 @@ from recsys.data.history import gaps_after
 from recsys.models.base import Recommender
 from recsys.models.losses import chunked_softmax_cross_entropy
 from recsys.models.rating_aware import RatingSide, joint_loss
-from recsys.models.time_features import log2_gap_buckets
-
-GAP_BUCKETS = 28  # floor(log2(1 + seconds)): 0 = the same second, 26 = about two years; longer -> the last
-
-
-def gap_buckets(gaps: torch.Tensor) -> torch.Tensor:
-    """Gaps in seconds (any shape, >= 0) -> bucket ids floor(log2(1 + gap)), capped at GAP_BUCKETS - 1."""
-    return log2_gap_buckets(gaps, GAP_BUCKETS - 1)
-
+from recsys.models.time_features import GAP_BUCKETS, gap_buckets
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu, "relu": F.relu, "swish": F.silu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}

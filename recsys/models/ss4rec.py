@@ -35,6 +35,14 @@ Named deviations (each an option, default = released behaviour unless said other
   embedding and the residual from the item's bias), and the head predicts the next movie's rating with a learned
   decayed mean of recent residuals added (`recsys/models/rating_aware.py`, shared with SASRec); trained as a rating
   run (`--objective rating`), `ce_weight` weighting the next-item cross-entropy kept as a regulariser.
+- Gap features (issue 23; `gap_features`, default "none" as released): time as an input feature besides the S5's
+  decay. "all" adds to each item's embedding a learned embedding of the gap after it, log2-bucketed exactly as
+  SASRec's `target_gap_embedding` (`recsys/models/time_features.py`; at the last position the gap to the
+  interaction being predicted), so with SASRec's target-gap variant and SS4Rec's `target_gap: withheld` the two
+  architectures form a 2x2 of how time enters. "history" adds the embedding of the gap BEFORE each item instead
+  (a separate row for the first item, which has none): the same history information, never the target's time,
+  since under all-positions training the gap after item j is the target of position j. The S5 keeps integrating
+  what `target_gap` and `gap_ablation` say.
 - Training on all positions of a window at once (causal, so identical to RecBole's per-prefix samples); how
   windows are cut (`window_stride` in the training config, `recsys.data.batch.training_windows`) decides whether
   every target sees its max_len items of history (stride 1: exactly RecBole's samples).
@@ -56,8 +64,11 @@ from recsys.models.losses import chunked_softmax_cross_entropy
 from recsys.models.mamba import Mamba
 from recsys.models.rating_aware import RatingSide, joint_loss
 from recsys.models.s5 import TimeAwareS5
+from recsys.models.time_features import GAP_BUCKETS, gap_buckets
 
 GAP_ABLATIONS = ("none", "zero", "constant", "shuffled")
+GAP_FEATURES = ("none", "all", "history")
+FIRST_ITEM = GAP_BUCKETS  # the gap-feature row of a history's first item under gap_features "history" (no gap before)
 BLOCKS = ("s5+mamba", "s5", "mamba")
 
 
@@ -68,7 +79,9 @@ CARDS = ({
     "reads_history": True, "live": True,
     "tiny": {"hidden": 16, "n_layers": 1, "d_state": 8, "s5_state": 8, "max_len": 20},
     # the gap to the predicted interaction reaches the score only through the S5, fed real (or permuted) gaps
-    "target_time": {"target_gap": ("given",), "gap_ablation": ("none", "shuffled"), "blocks": ("s5+mamba", "s5")},
+    # or through the gap features, when they include the gap after the last item
+    "target_time": [{"target_gap": ("given",), "gap_ablation": ("none", "shuffled"), "blocks": ("s5+mamba", "s5")},
+                    {"gap_features": ("all",)}],
     "settings": {
         "target_gap": {"released": "given", "ablation": True, "meanings": {
             "withheld": "the gap to the predicted interaction withheld: each output is read after the median non-zero "
@@ -81,6 +94,11 @@ CARDS = ({
         "blocks": {"released": "s5+mamba", "ablation": True, "meanings": {
             "s5": "blocks without the Mamba layer (S5 only)",
             "mamba": "blocks without the S5 layer (Mamba only, close to Mamba4Rec; reads no time at all)"}},
+        "gap_features": {"released": "none", "meanings": {
+            "all": "each item's input also holds a log2-bucketed embedding of the gap after it (the target's at the "
+                   "last), as SASRec's target-gap variant: time as a feature and as the S5's decay",
+            "history": "each item's input also holds a log2-bucketed embedding of the gap before it: time as a "
+                       "feature from the history only, never the target's"}},
         "time_transform": {"released": "none", "meanings": {"log1p": "gaps log1p-scaled (long gaps keep some weight)"}},
         "time_normalise": {"released": "none", "meanings": {
             "span": "gaps divided by the data's time span (RecBole's ml-100k setting)"}},
@@ -113,6 +131,7 @@ class SS4RecConfig:
     gap_ablation: str = "none"          # none | zero | constant | shuffled: what the S5 is fed instead of real gaps
     target_gap: str = "given"           # given (released: the gap to the predicted interaction is an input) | withheld
     blocks: str = "s5+mamba"            # s5+mamba (released) | s5 | mamba: which layers each block holds
+    gap_features: str = "none"          # none (released) | all | history: a gap embedding added to each item's input
     rating_head: bool = False           # our addition (not released): predicts the next rating from the state
     rating_weight: float = 1.0          # weight of the rating MSE in the joint loss
     rating_input: bool = False          # rating-aware (issue 13): the history's ratings are inputs (needs the head)
@@ -135,7 +154,7 @@ class SS4RecConfig:
         if not float(self.ce_weight) >= 0 or not float(self.rating_weight) >= 0:
             raise ValueError("ce_weight and rating_weight must be >= 0")
         for name, allowed in (("gap_ablation", GAP_ABLATIONS), ("target_gap", ("given", "withheld")),
-                              ("blocks", BLOCKS)):
+                              ("blocks", BLOCKS), ("gap_features", GAP_FEATURES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
 
@@ -213,6 +232,8 @@ class SS4Rec(Recommender):
         self.time_unit, self.time_transform = float(cfg.time_unit), cfg.time_transform
         self.float32_timestamps, self.logits_chunk = cfg.float32_timestamps, cfg.logits_chunk
         self.item_embedding = nn.Embedding(n_items, cfg.hidden, padding_idx=0)
+        # the gap buckets, and for "history" one more row: a history's first item (no gap before it)
+        self.gap_embedding = (nn.Embedding(GAP_BUCKETS + 1, cfg.hidden) if cfg.gap_features != "none" else None)
         self.blocks = nn.ModuleList(SS4RecBlock(cfg.hidden, cfg.s5_state, cfg.dt_min, cfg.dt_max, cfg.d_state,
                                                 cfg.d_conv, cfg.expand, cfg.dropout, cfg.blocks)
                                     for _ in range(cfg.n_layers))
@@ -322,10 +343,29 @@ class SS4Rec(Recommender):
         return self.scale_gaps(self.assumed_gap.to(device).expand(batch_size, length))
 
     # ----------------------------------------------------------------------------------------------- encoder
+    def gap_feature_ids(self, timestamps: torch.Tensor, lengths: torch.Tensor,
+                        target_times: torch.Tensor | None) -> torch.Tensor:
+        """Rows of `gap_embedding` [B, L] for `gap_features`: "all": the bucket of the gap after each item (the
+        target's at the last, from `target_times`); "history": the bucket of the gap before each item, FIRST_ITEM at
+        the first. Raw int64 seconds, whatever the S5 is fed."""
+        if self.config.gap_features == "all":
+            return gap_buckets(gaps_after(timestamps, lengths, target_times))
+        before = torch.full_like(timestamps, FIRST_ITEM, dtype=torch.long)
+        if timestamps.shape[1] > 1:
+            before[:, 1:] = gap_buckets((timestamps[:, 1:] - timestamps[:, :-1]).clamp_min(0))
+        return before
+
+    def embed(self, items, timestamps, lengths, target_times=None) -> torch.Tensor:
+        """Each position's input: the item's embedding, plus its gap feature under `gap_features`."""
+        h = self.item_embedding(items)
+        if self.gap_embedding is not None:
+            h = h + self.gap_embedding(self.gap_feature_ids(timestamps, lengths, target_times))
+        return h
+
     def encode(self, items, timestamps, lengths, target_times=None, return_states: bool = False, ratings=None):
         """Hidden states [B, L, d] of every position; with return_states also, per layer, the S5 states
         [B, L, P] (complex) and the block outputs [B, L, d]. A rating-aware model also reads `ratings` [B, L]."""
-        h = self.item_embedding(items)
+        h = self.embed(items, timestamps, lengths, target_times)
         if self.rating_side is not None:
             h = h + self.rating_side.read(items, ratings)
         dt = self.gaps(timestamps, lengths, target_times)
@@ -359,12 +399,16 @@ class SS4Rec(Recommender):
             # states permuted the history's gaps without the target's and differed from the forward by up to 5e-7)
             return {"history": (items, timestamps)}
         cache: dict[str, Any] = {"last_item": items[:, -1], "last_time": timestamps[:, -1], "layers": []}
+        if self.config.gap_features == "history":  # the last item's feature is known now: the gap before it
+            cache["last_feature"] = self.gap_feature_ids(timestamps, torch.tensor([n], device=items.device),
+                                                         None)[:, -1]
         if n == 1:
             for block in self.block_list:
                 cache["layers"].append(block.empty_cache(items.device, self.item_embedding.weight.dtype))
             return cache
-        h = self.item_embedding(items[:, :-1])
-        dt = self._fed_gaps(timestamps[:, :-1], torch.tensor([n - 1], device=items.device), timestamps[:, -1])
+        before = torch.tensor([n - 1], device=items.device)
+        h = self.embed(items[:, :-1], timestamps[:, :-1], before, timestamps[:, -1])  # "all": the last is t_{n-1}'s
+        dt = self._fed_gaps(timestamps[:, :-1], before, timestamps[:, -1])
         readout = self.readout_gap(1, n - 1, items.device)
         for block in self.block_list:
             h, layer_cache = block.prefill(h, dt, readout)
@@ -392,6 +436,9 @@ class SS4Rec(Recommender):
         else:
             dt = self.scale_gaps(self.ablate_gaps(raw[:, None], one)[:, 0])
         u = self.item_embedding(cache["last_item"])
+        if self.gap_embedding is not None:  # the last item's gap feature: to "now" ("all"), or the one before it
+            u = u + self.gap_embedding(gap_buckets(raw) if self.config.gap_features == "all"
+                                       else cache["last_feature"])
         for block, layer_cache in zip(self.block_list, cache["layers"]):
             u = block.step(u, dt, layer_cache)
         return u @ self.item_embedding.weight.T

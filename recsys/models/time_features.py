@@ -13,3 +13,12 @@ def log2_gap_buckets(seconds: torch.Tensor, top: int) -> torch.Tensor:
     """Gaps in seconds (any shape; negative read as 0) -> int64 bucket ids floor(log2(1 + gap)) in 0..top."""
     g = seconds.to(torch.float64).clamp_min(0)
     return torch.floor(torch.log2(1.0 + g)).clamp_(0, top).long()
+
+
+GAP_BUCKETS = 28  # floor(log2(1 + seconds)): 0 = the same second, 26 = about two years; longer -> the last
+
+
+def gap_buckets(gaps: torch.Tensor) -> torch.Tensor:
+    """Gaps in seconds (any shape, >= 0) -> bucket ids floor(log2(1 + gap)), capped at GAP_BUCKETS - 1: what
+    SASRec's target-gap embedding and SS4Rec's gap features look up."""
+    return log2_gap_buckets(gaps, GAP_BUCKETS - 1)
