@@ -94,7 +94,7 @@ CARDS = ({
         "blocks": {"released": "s5+mamba", "ablation": True, "meanings": {
             "s5": "blocks without the Mamba layer (S5 only)",
             "mamba": "blocks without the S5 layer (Mamba only, close to Mamba4Rec; reads no time at all)"}},
-        "gap_features": {"released": "none", "meanings": {
+        "gap_features": {"released": "none", "ablation": True, "meanings": {  # evidence, never the headline
             "all": "each item's input also holds a log2-bucketed embedding of the gap after it (the target's at the "
                    "last), as SASRec's target-gap variant: time as a feature and as the S5's decay",
             "history": "each item's input also holds a log2-bucketed embedding of the gap before it: time as a "
