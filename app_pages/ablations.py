@@ -22,6 +22,19 @@ def _studies(root: str, stamps: tuple, n_boot: int, interval: str) -> list[AB.Ab
                                interval=interval)
 
 
+@st.cache_data(show_spinner=False, max_entries=8, persist="disk")
+def _time_studies(root: str, stamps: tuple, n_boot: int, interval: str) -> list[AB.AblationStudy]:
+    runs = C.scan_runs(root).runs
+    return AB.time_entry_studies(runs, lambda run: C.load_test_results(run.path, run.info), n_boot=n_boot,
+                                 interval=interval)
+
+
+@st.cache_data(show_spinner=False, max_entries=16, persist="disk")
+def _time_by_gap(root: str, stamps: tuple, study: int, interval: str):
+    studies = _time_studies(root, stamps, 2000, interval)
+    return AB.time_by_gap(studies[study], lambda run: C.load_test_results(run.path, run.info))
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _breakdown(root: str, stamps: tuple, study: int, row: int, by: str, interval: str):
     studies = _studies(root, stamps, 2000, interval)
@@ -48,9 +61,56 @@ with st.spinner("Pooling seeds and bootstrapping each variant against the releas
     except Exception as exc:  # never a traceback on the page
         st.error(f"Could not build the ablations from these runs ({type(exc).__name__}): {exc}")
         st.stop()
+
+
+def _how_time_enters() -> None:
+    """Every way time enters an architecture against the same architecture without time (issue 23)."""
+    st.header("How time enters")
+    st.caption("Each way time can enter a sequential recommender, against the same architecture without time, on the "
+               "same test users: SS4Rec's S5 decay by the real gaps (with or without the target's time), SS4Rec with "
+               "gap features added to its inputs, SASRec given a gap feature, TiSASRec's relation embeddings of the "
+               "intervals between history items. Without time: SS4Rec fed one constant gap everywhere (order kept), "
+               "plain SASRec. Rows appear as their runs are trained (`configs/campaigns/ml100k-time.yaml`).")
+    with st.spinner("Bootstrapping each way time enters against its architecture without time (cached)..."):
+        try:
+            tstudies = _time_studies(str(root), stamps, 2000, interval)
+        except Exception as exc:  # never a traceback on the page
+            st.error(f"Could not build the time comparison from these runs ({type(exc).__name__}): {exc}")
+            return
+    if not tstudies:
+        st.info("No way time enters has its time-free reference in this folder yet: it needs SS4Rec's constant-gap "
+                "run or plain SASRec beside a time-aware configuration on the same data and protocol.")
+        return
+    for ti, study in enumerate(tstudies):
+        st.subheader(study.title)
+        st.caption(f"Dataset: {study.data} · Protocol: {study.protocol}"
+                   + (f" · {study.n_users:,} test users" if study.n_users else ""))
+        for note in study.notes:
+            st.warning(note)
+        frame = AB.study_frame(study)
+        if not frame.empty:
+            show_chart(charts.difference_chart(frame, "Each way time enters minus the same architecture without "
+                                                      "time (right of 0 = time helps), 95% interval"))
+        st.dataframe(AB.time_table(study), hide_index=True,
+                     column_config={c: st.column_config.TextColumn(c, width="large")
+                                    for c in ("how time enters", "NDCG@10 difference (95% CI)")})
+        for line in AB.conclusions(study):
+            st.markdown(f"- {line}")
+        st.caption(A.multiplicity_note([c for r in study.rows for c in r.comparisons.values()]))
+        with st.expander("NDCG@10 difference by the gap to the predicted interaction"):
+            try:
+                st.dataframe(_time_by_gap(str(root), stamps, ti, interval), hide_index=True)
+            except Exception as exc:
+                st.warning(f"No breakdown by gap ({type(exc).__name__}): {exc}")
+            st.caption("Inside each bucket: the mean paired difference, its 95% bootstrap interval over the bucket's "
+                       "users, and their number. A model told the target's time can only use it where the gap "
+                       "varies; 'same second' targets are where SS4Rec's lead concentrates on ML-1M.")
+
+
 if not studies:
     st.info(f"No ablations in `{root}`: this page needs a complete released SS4Rec run and at least one variant "
             "on the same data and protocol (`make ablations`, README).")
+    _how_time_enters()
     st.stop()
 
 st.info(TARGET_TIME_CAVEAT + " The variant **no-target-time** measures how much of SS4Rec's result is that input.")
@@ -96,3 +156,5 @@ for si, study in enumerate(studies):
     st.caption("Mean paired difference of NDCG@10 inside each bucket, with a 95% bootstrap interval over its users "
                "and their number; small buckets give wide intervals. 'same second': the predicted rating was saved in "
                "the same second as the one before it, which the released SS4Rec is told.")
+
+_how_time_enters()

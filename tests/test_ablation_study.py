@@ -104,6 +104,43 @@ def test_each_variant_against_the_released_ss4rec_with_seeds_averaged_per_user()
     assert sum(r == "ablation (What matters)" for r in roles.values()) == 3
 
 
+def test_each_way_time_enters_against_the_same_architecture_without_time():
+    ref, free = pattern(0.30, 0.2, seed=1), pattern(0.20, 0.2, seed=2)
+    feat, hist = pattern(0.35, 0.2, seed=3), pattern(0.18, 0.1, seed=4)
+    s0, t0, ti = pattern(0.15, 0.1, seed=6), pattern(0.22, 0.1, seed=7), pattern(0.12, 0.1, seed=8)
+    specs = [run("ss4rec", "released", 0, 0.08, ref), run("ss4rec", "constant-gap", 0, 0.05, free,
+                                                           gap_ablation="constant"),
+             run("ss4rec", "gap-features", 0, 0.09, feat, gap_features="all"),
+             run("ss4rec", "gap-features-no-target-time", 0, 0.07, hist, gap_features="history",
+                 target_gap="withheld"),
+             run("ss4rec", "mamba-only", 0, 0.07, hist, blocks="mamba"),  # not a way time enters: no row
+             run("sasrec", None, 0, 0.06, s0), run("sasrec", "sasrec-target-time", 0, 0.10, t0,
+                                                   target_gap_embedding=True),
+             run("tisasrec", None, 0, 0.05, ti), run("gru4rec", None, 0, 0.05, s0)]
+    runs, load = build(specs)
+    (study,) = AB.time_entry_studies(runs, load, n_boot=300)
+    got = {(r.config.variant or r.config.model, r.reference.model, r.reference.variant): r.change
+           for r in study.rows}
+    assert set(got) == {("released", "ss4rec", "constant-gap"), ("gap-features", "ss4rec", "constant-gap"),
+                        ("gap-features-no-target-time", "ss4rec", "constant-gap"),
+                        ("sasrec-target-time", "sasrec", "default"), ("default", "sasrec", "default")}
+    assert got[("released", "ss4rec", "constant-gap")] == "S5 decay by the gaps; the target's time included"
+    assert got[("gap-features-no-target-time", "ss4rec", "constant-gap")] == \
+        "S5 decay by the gaps + gap features (gap before each item); history only"
+    assert "relation embeddings" in got[("default", "sasrec", "default")]  # TiSASRec, against plain SASRec
+    row = next(r for r in study.rows if r.config.variant == "gap-features")
+    assert row.comparisons["ndcg@10"].diff == pytest.approx(np.mean(feat - free))
+    assert any("TiSASRec is set against plain SASRec" in n for n in study.notes)
+    table = AB.time_table(study)
+    assert list(table["architecture"])[:3] == ["SS4Rec"] * 3 and "NDCG@10 difference (95% CI)" in table
+    by_gap = AB.time_by_gap(study, load)
+    assert len(by_gap) == len(study.rows) and list(by_gap.columns[1:]) == list(AB.REGIME_LABELS)
+    assert by_gap.iloc[0, 1].endswith("n=16")  # the same-second bucket holds 16 of the 40 users
+    # without a time-free reference on the data, no study
+    assert AB.time_entry_studies([i for i in runs if i["config"].get("variant") not in ("constant-gap",)
+                                  and i["model"] != "sasrec"], load, n_boot=50) == []
+
+
 def test_gap_regime_breakdown_by_hand():
     ref = np.full(40, 0.2)
     var = ref.copy()
@@ -199,3 +236,8 @@ def test_the_page_on_the_shipped_ablations():
     assert breakdown["users"].sum() == 943 and list(breakdown["bucket"]) == list(AB.REGIME_LABELS)
     at.radio(key="abl_by_0").set_value("length").run()
     assert not at.exception and at.dataframe[1].value["users"].sum() == 943
+    # how time enters: SS4Rec's decay against its constant-gap twin, SASRec's gap feature against plain SASRec
+    assert any(h.value == "How time enters" for h in at.header)
+    times = next(d.value for d in at.dataframe if "how time enters" in d.value.columns)
+    assert {"SS4Rec · released · len50", "SASRec · sasrec-target-time · len50"} <= set(times["configuration"])
+    assert set(times.loc[times["architecture"] == "SS4Rec", "without time"]) == {"SS4Rec · constant-gap · len50"}

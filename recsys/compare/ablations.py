@@ -247,3 +247,122 @@ def conclusions(study: AblationStudy, metrics: Sequence[str] | None = None, digi
         out.append(f"**{row.name}** ({row.change}) against {row.reference.name} ({row.config.seeds_text} vs "
                    f"{row.reference.seeds_text}): {numbers}: {verdict}.")
     return out
+
+
+# ------------------------------------------------------------------------------------------------ how time enters
+# The settings through which time reaches each architecture (issue 23). A configuration that changes only these is a
+# "way time enters" that architecture; its reference is the same architecture without time: SS4Rec with every gap
+# set to one constant (time-blind, order kept), plain SASRec. TiSASRec (relation embeddings of the intervals between
+# history items) is set against plain SASRec, an architecture and recipe of its own (said beside it).
+TIME_SETTINGS = {"ss4rec": {"target_gap", "gap_features"}, "sasrec": {"target_gap_embedding"}}
+
+
+def _changed(info: dict) -> set[str]:
+    """The card settings whose value differs from the released one."""
+    from recsys import catalogue
+
+    card = catalogue.card(info.get("model"))
+    cfg = info.get("config") or {}
+    return {k for k, s in (card.settings if card else {}).items() if not s.is_released(cfg.get(k, s.released))}
+
+
+def time_free(info: dict) -> bool:
+    """An architecture without time: SS4Rec fed one constant gap (nothing else changed), SASRec as published."""
+    model, changed = info.get("model"), _changed(info)
+    if model == "ss4rec":
+        return changed == {"gap_ablation"} and (info.get("config") or {}).get("gap_ablation") == "constant"
+    return model == "sasrec" and not changed
+
+
+def how_time_enters(info: dict) -> str | None:
+    """In words, how time reaches a configuration's scores, and whether the target's time does; None when the
+    configuration is not one of the ways time enters that this section compares."""
+    from recsys.compare.variants import reads_target_time
+
+    model, changed, cfg = info.get("model"), _changed(info), info.get("config") or {}
+    target = "the target's time included" if reads_target_time(info) else "history only"
+    if model == "ss4rec" and changed <= TIME_SETTINGS["ss4rec"]:
+        features = cfg.get("gap_features", "none")
+        how = "S5 decay by the gaps" + {"all": " + gap features (gap after each item)",
+                                         "history": " + gap features (gap before each item)"}.get(features, "")
+        return f"{how}; {target}"
+    if model == "sasrec" and changed == {"target_gap_embedding"}:
+        return f"gap feature (gap after each item); {target}"
+    if model == "tisasrec" and not changed:
+        unit = "raw seconds, log2 buckets" if cfg.get("interval") == "log2" else "units of the user's smallest gap"
+        return f"relation embeddings of the intervals between history items ({unit}); {target}"
+    return None
+
+
+def time_entry_studies(runs: Sequence[Any], load_results: Callable[[Any], pd.DataFrame],
+                       metrics: Sequence[str] = METRICS, n_boot: int = 2000, seed: int = 0,
+                       interval: str = DEFAULT_INTERVAL) -> list[AblationStudy]:
+    """Per comparability group, every way time enters an architecture (`how_time_enters`) against the same
+    architecture without time (`time_free`): paired bootstraps as in `ablation_studies`, p-values Holm-adjusted over
+    the study. A row's `change` says how time enters; groups without a time-free reference are left out."""
+    out = []
+    for group in _groups(runs, "ranking"):
+        members = [m for m in group.members if objective(info_of(m)) == "ranking"]
+        contenders = _contenders(seed_groups(members), metrics[0], list(metrics))
+        free = {m: max((c for c in contenders if c.model == m and time_free(c.seeds.info)), key=lambda c: c.n_seeds,
+                       default=None) for m in ("ss4rec", "sasrec")}
+        rows = []
+        for c in contenders:
+            how = how_time_enters(c.seeds.info)
+            ref = free.get("sasrec" if c.model == "tisasrec" else c.model)
+            if how is None or ref is None:
+                continue
+            row = AblationRow(config=c, reference=ref, change=how)
+            for m in metrics:
+                row.comparisons[m] = _compare_ranking(c, ref, load_results, m, n_boot, seed, interval)
+            rows.append(row)
+        if not rows:
+            continue
+        info = info_of(rows[0].reference.seeds.members[0])
+        study = AblationStudy(title=_group_title(info), dataset=str(info["dataset"].get("name")),
+                              masked=bool(info["protocol"].get("mask_seen")),
+                              protocol=protocol_summary(info, "ranking"), data=dataset_summary(info),
+                              n_users=_n_users(members), reference=rows[0].reference, rows=rows)
+        set_holm([c for row in rows for c in row.comparisons.values()])
+        study.rows.sort(key=lambda r: (r.config.model != "ss4rec", r.config.model, "history only" in r.change,
+                                       r.change))
+        if any(r.config.model == "tisasrec" for r in rows):
+            study.notes.append("TiSASRec is set against plain SASRec, the nearest architecture without time: it is "
+                               "a model of its own with its paper's recipe (hidden 50, one head), so its row "
+                               "mixes the time input with those differences.")
+        if any(c.n_seeds == 1 for r in rows for c in (r.config, r.reference)):
+            study.notes.append("Some configurations have a single seed: their ± is missing and their interval "
+                               "covers users only, not training randomness.")
+        out.append(study)
+    return sorted(out, key=lambda s: (s.masked, s.dataset != "ml-100k", s.dataset))
+
+
+def time_table(study: AblationStudy, metrics: Sequence[str] = METRICS, digits: int = 4) -> pd.DataFrame:
+    """One line per way time enters: architecture, how, the time-free reference, seeds, and per metric the
+    difference from the reference with its 95% interval."""
+    from recsys.compare.describe import metric_display
+
+    lines = []
+    for row in study.rows:
+        line = {"architecture": row.config.name.split(" · ")[0], "how time enters": row.change,
+                "configuration": row.name, "without time": row.reference.name,
+                "seeds": f"{row.config.n_seeds} vs {row.reference.n_seeds}"}
+        for m in metrics:
+            c = row.comparisons.get(m)
+            line[f"{metric_display(m)} difference (95% CI)"] = (
+                f"{c.diff:+.{digits}f} ({c.ci_low:+.{digits}f} … {c.ci_high:+.{digits}f})"
+                if c is not None and not c.problem else f"not comparable: {c.problem if c else 'no result'}")
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def time_by_gap(study: AblationStudy, load_results: Callable[[Any], pd.DataFrame], metric: str = "ndcg@10",
+                n_boot: int = 1000) -> pd.DataFrame:
+    """Rows x gap buckets: each way time enters minus its time-free reference on `metric` inside each bucket of the
+    gap to the predicted interaction, "diff (low … high), n users"."""
+    table = {}
+    for row in study.rows:
+        bd = regime_breakdown(row, load_results, "gap", metric, n_boot)
+        table[row.name] = {str(b.bucket): (f"{b.diff:+.4f} ({b.ci_low:+.4f} … {b.ci_high:+.4f}), n={b.users:,}"
+                                           if b.users else "no users") for b in bd.itertuples()}
+    return pd.DataFrame.from_dict(table, orient="index").rename_axis("configuration").reset_index()
