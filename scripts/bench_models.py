@@ -1,6 +1,7 @@
-"""Training cost of SS4Rec, SASRec and GRU4Rec side by side: seconds per step and per epoch, and peak memory.
+"""Training cost of every sequence model side by side (SS4Rec, SASRec, TiSASRec, BERT4Rec, Mamba4Rec, GRU4Rec,
+NARM: the catalogue's learned models that read a history): seconds per step and per epoch, and peak memory.
 
-    python scripts/bench_models.py [--models ss4rec sasrec gru4rec] [--lengths 50 200] [--batch 128]
+    python scripts/bench_models.py [--models ss4rec sasrec ...] [--lengths 50 200] [--batch 128]
                                    [--device auto|cpu|cuda|both] [--repeats 3] [--threads 0] [--n-items 3416]
                                    [--windows N] [--ml1m-dir DIR] [--fp32] [--timeout 3600] [--quick]
 
@@ -42,10 +43,13 @@ from pathlib import Path
 
 from bench_ss4rec import DEFAULT_ML1M, ML1M_USERS, epoch_windows, make_batch  # scripts/ is on sys.path
 
+from recsys import catalogue
 from recsys.benchmarking import current_rss_bytes, fmt_time, gb, log, peak_rss_bytes, reset_peak_rss, resolve_devices
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = {"ss4rec": "SS4Rec", "sasrec": "SASRec", "gru4rec": "GRU4Rec"}
+# every learned sequence model with a recipe in configs/ (the catalogue's order; a new model is measured unasked)
+NAMES = {k: c.name for k, c in catalogue.cards().items()
+         if c.reads_history and not c.floor and (ROOT / "configs" / f"{k}.yaml").is_file()}
 
 
 def measure(spec: dict) -> dict:
@@ -131,7 +135,7 @@ def run_child(spec: dict, timeout: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["ss4rec", "sasrec", "gru4rec"], choices=sorted(NAMES))
+    parser.add_argument("--models", nargs="+", default=list(NAMES), choices=sorted(NAMES))
     parser.add_argument("--lengths", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--batch", type=int, default=128, help="windows per step (the recipes' batch_size)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "both"),
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     for device in devices:
         for length in args.lengths:
             ss = ok.get(("ss4rec", device, length))
-            for other in ("sasrec", "gru4rec"):
+            for other in (m for m in args.models if m != "ss4rec"):
                 o = ok.get((other, device, length))
                 if ss is None or o is None:
                     continue

@@ -149,7 +149,8 @@ def test_bench_models_quick():
     assert "torch" in text and "SS4Rec's CPU kernels (recsys.models.native):" in text
     header, rows = table(text, "| model |")
     assert header == ["model", "length", "device", "parameters", "s/step", "s/epoch", "peak memory"]
-    assert [r[:3] for r in rows] == [["SS4Rec", "8", "cpu"], ["SASRec", "8", "cpu"], ["GRU4Rec", "8", "cpu"]]
+    names = ["SS4Rec", "SASRec", "TiSASRec", "BERT4Rec", "Mamba4Rec", "GRU4Rec", "NARM"]  # every sequence model
+    assert [r[:3] for r in rows] == [[n, "8", "cpu"] for n in names]
     for r in rows:
         assert len(r) == len(header)
         assert int(r[3].replace(",", "")) > 0                    # parameters
@@ -157,7 +158,7 @@ def test_bench_models_quick():
         assert math.isfinite(step) and step > 0                  # s/step
         assert re.fullmatch(r"[\d,.]+ \(\d+ steps\)", r[5])      # s/epoch (steps)
         assert r[6].endswith("GB peak RSS") and float(r[6].split()[0]) > 0
-    for other in ("SASRec", "GRU4Rec"):
+    for other in names[1:]:
         assert re.search(rf"^SS4Rec / {other} at L=8 \(cpu\): epoch time [\d.]+x, peak memory [\d.]+x", text, re.M)
     if native.available():
         assert "SS4Rec (cpu, L=8): fp32, 1 threads" in text and "Mamba path native, S5 scan native" in text
