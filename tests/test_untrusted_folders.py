@@ -237,3 +237,43 @@ def test_a_run_recorded_on_another_machine_is_not_running_forever(pop_run, tmp_p
             os.utime(p / name, (old, old))
     run = C.scan_runs(p.parent).runs[0]
     assert run.status == "interrupted" and "another machine (a-pod-long-gone)" in run.problem
+
+
+def test_check_verdicts_persist_across_restarts_and_a_disguised_rewrite_is_checked_again(pop_run, tmp_path,
+                                                                                       monkeypatch):
+    """A restarted dashboard reads the checks' verdicts from the cache instead of re-hashing every run; a results
+    file rewritten in place with its size and mtime restored still changes the stamp (its ctime), so it is checked
+    again and refused."""
+    from recsys.compare import discovery as D
+
+    monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(D, "_verdicts", None)
+    D._checked.cache_clear()
+    p = fresh(pop_run, tmp_path)
+    assert C.scan_runs(p.parent).runs[0].status == "complete"
+    stored = json.loads((tmp_path / "cache" / D.CHECKS_FILE).read_text())
+    assert [v for k, v in stored.items() if os.path.realpath(p) in k] == [None]  # checked, nothing wrong
+
+    def no_check(path):
+        raise AssertionError("checked again: the stored verdict was not used")
+
+    monkeypatch.setattr(D, "_check", no_check)  # a restart: empty memory, the same cache on disk
+    monkeypatch.setattr(D, "_verdicts", None)
+    D._checked.cache_clear()
+    assert C.scan_runs(p.parent).runs[0].status == "complete"
+
+    monkeypatch.undo()
+    monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(D, "_verdicts", None)
+    D._checked.cache_clear()
+    results = p / TEST_RESULTS
+    before = results.stat()
+    data = bytearray(results.read_bytes())
+    data[-200] ^= 0xFF  # the same size, other bytes
+    with open(results, "r+b") as fh:  # in place: the same inode
+        fh.write(bytes(data))
+    os.utime(results, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (results.stat().st_size, results.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    run = C.scan_runs(p.parent).runs[0]
+    assert run.status == "inconsistent" and run.problem
+    D._checked.cache_clear()

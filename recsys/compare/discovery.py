@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,11 +100,13 @@ def validate_info(info: Any, where: str | Path = "run.json") -> dict:
 
 
 def _stamp(path: Path) -> tuple:
-    out: list[tuple[int, int, int] | None] = []
+    out: list[tuple[int, int, int, int] | None] = []
     for name in (RUN_FILE, TEST_RESULTS, WEIGHTS):
         try:
             st = (path / name).lstat()
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            # ctime too: it changes with any write and cannot be set back (os.utime resets only mtime), so a
+            # same-size rewrite with its mtime restored still changes the stamp
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns))
         except OSError:
             out.append(None)
     return tuple(out)
@@ -117,11 +121,71 @@ class CheckFailed(Exception):
 _TRANSIENT = (MemoryError, BlockingIOError, InterruptedError, TimeoutError)
 
 
+# The checks' verdicts, kept on disk per (folder, stamp of its three files) so that a restarted dashboard does not
+# re-hash every run's results and weights (about 1 s for 100 runs): a changed file changes the stamp, and the key's
+# version changes when the checks do. Written atomically; unreadable or foreign content is ignored (checked again).
+CHECKS_VERSION = 1
+CHECKS_FILE = "run-checks.json"
+_MAX_VERDICTS = 4096
+_verdicts_lock = threading.Lock()
+_verdicts: dict[str, str | None] | None = None
+
+
+def _verdicts_path() -> Path:
+    from recsys.data.loader import default_cache_dir
+
+    return default_cache_dir() / CHECKS_FILE
+
+
+def _verdict_key(path: str, stamp: tuple) -> str:
+    return f"v{CHECKS_VERSION}|{os.path.realpath(path)}|{json.dumps(stamp)}"
+
+
+def _load_verdicts() -> dict[str, str | None]:
+    global _verdicts
+    if _verdicts is None:
+        try:
+            raw = json.loads(_verdicts_path().read_text())
+            ok = isinstance(raw, dict) and all(isinstance(v, (str, type(None))) for v in raw.values())
+            _verdicts = dict(raw) if ok else {}
+        except (OSError, ValueError):
+            _verdicts = {}
+    return _verdicts
+
+
+def _remember(key: str, verdict: str | None) -> None:
+    from recsys.run_io import atomic_write_json
+
+    with _verdicts_lock:
+        known = _load_verdicts()
+        known[key] = verdict
+        while len(known) > _MAX_VERDICTS:
+            known.pop(next(iter(known)))
+        try:
+            _verdicts_path().parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(_verdicts_path(), known)
+        except OSError:
+            pass  # a read-only cache: the verdict is kept in memory only
+
+
 @functools.lru_cache(maxsize=512)
 def _checked(path: str, stamp: tuple) -> str | None:
-    """Why a complete run's numbers cannot be trusted (None when they can): its per-user results are the ones
-    run.json hashed, its weights were written for its model, and its test metrics are what those results give.
-    Raises CheckFailed (uncached) when the check itself could not run."""
+    """Why a complete run's numbers cannot be trusted (None when they can), from the disk's verdict for this stamp
+    when there is one, else checked now and remembered. Raises CheckFailed (never remembered) when the check itself
+    could not run."""
+    key = _verdict_key(path, stamp)
+    with _verdicts_lock:
+        known = _load_verdicts()
+        if key in known:
+            return known[key]
+    verdict = _check(path)
+    _remember(key, verdict)
+    return verdict
+
+
+def _check(path: str) -> str | None:
+    """The checks: its per-user results are the ones run.json hashed, its weights were written for its model, and
+    its test metrics are what those results give."""
     run = RunDirectory(path)
     try:
         info = run.info()
