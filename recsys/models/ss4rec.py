@@ -36,13 +36,11 @@ Named deviations (each an option, default = released behaviour unless said other
   decayed mean of recent residuals added (`recsys/models/rating_aware.py`, shared with SASRec); trained as a rating
   run (`--objective rating`), `ce_weight` weighting the next-item cross-entropy kept as a regulariser.
 - Gap features (issue 23; `gap_features`, default "none" as released): time as an input feature besides the S5's
-  decay. "all" adds to each item's embedding a learned embedding of the gap after it, log2-bucketed exactly as
-  SASRec's `target_gap_embedding` (`recsys/models/time_features.py`; at the last position the gap to the
-  interaction being predicted), so with SASRec's target-gap variant and SS4Rec's `target_gap: withheld` the two
-  architectures form a 2x2 of how time enters. "history" adds the embedding of the gap BEFORE each item instead
-  (a separate row for the first item, which has none): the same history information, never the target's time,
-  since under all-positions training the gap after item j is the target of position j. The S5 keeps integrating
-  what `target_gap` and `gap_ablation` say.
+  decay. "all" adds to each item's embedding a learned embedding of the gap after it, log2-bucketed as SASRec's
+  `target_gap_embedding` (`recsys/models/time_features.py`; at the last position the gap to the predicted
+  interaction): with SASRec's target-gap variant a 2x2 of how time enters. "history": the gap BEFORE each item (a row
+  of its own for the first), never the target's time (under all-positions training the gap after item j is the
+  target of position j). The S5 keeps integrating what `target_gap` and `gap_ablation` say.
 - Training on all positions of a window at once (causal, so identical to RecBole's per-prefix samples); how
   windows are cut (`window_stride` in the training config, `recsys.data.batch.training_windows`) decides whether
   every target sees its max_len items of history (stride 1: exactly RecBole's samples).
@@ -68,7 +66,7 @@ from recsys.models.time_features import GAP_BUCKETS, gap_buckets
 
 GAP_ABLATIONS = ("none", "zero", "constant", "shuffled")
 GAP_FEATURES = ("none", "all", "history")
-FIRST_ITEM = GAP_BUCKETS  # the gap-feature row of a history's first item under gap_features "history" (no gap before)
+FIRST_ITEM = GAP_BUCKETS  # gap_features "history": the row of a history's first item (no gap before it)
 BLOCKS = ("s5+mamba", "s5", "mamba")
 
 
@@ -232,8 +230,8 @@ class SS4Rec(Recommender):
         self.time_unit, self.time_transform = float(cfg.time_unit), cfg.time_transform
         self.float32_timestamps, self.logits_chunk = cfg.float32_timestamps, cfg.logits_chunk
         self.item_embedding = nn.Embedding(n_items, cfg.hidden, padding_idx=0)
-        # the gap buckets, and for "history" one more row: a history's first item (no gap before it)
-        self.gap_embedding = (nn.Embedding(GAP_BUCKETS + 1, cfg.hidden) if cfg.gap_features != "none" else None)
+        # the gap buckets and one row more: under "history", a history's first item (no gap before it)
+        self.gap_embedding = nn.Embedding(GAP_BUCKETS + 1, cfg.hidden) if cfg.gap_features != "none" else None
         self.blocks = nn.ModuleList(SS4RecBlock(cfg.hidden, cfg.s5_state, cfg.dt_min, cfg.dt_max, cfg.d_state,
                                                 cfg.d_conv, cfg.expand, cfg.dropout, cfg.blocks)
                                     for _ in range(cfg.n_layers))
@@ -345,14 +343,12 @@ class SS4Rec(Recommender):
     # ----------------------------------------------------------------------------------------------- encoder
     def gap_feature_ids(self, timestamps: torch.Tensor, lengths: torch.Tensor,
                         target_times: torch.Tensor | None) -> torch.Tensor:
-        """Rows of `gap_embedding` [B, L] for `gap_features`: "all": the bucket of the gap after each item (the
-        target's at the last, from `target_times`); "history": the bucket of the gap before each item, FIRST_ITEM at
-        the first. Raw int64 seconds, whatever the S5 is fed."""
+        """Rows of `gap_embedding` [B, L]: "all": the gap after each item's bucket (the target's at the last);
+        "history": the gap before each item's, FIRST_ITEM at the first. Raw seconds, whatever the S5 is fed."""
         if self.config.gap_features == "all":
             return gap_buckets(gaps_after(timestamps, lengths, target_times))
         before = torch.full_like(timestamps, FIRST_ITEM, dtype=torch.long)
-        if timestamps.shape[1] > 1:
-            before[:, 1:] = gap_buckets((timestamps[:, 1:] - timestamps[:, :-1]).clamp_min(0))
+        before[:, 1:] = gap_buckets((timestamps[:, 1:] - timestamps[:, :-1]).clamp_min(0))  # empty for one item
         return before
 
     def embed(self, items, timestamps, lengths, target_times=None) -> torch.Tensor:
@@ -400,8 +396,7 @@ class SS4Rec(Recommender):
             return {"history": (items, timestamps)}
         cache: dict[str, Any] = {"last_item": items[:, -1], "last_time": timestamps[:, -1], "layers": []}
         if self.config.gap_features == "history":  # the last item's feature is known now: the gap before it
-            cache["last_feature"] = self.gap_feature_ids(timestamps, torch.tensor([n], device=items.device),
-                                                         None)[:, -1]
+            cache["last_feature"] = self.gap_feature_ids(timestamps, items.new_tensor([n]), None)[:, -1]
         if n == 1:
             for block in self.block_list:
                 cache["layers"].append(block.empty_cache(items.device, self.item_embedding.weight.dtype))
