@@ -96,6 +96,34 @@ def matrix(args) -> None:
               f"{r['ci_low']:+.4f} … {r['ci_high']:+.4f} | {p_txt} |")
 
 
+def markdown(frame) -> str:
+    """A DataFrame as a Markdown table (no tabulate dependency)."""
+    cells = [[str(c) for c in frame.columns]] + [[str(v) for v in row] for row in frame.itertuples(index=False)]
+    return "\n".join("| " + " | ".join(r) + " |" for r in cells[:1] + [["---"] * len(frame.columns)] + cells[1:])
+
+
+def time_entries(args) -> None:
+    """How time enters (What matters' section): each way time enters against the same architecture without time."""
+    from recsys.compare import ablations as AB
+
+    runs, load = checked_runs(args.roots), load_results
+    studies = AB.time_entry_studies(runs, load, n_boot=args.n_boot, interval=args.interval)
+    if not studies:
+        raise SystemExit("no way time enters has its time-free reference (SS4Rec constant-gap, plain SASRec) here")
+    for study in studies:
+        print(f"## {study.title}\n\n{study.data}; {study.protocol}; intervals: {args.interval}, {args.n_boot} "
+              f"resamples\n")
+        for note in study.notes:
+            print(f"> {note}\n")
+        print(markdown(AB.time_table(study)))
+        print("\nΔ NDCG@10 by the gap to the predicted interaction (mean paired difference, 95% interval, users):\n")
+        print(markdown(AB.time_by_gap(study, load)))
+        print()
+        for line in AB.conclusions(study):
+            print(f"- {line}")
+        print()
+
+
 def ablations(args) -> None:
     from recsys.compare import ablations as AB
 
@@ -290,6 +318,10 @@ def main() -> None:
     e = sub.add_parser("ablations")
     e.add_argument("roots", nargs="+")
     e.add_argument("--n-boot", type=int, default=2000)
+    t = sub.add_parser("time")
+    t.add_argument("roots", nargs="+")
+    t.add_argument("--n-boot", type=int, default=2000)
+    t.add_argument("--interval", default="seeds+users", choices=("seeds+users", "users"))
     f = sub.add_parser("rating")
     f.add_argument("roots", nargs="+")
     f.add_argument("--n-boot", type=int, default=2000)
@@ -311,6 +343,9 @@ def main() -> None:
         return
     if args.what == "rating":
         rating(args)
+        return
+    if args.what == "time":
+        time_entries(args)
         return
     if args.what == "bootstrap":
         runs = [RunDirectory(r) for r in (args.run_a, args.run_b)]

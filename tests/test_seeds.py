@@ -165,3 +165,22 @@ def test_sidebar_offers_the_headline_run_first(tmp_path):
                                                                     "ss4rec-masked-seed0"]
     assert [x.label for x in state.candidates("other", found)] == ["sasrec-seed0", "sasrec-seed2", "ncf-seed0",
                                                                    "popular-seed0"]
+
+
+def test_time_command_prints_each_way_time_enters_against_its_architecture_without_time(tmp_path):
+    from tests.helpers import ranking_results, write_run
+
+    for name, model, cfg, ndcg in (("plain", "sasrec", {}, (0.3, 0.1, 1.0, 0.0)),
+                                   ("timed", "sasrec", {"variant": "sasrec-target-time",
+                                                        "target_gap_embedding": True}, (0.5, 0.1, 1.0, 0.25))):
+        info = run(model, 0, float(np.mean(ndcg)))
+        info["run_id"] = name
+        info["config"].update(cfg)
+        write_run(tmp_path, name, info, results=ranking_results(ndcg=ndcg))
+    out = subprocess.run([sys.executable, "scripts/analyse_runs.py", "time", str(tmp_path), "--n-boot", "200"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("| SASRec |"))
+    assert "gap feature (gap after each item); the target's time included" in line
+    assert "| +0.1125 (" in line  # mean of (0.5-0.3, 0, 0, 0.25) over the 4 users
+    assert "same second" in out.stdout  # the by-gap table
