@@ -344,14 +344,14 @@ def time_table(study: AblationStudy, metrics: Sequence[str] = METRICS, digits: i
 
     lines = []
     for row in study.rows:
-        line = {"architecture": row.config.name.split(" · ")[0], "how time enters": row.change,
-                "configuration": row.name, "without time": row.reference.name,
-                "seeds": f"{row.config.n_seeds} vs {row.reference.n_seeds}"}
-        for m in metrics:
+        line = {"architecture": row.config.name.split(" · ")[0], "how time enters": row.change}
+        for m in metrics:  # the numbers before the names, which the chart beside it already shows
             c = row.comparisons.get(m)
             line[f"{metric_display(m)} difference (95% CI)"] = (
                 f"{c.diff:+.{digits}f} ({c.ci_low:+.{digits}f} … {c.ci_high:+.{digits}f})"
                 if c is not None and not c.problem else f"not comparable: {c.problem if c else 'no result'}")
+        line.update({"seeds": f"{row.config.n_seeds} vs {row.reference.n_seeds}", "configuration": row.name,
+                     "without time": row.reference.name})
         lines.append(line)
     return pd.DataFrame(lines)
 
