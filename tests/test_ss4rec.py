@@ -251,9 +251,10 @@ def test_ss4rec_run_reports_both_metric_families(tmp_path):
                                                   f"pure PyTorch ({native.status()})")
 
 
+@pytest.mark.parametrize("features", ["none", "all", "history"])
 @pytest.mark.parametrize("n", [1, 2, 6])
-def test_prefill_then_step_equals_full_forward(n):
-    m = small()
+def test_prefill_then_step_equals_full_forward(n, features):
+    m = small(gap_features=features)  # with gap features the last input is rebuilt for each "now" ("all")
     items = torch.randint(1, 40, (1, n))
     ts = torch.cumsum(torch.tensor([[0, 5, 0, 3600, 86400, 60]])[:, :n], 1) + 10**9
     cache = m.prefill(items, ts)
