@@ -63,6 +63,17 @@ with st.spinner("Pooling seeds and bootstrapping each variant against the releas
         st.stop()
 
 
+def _study_top(study: AB.AblationStudy, more: str, chart_title: str) -> None:
+    """What a study compares (data, protocol, test users, then `more`), its notes, and its difference chart."""
+    st.caption(f"Dataset: {study.data} · Protocol: {study.protocol}"
+               + (f" · {study.n_users:,} test users" if study.n_users else "") + more)
+    for note in study.notes:
+        st.warning(note)
+    frame = AB.study_frame(study)
+    if not frame.empty:
+        show_chart(charts.difference_chart(frame, chart_title))
+
+
 def _how_time_enters() -> None:
     """Every way time enters an architecture against the same architecture without time (issue 23)."""
     st.header("How time enters")
@@ -83,14 +94,8 @@ def _how_time_enters() -> None:
         return
     for ti, study in enumerate(tstudies):
         st.subheader(study.title)
-        st.caption(f"Dataset: {study.data} · Protocol: {study.protocol}"
-                   + (f" · {study.n_users:,} test users" if study.n_users else ""))
-        for note in study.notes:
-            st.warning(note)
-        frame = AB.study_frame(study)
-        if not frame.empty:
-            show_chart(charts.difference_chart(frame, "Each way time enters minus the same architecture without "
-                                                      "time (right of 0 = time helps), 95% interval"))
+        _study_top(study, "", "Each way time enters minus the same architecture without time (right of 0 = time "
+                              "helps), 95% interval")
         st.dataframe(AB.time_table(study), hide_index=True,
                      column_config={"how time enters": st.column_config.TextColumn("how time enters", width="large")})
         for line in AB.conclusions(study):
@@ -115,16 +120,9 @@ if not studies:
 st.info(TARGET_TIME_CAVEAT + " The variant **no-target-time** measures how much of SS4Rec's result is that input.")
 for si, study in enumerate(studies):
     st.header(study.title)
-    st.caption(f"Dataset: {study.data} · Protocol: {study.protocol}"
-               + (f" · {study.n_users:,} test users" if study.n_users else "")
-               + f" · reference: {study.reference.name} ({study.reference.seeds_text}), test NDCG@10 "
-               f"{study.reference.test['ndcg@10'][0]:.4f}.")
-    for note in study.notes:
-        st.warning(note)
-    frame = AB.study_frame(study)
-    if not frame.empty:
-        show_chart(charts.difference_chart(frame, "Each variant minus its reference on test (right of 0 = the "
-                                                       "variant higher), 95% interval"))
+    _study_top(study, f" · reference: {study.reference.name} ({study.reference.seeds_text}), test NDCG@10 "
+                      f"{study.reference.test['ndcg@10'][0]:.4f}.",
+               "Each variant minus its reference on test (right of 0 = the variant higher), 95% interval")
     st.dataframe(AB.study_table(study), hide_index=True,  # the long text columns at a width they can be read at
                  column_config={c: st.column_config.TextColumn(c, width="large")
                                 for c in ("what changes", "difference (95% CI)", "reading")})

@@ -68,21 +68,6 @@ def test_the_2x2_of_how_time_enters(target_gap, gap_features, reads):
     assert m.reads_target_time == reads
 
 
-def test_gap_features_train_on_all_positions_as_on_per_prefix_samples():
-    for mode in ("all", "history"):
-        m = small(gap_features=mode)
-        rng = np.random.default_rng(1)
-        n = 9
-        items = rng.integers(1, 40, n)
-        times = np.cumsum(rng.choice([0, 0, 30, 3600, 86400 * 3], n)) + 10**9
-        seqs = Sequences(np.array([1]), np.array([0, n]), items, times, np.ones(n, np.float32), np.arange(n))
-        w = training_windows(seqs, max_len=10)
-        all_pos = m.encode(w.items, w.timestamps, w.lengths, w.target_times)[0, :n - 1] @ m.item_embedding.weight.T
-        for j in range(n - 1):
-            prefix = case(items[None, :j + 1], times[None, :j + 1], [j + 1], [times[j + 1]])
-            torch.testing.assert_close(m.score(prefix)[0], all_pos[j], rtol=1e-10, atol=1e-10)
-
-
 def test_span_normalised_gaps_use_the_data_span_and_are_saved_with_the_weights():
     """time_normalise="span" divides gaps by the data's time span (RecBole's ml-100k normalize_all), taken from the
     filtered data at init and restored with the weights, so a saved run scores exactly as trained."""
@@ -103,9 +88,11 @@ def test_span_normalised_gaps_use_the_data_span_and_are_saved_with_the_weights()
     with pytest.raises(ValueError, match="time_normalise"):
         small(time_normalise="minmax")
 
-def test_all_positions_equal_per_prefix_samples():
-    """RecBole feeds every prefix as its own sample; one causal pass over the window gives the same logits."""
-    m = small()
+@pytest.mark.parametrize("gap_features", ["none", "all", "history"])
+def test_all_positions_equal_per_prefix_samples(gap_features):
+    """RecBole feeds every prefix as its own sample; one causal pass over the window gives the same logits (with gap
+    features too: 'all' reads each position's target gap, 'history' the gap before each item)."""
+    m = small(gap_features=gap_features)
     rng = np.random.default_rng(0)
     n = 9
     items = rng.integers(1, 40, n)
