@@ -103,13 +103,17 @@ class ModelCard:
         """Every configuration field a target-time rule reads."""
         return {key for rule in self.target_time for key in rule}
 
+    def changed(self, config: dict) -> list[str]:
+        """The settings a configuration moves off their released value (in the card's order)."""
+        return [key for key, s in self.settings.items() if not s.is_released(config.get(key, s.released))]
+
     def changes(self, config: dict) -> list[str]:
         """What a configuration changes from the released one, in words (read from the configuration)."""
-        return [s.meaning(key, config.get(key, s.released)) for key, s in self.settings.items()
-                if not s.is_released(config.get(key, s.released))]
+        return [self.settings[key].meaning(key, config.get(key, self.settings[key].released))
+                for key in self.changed(config)]
 
     def is_ablation(self, config: dict) -> bool:
-        return any(s.ablation and not s.is_released(config.get(key, s.released)) for key, s in self.settings.items())
+        return any(self.settings[key].ablation for key in self.changed(config))
 
 
 def _literal_cards(module: str) -> list[dict]:

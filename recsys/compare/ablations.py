@@ -258,12 +258,11 @@ TIME_SETTINGS = {"ss4rec": {"target_gap", "gap_features"}, "sasrec": {"target_ga
 
 
 def _changed(info: dict) -> set[str]:
-    """The card settings whose value differs from the released one."""
+    """The card settings whose value differs from the released one (the catalogue's rule)."""
     from recsys import catalogue
 
     card = catalogue.card(info.get("model"))
-    cfg = info.get("config") or {}
-    return {k for k, s in (card.settings if card else {}).items() if not s.is_released(cfg.get(k, s.released))}
+    return set(card.changed(info.get("config") or {})) if card else set()
 
 
 def time_free(info: dict) -> bool:
